@@ -1,0 +1,175 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * flow_abi.h - the single source of truth for every struct shared between the
+ * kernel programs and the collector. The Rust mirror lives in
+ * collector-ebpf/src/abi.rs and asserts the same sizes and offsets.
+ *
+ * Rules: fixed-width fields only, explicit padding, no bool/enum.
+ * Byte order: addresses are in network byte order (as on the wire), IPv4 is
+ * stored IPv4-mapped (::ffff:a.b.c.d); ports and every other integer are in
+ * host byte order.
+ */
+#ifndef FLOWLENS_FLOW_ABI_H
+#define FLOWLENS_FLOW_ABI_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+/* ---- packet flows ---------------------------------------------------- */
+
+/* flow_key.hook */
+#define FLOW_HOOK_XDP_INGRESS 0
+#define FLOW_HOOK_TC_EGRESS 1
+
+/* flow_value.flags */
+#define FLOW_F_INITIATOR 0x01 /* a TCP SYN without ACK or an ICMP echo request was seen */
+#define FLOW_F_FRAGMENT 0x02  /* at least one IP fragment was counted */
+#define FLOW_F_RESPONDER 0x04 /* a TCP SYN+ACK or an ICMP echo reply was seen */
+
+/*
+ * One direction of a flow as seen by one hook of one interface.
+ * ICMP/ICMPv6 echo request/reply: sport = dport = echo identifier, so both
+ * directions merge; other ICMP messages and non-TCP/UDP protocols: ports 0.
+ */
+struct flow_key {
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto; /* IPPROTO_* */
+	__u8 hook;  /* FLOW_HOOK_* */
+	__u16 pad;
+	__u32 ifindex;
+};
+#define FLOW_KEY_SIZE 44
+
+/* Per-CPU value: the collector sums packets/bytes, takes min/max of the times. */
+struct flow_value {
+	__u64 packets;
+	__u64 bytes; /* L3 bytes (IP header + payload), per segment for GSO */
+	__u64 first_seen_ns; /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	__u64 last_seen_ns;
+	__u8 tcp_flags; /* OR of the TCP flags byte */
+	__u8 flags;     /* FLOW_F_* */
+	__u8 pad[6];
+};
+#define FLOW_VALUE_SIZE 40
+
+/* IP fragment tracking: datagram id -> ports of its first fragment. */
+struct frag_key {
+	__u8 src[16];
+	__u8 dst[16];
+	__u32 id; /* IPv4 id (16 bit) or IPv6 fragment id */
+	__u8 proto;
+	__u8 pad[3];
+};
+#define FRAG_KEY_SIZE 40
+
+struct frag_value {
+	__u16 sport;
+	__u16 dport;
+	__u32 pad;
+};
+#define FRAG_VALUE_SIZE 8
+
+/* ---- drop / health counters (PERCPU_ARRAY "flowlens_counters") ------- */
+#define CNT_FLOW_MAP_FULL 0      /* flow update failed: packet not counted */
+#define CNT_FRAG_MAP_FULL 1      /* first fragment could not be remembered */
+#define CNT_FRAG_NO_FIRST 2      /* later fragment without its first: counted with ports 0 */
+#define CNT_PARSE_TRUNCATED 3    /* header shorter than it claims: counted as far as parsed */
+#define CNT_NON_IP 4             /* not IPv4/IPv6 (ARP, LLDP ...): not a flow, informational */
+#define CNT_RINGBUF_FULL 5       /* socket/process event lost: ring buffer reserve failed */
+#define CNT_SOCK_MAP_FULL 6      /* socket dedup map update failed (event still sent) */
+#define CNT_PACKETS_SEEN 7       /* every packet the flow programs ran on */
+#define CNT_SOCK_EVENTS 8        /* socket events emitted */
+#define CNT_PROC_EVENTS 9        /* process events emitted */
+#define CNT_MAX 16
+
+/* ---- events (ring buffer "flowlens_events") --------------------------- */
+#define EV_SOCK 1      /* socket ownership, from a hook in the owner's context */
+#define EV_TCP_STATE 2 /* TCP state change, any context: tuple and role only */
+#define EV_EXEC 3
+#define EV_EXIT 4
+
+/* sock_event.role */
+#define ROLE_UNKNOWN 0
+#define ROLE_CLIENT 1 /* connected / sent first */
+#define ROLE_SERVER 2 /* accepted / received first */
+
+/* sock_event.hook: which program saw it */
+#define SOCK_HOOK_SEND 1
+#define SOCK_HOOK_RECV 2
+#define SOCK_HOOK_CONNECT 3 /* inet_sock_set_state -> SYN_SENT, in connect() */
+#define SOCK_HOOK_ACCEPT 4  /* accept()/accept4() return */
+
+#define COMM_LEN 16
+#define EXE_LEN 256
+
+/* Every event starts with this header. */
+struct event_hdr {
+	__u32 type; /* EV_* */
+	__u32 size; /* total size of the event in bytes */
+	__u64 ts_ns; /* bpf_ktime_get_ns */
+};
+#define EVENT_HDR_SIZE 16
+
+struct sock_event {
+	struct event_hdr hdr;
+	__u64 cookie;    /* bpf_get_socket_cookie */
+	__u64 cgroup_id; /* bpf_get_current_cgroup_id: inode of the v2 cgroup */
+	__u32 pid;       /* tgid */
+	__u32 tid;
+	__u32 uid;
+	__u32 gid;
+	__u32 netns; /* inode number of the socket's network namespace */
+	__u16 lport;
+	__u16 rport; /* 0 for unconnected UDP */
+	__u8 laddr[16];
+	__u8 raddr[16]; /* all zero for unconnected UDP */
+	__u8 proto;
+	__u8 role; /* ROLE_* */
+	__u8 hook; /* SOCK_HOOK_* */
+	__u8 pad;
+	char comm[COMM_LEN];
+	__u32 pad2;
+};
+#define SOCK_EVENT_SIZE 112
+
+struct tcp_state_event {
+	struct event_hdr hdr;
+	__u64 cookie;
+	__u8 laddr[16];
+	__u8 raddr[16];
+	__u16 lport;
+	__u16 rport;
+	__u8 oldstate; /* TCP_* as in the kernel (1 = ESTABLISHED ... 12) */
+	__u8 newstate;
+	__u8 pad[2];
+	__u32 netns;
+	__u32 pad2;
+};
+#define TCP_STATE_EVENT_SIZE 72
+
+struct proc_event {
+	struct event_hdr hdr;
+	__u64 cgroup_id;
+	__u32 pid; /* tgid */
+	__u32 ppid;
+	__u32 uid;
+	__u32 gid;
+	char comm[COMM_LEN];
+	char exe[EXE_LEN]; /* EV_EXEC: the executed file name; EV_EXIT: empty */
+};
+#define PROC_EVENT_SIZE 312
+
+_Static_assert(sizeof(struct flow_key) == FLOW_KEY_SIZE, "flow_key size");
+_Static_assert(sizeof(struct flow_value) == FLOW_VALUE_SIZE, "flow_value size");
+_Static_assert(sizeof(struct frag_key) == FRAG_KEY_SIZE, "frag_key size");
+_Static_assert(sizeof(struct frag_value) == FRAG_VALUE_SIZE, "frag_value size");
+_Static_assert(sizeof(struct event_hdr) == EVENT_HDR_SIZE, "event_hdr size");
+_Static_assert(sizeof(struct sock_event) == SOCK_EVENT_SIZE, "sock_event size");
+_Static_assert(sizeof(struct tcp_state_event) == TCP_STATE_EVENT_SIZE, "tcp_state_event size");
+_Static_assert(sizeof(struct proc_event) == PROC_EVENT_SIZE, "proc_event size");
+
+#endif /* FLOWLENS_FLOW_ABI_H */

@@ -1,0 +1,62 @@
+//! flowlens kernel programs: the compiled BPF objects and their ABI.
+//!
+//! The C sources live in `bpf/`; `build.rs` compiles them with clang. This
+//! crate embeds the objects and names every map and program the collector uses.
+
+pub mod abi;
+
+/// Packet-flow programs: XDP (ingress) and TC (egress) aggregation into per-CPU maps.
+pub static FLOW_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flow.bpf.o"));
+/// Socket-ownership and process programs: tracepoints emitting ring-buffer events.
+pub static SOCK_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock.bpf.o"));
+
+/// Program and map names inside [`FLOW_OBJ`].
+pub mod flow {
+    /// XDP program counting ingress packets.
+    pub const PROG_XDP: &str = "flowlens_xdp";
+    /// TC classifier counting egress packets.
+    pub const PROG_TC: &str = "flowlens_tc";
+    /// `BPF_MAP_TYPE_PERCPU_HASH` FlowKey -> FlowValue.
+    pub const MAP_FLOWS: &str = "flowlens_flows";
+    /// `BPF_MAP_TYPE_LRU_HASH` FragKey -> FragValue.
+    pub const MAP_FRAGS: &str = "flowlens_frags";
+    /// `BPF_MAP_TYPE_PERCPU_ARRAY` of u64 drop/health counters (`CNT_*`).
+    pub const MAP_COUNTERS: &str = "flowlens_counters";
+}
+
+/// Program and map names inside [`SOCK_OBJ`].
+pub mod sock {
+    /// `tp_btf/sock_send_length`.
+    pub const PROG_SEND: &str = "flowlens_sock_send";
+    /// `tp_btf/sock_recv_length`.
+    pub const PROG_RECV: &str = "flowlens_sock_recv";
+    /// `tp_btf/inet_sock_set_state`.
+    pub const PROG_STATE: &str = "flowlens_sock_state";
+    /// `tracepoint/syscalls/sys_exit_accept4`.
+    pub const PROG_ACCEPT4: &str = "flowlens_accept4";
+    /// `tracepoint/syscalls/sys_exit_accept`.
+    pub const PROG_ACCEPT: &str = "flowlens_accept";
+    /// `tp_btf/sched_process_exec`.
+    pub const PROG_EXEC: &str = "flowlens_exec";
+    /// `tp_btf/sched_process_exit`.
+    pub const PROG_EXIT: &str = "flowlens_exit";
+    /// `BPF_MAP_TYPE_RINGBUF` of events (`EV_*`).
+    pub const MAP_EVENTS: &str = "flowlens_events";
+    /// `BPF_MAP_TYPE_LRU_HASH` cookie -> u64: sockets already reported.
+    pub const MAP_SEEN: &str = "flowlens_sock_seen";
+    /// `BPF_MAP_TYPE_PERCPU_ARRAY` of u64 drop/health counters (`CNT_*`).
+    pub const MAP_COUNTERS: &str = "flowlens_counters";
+    /// Tracepoints as (program, category or BTF name).
+    pub const TP_BTF: [(&str, &str); 5] = [
+        (PROG_SEND, "sock_send_length"),
+        (PROG_RECV, "sock_recv_length"),
+        (PROG_STATE, "inet_sock_set_state"),
+        (PROG_EXEC, "sched_process_exec"),
+        (PROG_EXIT, "sched_process_exit"),
+    ];
+    /// Classic tracepoints as (program, category, name).
+    pub const TRACEPOINTS: [(&str, &str, &str); 2] = [
+        (PROG_ACCEPT4, "syscalls", "sys_exit_accept4"),
+        (PROG_ACCEPT, "syscalls", "sys_exit_accept"),
+    ];
+}

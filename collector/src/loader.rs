@@ -1,0 +1,311 @@
+//! Loads the kernel objects, attaches the socket/process hooks once and the
+//! packet programs per interface, and detaches everything on drop.
+
+use std::collections::BTreeMap;
+
+use aya::{
+    programs::{
+        tc::SchedClassifierLinkId, xdp::XdpLinkId, BtfTracePoint, ProgramError, SchedClassifier,
+        TcAttachType, TracePoint, Xdp, XdpMode,
+    },
+    Btf, Ebpf, EbpfLoader,
+};
+use flowlens_ebpf::{flow, sock, FLOW_OBJ, SOCK_OBJ};
+use tracing::{debug, info, warn};
+
+use crate::ifaces::Iface;
+
+/// Why the kernel side could not be set up; each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Missing privileges.
+    #[error(
+        "permission denied loading BPF programs: run flowlens as root (or with CAP_BPF, CAP_NET_ADMIN, \
+         CAP_PERFMON and CAP_SYS_PTRACE); `flowlens doctor` shows what is missing"
+    )]
+    Permission,
+    /// The kernel has no BTF.
+    #[error("kernel BTF is not available (/sys/kernel/btf/vmlinux): {0}; flowlens needs CONFIG_DEBUG_INFO_BTF=y")]
+    NoBtf(String),
+    /// The object could not be parsed or a map could not be created.
+    #[error("loading {object}: {message}")]
+    Object {
+        /// Which object.
+        object: &'static str,
+        /// Error text.
+        message: String,
+    },
+    /// A program is missing from the object (build problem).
+    #[error("program {0} is missing from the embedded object (build problem)")]
+    MissingProgram(&'static str),
+    /// The verifier or the kernel refused a program.
+    #[error("the kernel refused program {program}: {message}")]
+    Program {
+        /// Program name.
+        program: &'static str,
+        /// Error, including the verifier log when there is one.
+        message: String,
+    },
+}
+
+/// Formats a program error with the verifier log when there is one.
+pub fn describe_program_error(e: &ProgramError) -> String {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            format!("{io_error}\nverifier log:\n{verifier_log}")
+        }
+        other => {
+            let mut s = other.to_string();
+            let mut src = std::error::Error::source(other);
+            while let Some(inner) = src {
+                s.push_str(": ");
+                s.push_str(&inner.to_string());
+                src = inner.source();
+            }
+            s
+        }
+    }
+}
+
+fn is_permission(e: &ProgramError) -> bool {
+    let text = describe_program_error(e);
+    text.contains("Operation not permitted") || text.contains("EPERM")
+}
+
+fn program_error(program: &'static str, e: ProgramError) -> LoadError {
+    if is_permission(&e) {
+        LoadError::Permission
+    } else {
+        LoadError::Program {
+            program,
+            message: describe_program_error(&e),
+        }
+    }
+}
+
+fn object_error(object: &'static str, e: aya::EbpfError) -> LoadError {
+    let message = {
+        let mut s = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(inner) = src {
+            s.push_str(": ");
+            s.push_str(&inner.to_string());
+            src = inner.source();
+        }
+        s
+    };
+    if message.contains("Operation not permitted") {
+        LoadError::Permission
+    } else {
+        LoadError::Object { object, message }
+    }
+}
+
+/// Sizes set at load time.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Entries of the flow map.
+    pub flow_map_entries: u32,
+    /// Bytes of the event ring buffer.
+    pub ringbuf_bytes: u32,
+}
+
+/// The loaded packet-flow object.
+pub fn load_flow_object(opts: LoadOptions) -> Result<Ebpf, LoadError> {
+    let mut bpf = EbpfLoader::new()
+        .map_max_entries(flow::MAP_FLOWS, opts.flow_map_entries)
+        .load(FLOW_OBJ)
+        .map_err(|e| object_error("flow programs", e))?;
+    {
+        let xdp: &mut Xdp = bpf
+            .program_mut(flow::PROG_XDP)
+            .ok_or(LoadError::MissingProgram(flow::PROG_XDP))?
+            .try_into()
+            .map_err(|e| program_error(flow::PROG_XDP, e))?;
+        xdp.load().map_err(|e| program_error(flow::PROG_XDP, e))?;
+    }
+    {
+        let tc: &mut SchedClassifier = bpf
+            .program_mut(flow::PROG_TC)
+            .ok_or(LoadError::MissingProgram(flow::PROG_TC))?
+            .try_into()
+            .map_err(|e| program_error(flow::PROG_TC, e))?;
+        tc.load().map_err(|e| program_error(flow::PROG_TC, e))?;
+    }
+    Ok(bpf)
+}
+
+/// The loaded socket/process object with every hook attached (links live as
+/// long as the returned object).
+pub fn load_sock_object(opts: LoadOptions, attach: bool) -> Result<Ebpf, LoadError> {
+    let btf = Btf::from_sys_fs().map_err(|e| LoadError::NoBtf(e.to_string()))?;
+    let mut bpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .map_max_entries(sock::MAP_EVENTS, opts.ringbuf_bytes)
+        .load(SOCK_OBJ)
+        .map_err(|e| object_error("socket programs", e))?;
+    for (name, tp) in sock::TP_BTF {
+        let prog: &mut BtfTracePoint = bpf
+            .program_mut(name)
+            .ok_or(LoadError::MissingProgram(name))?
+            .try_into()
+            .map_err(|e| program_error(name, e))?;
+        prog.load(tp, &btf).map_err(|e| program_error(name, e))?;
+        if attach {
+            prog.attach().map_err(|e| program_error(name, e))?;
+        }
+    }
+    for (name, category, tp) in sock::TRACEPOINTS {
+        let prog: &mut TracePoint = bpf
+            .program_mut(name)
+            .ok_or(LoadError::MissingProgram(name))?
+            .try_into()
+            .map_err(|e| program_error(name, e))?;
+        prog.load().map_err(|e| program_error(name, e))?;
+        if attach {
+            prog.attach(category, tp)
+                .map_err(|e| program_error(name, e))?;
+        }
+    }
+    Ok(bpf)
+}
+
+/// How XDP ended up attached on an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpAttachMode {
+    /// Native (driver) mode.
+    Driver,
+    /// Generic (skb) mode.
+    Generic,
+}
+
+struct IfaceLinks {
+    name: String,
+    xdp: Option<XdpLinkId>,
+    tc: Option<SchedClassifierLinkId>,
+}
+
+/// Packet programs attached per interface.
+pub struct FlowAttachments {
+    links: BTreeMap<u32, IfaceLinks>,
+    /// Attach failures so far (exported in self-metrics).
+    pub attach_failures: u64,
+}
+
+impl FlowAttachments {
+    /// Nothing attached yet.
+    pub fn new() -> Self {
+        Self {
+            links: BTreeMap::new(),
+            attach_failures: 0,
+        }
+    }
+
+    /// Interfaces currently monitored, index -> name.
+    pub fn attached(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.links.iter().map(|(i, l)| (*i, l.name.as_str()))
+    }
+
+    /// Whether an interface is monitored.
+    pub fn contains(&self, ifindex: u32) -> bool {
+        self.links.contains_key(&ifindex)
+    }
+
+    /// Attaches XDP (driver mode, else generic) and TC egress to `iface`.
+    pub fn attach(&mut self, bpf: &mut Ebpf, iface: &Iface) -> Result<XdpAttachMode, LoadError> {
+        let xdp: &mut Xdp = bpf
+            .program_mut(flow::PROG_XDP)
+            .ok_or(LoadError::MissingProgram(flow::PROG_XDP))?
+            .try_into()
+            .map_err(|e| program_error(flow::PROG_XDP, e))?;
+        let (xdp_link, mode) = match xdp.attach_to_if_index(iface.index, XdpMode::Driver) {
+            Ok(l) => (l, XdpAttachMode::Driver),
+            Err(e) => {
+                debug!(iface = %iface.name, error = %describe_program_error(&e), "XDP driver mode refused, trying generic mode.");
+                match xdp.attach_to_if_index(iface.index, XdpMode::Skb) {
+                    Ok(l) => (l, XdpAttachMode::Generic),
+                    Err(e) => {
+                        self.attach_failures += 1;
+                        return Err(program_error(flow::PROG_XDP, e));
+                    }
+                }
+            }
+        };
+        let tc: &mut SchedClassifier = bpf
+            .program_mut(flow::PROG_TC)
+            .ok_or(LoadError::MissingProgram(flow::PROG_TC))?
+            .try_into()
+            .map_err(|e| program_error(flow::PROG_TC, e))?;
+        let tc_link = match tc.attach(&iface.name, TcAttachType::Egress) {
+            Ok(l) => l,
+            Err(e) => {
+                self.attach_failures += 1;
+                if let Ok(xdp) = <&mut Xdp>::try_from(
+                    bpf.program_mut(flow::PROG_XDP)
+                        .ok_or(LoadError::MissingProgram(flow::PROG_XDP))?,
+                ) {
+                    let _ = xdp.detach(xdp_link);
+                }
+                return Err(program_error(flow::PROG_TC, e));
+            }
+        };
+        info!(iface = %iface.name, ifindex = iface.index, xdp_mode = ?mode, "Monitoring interface.");
+        self.links.insert(
+            iface.index,
+            IfaceLinks {
+                name: iface.name.clone(),
+                xdp: Some(xdp_link),
+                tc: Some(tc_link),
+            },
+        );
+        Ok(mode)
+    }
+
+    /// Detaches from an interface (it may already be gone: then the kernel
+    /// has dropped the links and errors are expected).
+    pub fn detach(&mut self, bpf: &mut Ebpf, ifindex: u32) {
+        let Some(mut l) = self.links.remove(&ifindex) else {
+            return;
+        };
+        if let Some(id) = l.xdp.take() {
+            if let Some(Ok(xdp)) = bpf.program_mut(flow::PROG_XDP).map(<&mut Xdp>::try_from) {
+                if let Err(e) = xdp.detach(id) {
+                    debug!(iface = %l.name, error = %e, "XDP detach failed (interface gone?).");
+                }
+            }
+        }
+        if let Some(id) = l.tc.take() {
+            if let Some(Ok(tc)) = bpf
+                .program_mut(flow::PROG_TC)
+                .map(<&mut SchedClassifier>::try_from)
+            {
+                if let Err(e) = tc.detach(id) {
+                    debug!(iface = %l.name, error = %e, "TC detach failed (interface gone?).");
+                }
+            }
+        }
+        info!(iface = %l.name, ifindex, "Stopped monitoring interface.");
+    }
+
+    /// Detaches from every interface.
+    pub fn detach_all(&mut self, bpf: &mut Ebpf) {
+        let all: Vec<u32> = self.links.keys().copied().collect();
+        for i in all {
+            self.detach(bpf, i);
+        }
+    }
+}
+
+impl Default for FlowAttachments {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Logs a warning once per interface that cannot be monitored.
+pub fn warn_attach(iface: &Iface, e: &LoadError) {
+    warn!(iface = %iface.name, error = %e, "Cannot monitor interface; its traffic is not counted.");
+}

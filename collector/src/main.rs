@@ -1,0 +1,45 @@
+//! flowlens: who is behind every network flow on this host.
+
+mod clock;
+mod config;
+mod docker;
+mod doctor;
+mod enrich;
+mod events;
+mod ifaces;
+mod loader;
+mod metrics;
+mod pipeline;
+mod privileges;
+mod procscan;
+mod readers;
+mod sinks;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Cli, Command, Config};
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("FLOWLENS_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let code = match cli.command {
+        Command::Doctor => doctor::run(),
+        Command::Run(args) => match Config::from_args(&args)
+            .map_err(anyhow::Error::from)
+            .and_then(pipeline::run)
+        {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        },
+    };
+    std::process::exit(code);
+}

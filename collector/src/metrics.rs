@@ -1,0 +1,73 @@
+//! Self-metrics: what flowlens saw and what it lost, by reason. Kept as a
+//! serializable snapshot that the logs, and later the web and Prometheus
+//! endpoints, serve.
+
+use std::collections::BTreeMap;
+
+use flowlens_correlator::conversation::TableStats;
+use serde::Serialize;
+
+/// Everything flowlens counts about itself, cumulative since start.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SelfMetrics {
+    /// Intervals exported.
+    pub intervals: u64,
+    /// Records written (all sinks got them).
+    pub records_exported: u64,
+    /// Records a sink failed to write.
+    pub records_lost_sink: u64,
+    /// Kernel flow entries read at the last interval.
+    pub kernel_flow_entries: u64,
+    /// Interfaces monitored now.
+    pub interfaces_monitored: u64,
+    /// Interface attach failures.
+    pub interface_attach_failures: u64,
+    /// Ring-buffer events read.
+    pub events_received: u64,
+    /// Ring-buffer records that could not be decoded.
+    pub events_undecodable: u64,
+    /// Events lost between the reader thread and the correlator.
+    pub events_queue_overflow: u64,
+    /// Sockets found in /proc at start-up.
+    pub preexisting_sockets: u64,
+    /// Flow entries that vanished while being read.
+    pub flow_read_races: u64,
+    /// Kernel counters by name (drops and health), summed over CPUs.
+    pub kernel: BTreeMap<&'static str, u64>,
+    /// Correlator table statistics.
+    pub table: TableStats,
+}
+
+impl SelfMetrics {
+    /// Sum of every counter that means data was lost.
+    pub fn lost_total(&self) -> u64 {
+        let k = |n: &str| self.kernel.get(n).copied().unwrap_or(0);
+        k("flow_map_full")
+            + k("frag_map_full")
+            + k("ringbuf_full")
+            + self.events_queue_overflow
+            + self.events_undecodable
+            + self.records_lost_sink
+            + self.table.conversations_dropped
+            + self.table.sockets_dropped
+    }
+
+    /// Loss counters by reason (only the non-zero ones).
+    pub fn losses(&self) -> BTreeMap<&'static str, u64> {
+        let k = |n: &str| self.kernel.get(n).copied().unwrap_or(0);
+        let all = [
+            ("kernel_flow_map_full", k("flow_map_full")),
+            ("kernel_frag_map_full", k("frag_map_full")),
+            ("kernel_ringbuf_full", k("ringbuf_full")),
+            ("event_queue_overflow", self.events_queue_overflow),
+            ("events_undecodable", self.events_undecodable),
+            ("records_lost_sink", self.records_lost_sink),
+            (
+                "conversations_dropped_cap",
+                self.table.conversations_dropped,
+            ),
+            ("sockets_dropped_cap", self.table.sockets_dropped),
+        ];
+        all.into_iter().filter(|(_, v)| *v > 0).collect()
+    }
+}

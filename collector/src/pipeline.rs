@@ -1,0 +1,367 @@
+//! `flowlens run`: kernel maps and ring buffer -> readers -> correlator ->
+//! sinks, one export per interval, until SIGINT/SIGTERM.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, Context};
+use aya::{
+    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    Ebpf,
+};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
+use flowlens_correlator::{
+    conversation::{ConversationTable, TableConfig},
+    record::ConversationRecord,
+    types::{ContainerMeta, FlowObservation, Lookup},
+};
+use flowlens_ebpf::{
+    abi::{FlowKey, FlowValue},
+    flow, sock,
+};
+use tracing::{error, info, warn};
+
+use crate::{
+    clock,
+    config::{Config, JsonlTarget},
+    docker::{ContainerCache, DockerResolver},
+    enrich::UserNames,
+    events::{EventReader, EventStats, PipelineEvent},
+    ifaces,
+    loader::{self, FlowAttachments, LoadOptions},
+    metrics::SelfMetrics,
+    privileges,
+    readers::{read_counters, FlowMapReader},
+    sinks::{JsonlSink, RecordSink, SummarySink},
+};
+
+/// Export-time lookups backed by the collector's caches.
+struct Lookups<'a> {
+    users: &'a UserNames,
+    iface_names: &'a BTreeMap<u32, String>,
+    containers: &'a ContainerCache,
+}
+
+impl Lookup for Lookups<'_> {
+    fn user_name(&self, uid: u32) -> Option<String> {
+        self.users.cached(uid)
+    }
+    fn iface_name(&self, ifindex: u32) -> Option<String> {
+        self.iface_names.get(&ifindex).cloned()
+    }
+    fn container_meta(&self, runtime: &str, id: &str) -> Option<ContainerMeta> {
+        if runtime == "docker" {
+            self.containers.get(id)
+        } else {
+            None
+        }
+    }
+}
+
+fn take_map<T>(bpf: &mut Ebpf, name: &'static str) -> anyhow::Result<T>
+where
+    T: TryFrom<aya::maps::Map>,
+    <T as TryFrom<aya::maps::Map>>::Error: std::fmt::Display,
+{
+    let map = bpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
+    T::try_from(map).map_err(|e| anyhow!("map {name}: {e}"))
+}
+
+struct Pipeline {
+    cfg: Config,
+    flow_bpf: Ebpf,
+    attachments: FlowAttachments,
+    reader: FlowMapReader,
+    flow_counters: PerCpuArray<MapData, u64>,
+    sock_counters: PerCpuArray<MapData, u64>,
+    table: ConversationTable,
+    rx: Receiver<PipelineEvent>,
+    event_stats: Arc<EventStats>,
+    users: UserNames,
+    iface_names: BTreeMap<u32, String>,
+    containers: ContainerCache,
+    sinks: Vec<Box<dyn RecordSink>>,
+    metrics: Arc<Mutex<SelfMetrics>>,
+    last_lost: u64,
+    obs: Vec<FlowObservation>,
+}
+
+impl Pipeline {
+    fn handle_event(&mut self, ev: PipelineEvent) {
+        match ev {
+            PipelineEvent::Owner(o) => self.table.observe_owner(o),
+            PipelineEvent::TcpState(t) => self.table.observe_tcp_state(t),
+            PipelineEvent::Exec { pid, exe } => self.table.observe_exec(pid, exe),
+            PipelineEvent::Exit { pid } => self.table.observe_exit(pid, clock::monotonic_ns()),
+        }
+    }
+
+    fn drain_events(&mut self) {
+        while let Ok(ev) = self.rx.try_recv() {
+            self.handle_event(ev);
+        }
+    }
+
+    /// Attaches to new interfaces and forgets vanished ones (auto mode).
+    fn refresh_interfaces(&mut self) {
+        let now = ifaces::list();
+        for (idx, iface) in &now {
+            self.iface_names.insert(*idx, iface.name.clone());
+        }
+        if !self.cfg.ifaces.is_empty() {
+            return;
+        }
+        let gone: Vec<u32> = self
+            .attachments
+            .attached()
+            .map(|(i, _)| i)
+            .filter(|i| !now.contains_key(i))
+            .collect();
+        for i in gone {
+            self.attachments.detach(&mut self.flow_bpf, i);
+        }
+        for iface in now.values().filter(|i| i.up) {
+            if !self.attachments.contains(iface.index) {
+                if let Err(e) = self.attachments.attach(&mut self.flow_bpf, iface) {
+                    loader::warn_attach(iface, &e);
+                }
+            }
+        }
+    }
+
+    fn export(&mut self) {
+        self.drain_events();
+        self.obs.clear();
+        let entries = self.reader.drain(&mut self.obs);
+        for o in &self.obs {
+            self.table.observe_flow(o);
+        }
+        self.users.name(0); // refresh /etc/passwd if it changed
+        let records: Vec<ConversationRecord> = {
+            let lookups = Lookups {
+                users: &self.users,
+                iface_names: &self.iface_names,
+                containers: &self.containers,
+            };
+            self.table.export(
+                clock::monotonic_ns(),
+                clock::unix_ns(),
+                &self.cfg.host,
+                &lookups,
+            )
+        };
+        for (tuple, ifindex, hook) in self.table.take_evicted_flows() {
+            self.reader.remove(&tuple, ifindex, hook);
+        }
+        let mut lost = 0u64;
+        for sink in &mut self.sinks {
+            if let Err(e) = sink.write_interval(&records) {
+                lost += records.len() as u64;
+                error!(error = %e, records = records.len(), "Writing records failed; this interval's records are lost.");
+            }
+        }
+        self.update_metrics(entries as u64, records.len() as u64, lost);
+    }
+
+    fn update_metrics(&mut self, entries: u64, exported: u64, lost: u64) {
+        let mut kernel = BTreeMap::new();
+        read_counters(&self.flow_counters, &mut kernel);
+        read_counters(&self.sock_counters, &mut kernel);
+        let s = &self.event_stats;
+        let snapshot = {
+            let Ok(mut m) = self.metrics.lock() else {
+                return;
+            };
+            m.intervals += 1;
+            m.records_exported += exported;
+            m.records_lost_sink += lost;
+            m.kernel_flow_entries = entries;
+            m.interfaces_monitored = self.attachments.attached().count() as u64;
+            m.interface_attach_failures = self.attachments.attach_failures;
+            m.events_received = s.received.load(Ordering::Relaxed);
+            m.events_undecodable = s.decode_errors.load(Ordering::Relaxed);
+            m.events_queue_overflow = s.queue_overflow.load(Ordering::Relaxed);
+            m.preexisting_sockets = s.preexisting_sockets.load(Ordering::Relaxed);
+            m.flow_read_races = self.reader.read_races;
+            m.kernel = kernel;
+            m.table = self.table.stats();
+            m.clone()
+        };
+        let lost_total = snapshot.lost_total();
+        info!(
+            records = exported,
+            conversations = snapshot.table.conversations_active,
+            kernel_flows = entries,
+            sockets = snapshot.table.sockets_tracked,
+            events = snapshot.events_received,
+            packets_seen = snapshot.kernel.get("packets_seen").copied().unwrap_or(0),
+            lost = lost_total,
+            "Interval exported."
+        );
+        if lost_total > self.last_lost {
+            error!(
+                new = lost_total - self.last_lost,
+                by_reason = ?snapshot.losses(),
+                "Data was lost this interval (counters by reason; raise the limits in the config file)."
+            );
+            self.last_lost = lost_total;
+        }
+    }
+}
+
+/// Runs until SIGINT/SIGTERM; flushes the last interval and detaches.
+pub fn run(cfg: Config) -> anyhow::Result<()> {
+    privileges::require_for_run()?;
+    let opts = LoadOptions {
+        flow_map_entries: cfg.flow_map_entries,
+        ringbuf_bytes: cfg.ringbuf_bytes,
+    };
+
+    // Resolve explicit interfaces before loading anything.
+    let mut explicit = Vec::new();
+    for name in &cfg.ifaces {
+        match ifaces::by_name(name) {
+            Some(i) => explicit.push(i),
+            None => {
+                let have: Vec<String> = ifaces::list().into_values().map(|i| i.name).collect();
+                bail!(
+                    "unknown interface '{name}' (interfaces here: {})",
+                    have.join(", ")
+                );
+            }
+        }
+    }
+
+    let mut flow_bpf = loader::load_flow_object(opts)?;
+    let mut sock_bpf = loader::load_sock_object(opts, true)?;
+    let flows: PerCpuHashMap<MapData, FlowKey, FlowValue> =
+        take_map(&mut flow_bpf, flow::MAP_FLOWS)?;
+    let flow_counters: PerCpuArray<MapData, u64> = take_map(&mut flow_bpf, flow::MAP_COUNTERS)?;
+    let sock_counters: PerCpuArray<MapData, u64> = take_map(&mut sock_bpf, sock::MAP_COUNTERS)?;
+    let ring: RingBuf<MapData> = take_map(&mut sock_bpf, sock::MAP_EVENTS)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+
+    let docker = DockerResolver::start(cfg.docker_socket.clone());
+    let containers = docker.cache();
+    let (tx, rx) = bounded(cfg.event_queue);
+    let event_stats = Arc::new(EventStats::default());
+    let events = EventReader::start(
+        ring,
+        tx,
+        Arc::clone(&event_stats),
+        Arc::clone(&stop),
+        docker,
+    )
+    .context("starting the event reader thread")?;
+
+    let mut sinks: Vec<Box<dyn RecordSink>> = Vec::new();
+    match &cfg.jsonl {
+        Some(JsonlTarget::Stdout) => sinks.push(Box::new(JsonlSink::stdout())),
+        Some(JsonlTarget::File(p)) => sinks
+            .push(Box::new(JsonlSink::file(p).with_context(|| {
+                format!("opening JSON lines output {}", p.display())
+            })?)),
+        None => sinks.push(Box::new(SummarySink::new(cfg.top))),
+    }
+
+    let table = ConversationTable::new(TableConfig {
+        max_conversations: cfg.max_conversations,
+        max_sockets: cfg.max_sockets,
+        idle_timeout_ns: cfg.idle_timeout.as_nanos() as u64,
+        ..TableConfig::default()
+    });
+    let mut p = Pipeline {
+        cfg,
+        flow_bpf,
+        attachments: FlowAttachments::new(),
+        reader: FlowMapReader::new(flows),
+        flow_counters,
+        sock_counters,
+        table,
+        rx,
+        event_stats,
+        users: UserNames::new(),
+        iface_names: BTreeMap::new(),
+        containers,
+        sinks,
+        metrics: Arc::new(Mutex::new(SelfMetrics::default())),
+        last_lost: 0,
+        obs: Vec::with_capacity(4096),
+    };
+
+    if explicit.is_empty() {
+        p.refresh_interfaces();
+    } else {
+        p.refresh_interfaces();
+        for iface in &explicit {
+            if let Err(e) = p.attachments.attach(&mut p.flow_bpf, iface) {
+                p.attachments.detach_all(&mut p.flow_bpf);
+                return Err(e).with_context(|| format!("attaching to interface {}", iface.name));
+            }
+        }
+    }
+    let monitored: BTreeSet<String> = p
+        .attachments
+        .attached()
+        .map(|(_, n)| n.to_string())
+        .collect();
+    info!(
+        interfaces = ?monitored,
+        export_interval = ?p.cfg.export_interval,
+        "flowlens running."
+    );
+
+    let interval = p.cfg.export_interval;
+    let mut next_export = Instant::now() + interval;
+    let mut next_iface_poll = Instant::now() + Duration::from_secs(1);
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        let wake = next_export
+            .min(next_iface_poll)
+            .min(now + Duration::from_millis(200));
+        match p.rx.recv_timeout(wake.saturating_duration_since(now)) {
+            Ok(ev) => {
+                p.handle_event(ev);
+                p.drain_events();
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                warn!("The event reader stopped; socket attribution is no longer updated.");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        let now = Instant::now();
+        if now >= next_iface_poll {
+            p.refresh_interfaces();
+            next_iface_poll = now + Duration::from_secs(1);
+        }
+        if now >= next_export {
+            p.export();
+            next_export += interval;
+            if next_export < now {
+                next_export = now + interval;
+            }
+        }
+    }
+
+    info!("Stopping: flushing the last interval and detaching.");
+    events.join();
+    p.export();
+    p.attachments.detach_all(&mut p.flow_bpf);
+    drop(sock_bpf);
+    info!("flowlens stopped.");
+    Ok(())
+}

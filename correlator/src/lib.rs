@@ -1,0 +1,15 @@
+//! flowlens correlator: joins packet flows with socket owners into attributed
+//! conversations. Pure Rust: no kernel, no file system, no async runtime.
+
+#![warn(missing_docs)]
+
+pub mod cgroup;
+pub mod conversation;
+mod owners;
+pub mod record;
+pub mod types;
+
+pub use cgroup::{parse_container, ContainerRef};
+pub use conversation::{ConversationTable, TableConfig, TableStats};
+pub use record::{ConversationRecord, Endpoint, ProcessAttribution};
+pub use types::normalize_ip;

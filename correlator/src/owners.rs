@@ -1,0 +1,343 @@
+//! Socket owners: who (process, container) is behind a socket, indexed by
+//! cookie, by full tuple and by local half (unconnected UDP, listeners).
+//!
+//! Owner events come from process context and carry the identity; TCP state
+//! changes may run in any context and only ever touch the tuple and the role.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use crate::cgroup::{parse_container, ContainerRef};
+use crate::types::{normalize_ip, ProcessIdentity, Role, SocketOwnerEvent, TcpStateChange};
+
+/// An address and a port.
+pub(crate) type Addr = (IpAddr, u16);
+
+/// The identity behind a socket, shared by the owner table and the
+/// conversations attributed to it (which outlive the owner entry).
+#[derive(Debug)]
+pub(crate) struct OwnerIdentity {
+    /// The process as captured in its own context.
+    pub process: ProcessIdentity,
+    /// The container parsed from the cgroup path.
+    pub container: Option<ContainerRef>,
+    /// When the owner event was seen (CLOCK_MONOTONIC ns).
+    pub since_ns: u64,
+}
+
+/// What a conversation side keeps of its owner.
+#[derive(Clone, Debug)]
+pub(crate) struct Attribution {
+    /// The socket.
+    pub cookie: u64,
+    /// The role last known for the socket.
+    pub role: Role,
+    /// Who.
+    pub identity: Arc<OwnerIdentity>,
+}
+
+#[derive(Debug)]
+struct Owner {
+    proto: u8,
+    local: Addr,
+    remote: Option<Addr>,
+    role: Role,
+    identity: Arc<OwnerIdentity>,
+    last_ref_ns: u64,
+}
+
+/// A state change that came before its owner event.
+#[derive(Clone, Copy, Debug)]
+struct PendingState {
+    change: TcpStateChange,
+    role: Role,
+}
+
+#[derive(Debug)]
+struct ProcessExe {
+    exe: String,
+    exited_ns: Option<u64>,
+}
+
+type FullKey = (u8, Addr, Addr);
+type HalfKey = (u8, Addr);
+
+/// Counters of the owner table.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct OwnerCounters {
+    pub sockets_dropped: u64,
+    pub owners_evicted: u64,
+    pub state_changes_dropped: u64,
+    pub state_changes_expired: u64,
+    pub processes_dropped: u64,
+}
+
+/// Socket owners and the indexes to find them from a conversation endpoint.
+#[derive(Debug, Default)]
+pub(crate) struct OwnerIndex {
+    owners: HashMap<u64, Owner>,
+    full: HashMap<FullKey, u64>,
+    half: HashMap<HalfKey, u64>,
+    pending: HashMap<u64, PendingState>,
+    processes: HashMap<u32, ProcessExe>,
+    max_sockets: usize,
+    pub counters: OwnerCounters,
+}
+
+impl OwnerIndex {
+    /// An empty index holding at most `max_sockets` owners (and as many parked changes and processes).
+    pub fn new(max_sockets: usize) -> Self {
+        Self {
+            max_sockets,
+            ..Self::default()
+        }
+    }
+
+    /// Owners tracked now.
+    pub fn sockets_tracked(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// State changes waiting for their owner event.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Stores or updates the owner of `ev.cookie`.
+    pub fn insert(&mut self, ev: SocketOwnerEvent) {
+        let ev = ev.normalized();
+        let mut process = ev.process;
+        if process.exe.is_none() {
+            process.exe = self.exe_of(process.pid, ev.ts_ns).map(str::to_owned);
+        }
+        let container = process.cgroup_path.as_deref().and_then(parse_container);
+        let identity = Arc::new(OwnerIdentity {
+            process,
+            container,
+            since_ns: ev.ts_ns,
+        });
+        if let Some(owner) = self.owners.get_mut(&ev.cookie) {
+            // Another event for the same socket (e.g. fd passed on): newest owner wins,
+            // but never trade a more complete tuple for a less complete one.
+            owner.identity = identity;
+            owner.last_ref_ns = owner.last_ref_ns.max(ev.ts_ns);
+            if ev.role != Role::Unknown {
+                owner.role = ev.role;
+            }
+            if ev.local.1 != 0 && (ev.remote.is_some() || owner.remote.is_none()) {
+                self.retuple(ev.cookie, ev.local, ev.remote);
+            }
+            return;
+        }
+        if self.owners.len() >= self.max_sockets {
+            self.counters.sockets_dropped += 1;
+            return;
+        }
+        let owner = Owner {
+            proto: ev.proto,
+            local: ev.local,
+            remote: ev.remote,
+            role: ev.role,
+            identity,
+            last_ref_ns: ev.ts_ns,
+        };
+        self.index(ev.cookie, &owner);
+        self.owners.insert(ev.cookie, owner);
+        if let Some(p) = self.pending.remove(&ev.cookie) {
+            self.apply_state(p.change, p.role);
+        }
+    }
+
+    /// Applies a TCP state change (tuple and role only), or parks it until the owner event arrives.
+    pub fn state_change(&mut self, ev: TcpStateChange) {
+        let ev = ev.normalized();
+        let role = ev.implied_role();
+        if self.owners.contains_key(&ev.cookie) {
+            self.apply_state(ev, role);
+            return;
+        }
+        let full = self.pending.len() >= self.max_sockets;
+        match self.pending.get_mut(&ev.cookie) {
+            Some(p) => {
+                // Keep the newest known role and the newest bound tuple.
+                if role != Role::Unknown {
+                    p.role = role;
+                }
+                if ev.local.1 != 0 || p.change.local.1 == 0 {
+                    p.change = ev;
+                } else {
+                    p.change.ts_ns = p.change.ts_ns.max(ev.ts_ns);
+                }
+            }
+            None if full => {
+                self.counters.state_changes_dropped += 1;
+            }
+            None => {
+                self.pending
+                    .insert(ev.cookie, PendingState { change: ev, role });
+            }
+        }
+    }
+
+    fn apply_state(&mut self, ev: TcpStateChange, role: Role) {
+        let Some(owner) = self.owners.get_mut(&ev.cookie) else {
+            return;
+        };
+        owner.last_ref_ns = owner.last_ref_ns.max(ev.ts_ns);
+        if role != Role::Unknown {
+            owner.role = role;
+        }
+        // A listener's change has no remote; anything without a local port is not bound yet.
+        if ev.local.1 == 0 {
+            return;
+        }
+        let remote = (ev.remote.1 != 0 || !ev.remote.0.is_unspecified()).then_some(ev.remote);
+        if (owner.local, owner.remote) != (ev.local, remote) && remote.is_some() {
+            self.retuple(ev.cookie, ev.local, remote);
+        }
+    }
+
+    /// Moves an owner to a new tuple, keeping the indexes in step.
+    fn retuple(&mut self, cookie: u64, local: Addr, remote: Option<Addr>) {
+        let Some(owner) = self.owners.get_mut(&cookie) else {
+            return;
+        };
+        if (owner.local, owner.remote) == (local, remote) {
+            return;
+        }
+        let (proto, old_local, old_remote) = (owner.proto, owner.local, owner.remote);
+        owner.local = local;
+        owner.remote = remote;
+        match old_remote {
+            Some(r) => remove_if(&mut self.full, &(proto, old_local, r), cookie),
+            None => remove_if(&mut self.half, &(proto, old_local), cookie),
+        }
+        if let Some(owner) = self.owners.get(&cookie) {
+            index_into(&mut self.full, &mut self.half, cookie, owner);
+        }
+    }
+
+    fn index(&mut self, cookie: u64, owner: &Owner) {
+        index_into(&mut self.full, &mut self.half, cookie, owner);
+    }
+
+    /// The owner of the local end `local` of a conversation with `remote`:
+    /// exact tuple first, then the local half (unconnected UDP, listeners),
+    /// wildcard addresses included.
+    pub fn find(&self, proto: u8, local: Addr, remote: Addr) -> Option<Attribution> {
+        let (addr, port) = local;
+        let any_same = unspecified_like(addr);
+        let any_v6 = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+        let cookie = self
+            .full
+            .get(&(proto, local, remote))
+            .or_else(|| self.full.get(&(proto, (any_same, port), remote)))
+            .or_else(|| self.half.get(&(proto, local)))
+            .or_else(|| self.half.get(&(proto, (any_same, port))))
+            // A dual-stack `::` socket also receives IPv4.
+            .or_else(|| self.half.get(&(proto, (any_v6, port))))?;
+        let owner = self.owners.get(cookie)?;
+        Some(Attribution {
+            cookie: *cookie,
+            role: owner.role,
+            identity: Arc::clone(&owner.identity),
+        })
+    }
+
+    /// The current role of a socket, if still tracked.
+    pub fn role_of(&self, cookie: u64) -> Option<Role> {
+        self.owners.get(&cookie).map(|o| o.role)
+    }
+
+    /// Marks a socket as referenced by a live conversation.
+    pub fn touch(&mut self, cookie: u64, now_ns: u64) {
+        if let Some(o) = self.owners.get_mut(&cookie) {
+            o.last_ref_ns = o.last_ref_ns.max(now_ns);
+        }
+    }
+
+    /// Remembers the executable of a process.
+    pub fn exec(&mut self, pid: u32, exe: String) {
+        if self.processes.len() >= self.max_sockets && !self.processes.contains_key(&pid) {
+            self.counters.processes_dropped += 1;
+            return;
+        }
+        self.processes.insert(
+            pid,
+            ProcessExe {
+                exe,
+                exited_ns: None,
+            },
+        );
+    }
+
+    /// Marks a process as exited; its exe is kept for the owner grace period.
+    pub fn exit(&mut self, pid: u32, ts_ns: u64) {
+        if let Some(p) = self.processes.get_mut(&pid) {
+            p.exited_ns = Some(ts_ns);
+        }
+    }
+
+    /// The exe of `pid` as it was at `at_ns` (not of an earlier process with a reused pid).
+    pub fn exe_of(&self, pid: u32, at_ns: u64) -> Option<&str> {
+        let p = self.processes.get(&pid)?;
+        match p.exited_ns {
+            Some(exit) if exit < at_ns => None,
+            _ => Some(p.exe.as_str()),
+        }
+    }
+
+    /// Forgets owners unreferenced for `grace_ns`, state changes parked for `pending_ns`,
+    /// and exited processes older than `grace_ns`.
+    pub fn expire(&mut self, now_ns: u64, grace_ns: u64, pending_ns: u64) {
+        let before = self.owners.len();
+        self.owners
+            .retain(|_, o| now_ns.saturating_sub(o.last_ref_ns) <= grace_ns);
+        let evicted = before - self.owners.len();
+        if evicted > 0 {
+            self.counters.owners_evicted += evicted as u64;
+            let owners = &self.owners;
+            self.full.retain(|_, c| owners.contains_key(c));
+            self.half.retain(|_, c| owners.contains_key(c));
+        }
+        let before = self.pending.len();
+        self.pending
+            .retain(|_, p| now_ns.saturating_sub(p.change.ts_ns) <= pending_ns);
+        self.counters.state_changes_expired += (before - self.pending.len()) as u64;
+        self.processes.retain(|_, p| {
+            p.exited_ns
+                .is_none_or(|t| now_ns.saturating_sub(t) <= grace_ns)
+        });
+    }
+}
+
+fn index_into(
+    full: &mut HashMap<FullKey, u64>,
+    half: &mut HashMap<HalfKey, u64>,
+    cookie: u64,
+    o: &Owner,
+) {
+    if o.local.1 == 0 {
+        // connect() before bind: wait for the state change to tell the port.
+        return;
+    }
+    match o.remote {
+        Some(r) => full.insert((o.proto, o.local, r), cookie),
+        None => half.insert((o.proto, o.local), cookie),
+    };
+}
+
+fn remove_if<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u64>, key: &K, cookie: u64) {
+    if map.get(key) == Some(&cookie) {
+        map.remove(key);
+    }
+}
+
+/// The wildcard address of the same family.
+fn unspecified_like(ip: IpAddr) -> IpAddr {
+    match normalize_ip(ip) {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
