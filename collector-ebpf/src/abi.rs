@@ -87,7 +87,10 @@ pub const CNT_NON_IP: u32 = 4;
 pub const CNT_RINGBUF_FULL: u32 = 5;
 pub const CNT_SOCK_MAP_FULL: u32 = 6;
 pub const CNT_PACKETS_SEEN: u32 = 7;
+/// `EV_SOCK` + `EV_TCP_STATE` emit attempts, including those lost to a full
+/// ring buffer: delivered = `CNT_SOCK_EVENTS + CNT_PROC_EVENTS - CNT_RINGBUF_FULL`.
 pub const CNT_SOCK_EVENTS: u32 = 8;
+/// `EV_EXEC` + `EV_EXIT` emit attempts (see [`CNT_SOCK_EVENTS`]).
 pub const CNT_PROC_EVENTS: u32 = 9;
 pub const CNT_MAX: u32 = 16;
 

@@ -138,6 +138,29 @@ pub fn load_flow_object(opts: LoadOptions) -> Result<Ebpf, LoadError> {
     Ok(bpf)
 }
 
+/// Classic tracepoints are attached through tracefs; mount it when the host
+/// has not (aya looks for it at /sys/kernel/tracing or the debugfs copy).
+pub fn ensure_tracefs() -> Result<(), String> {
+    let candidates = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"];
+    if candidates.iter().any(|p| std::path::Path::new(p).exists()) {
+        return Ok(());
+    }
+    let target = c"/sys/kernel/tracing";
+    let fstype = c"tracefs";
+    // SAFETY: all pointers are valid NUL-terminated strings; data is null.
+    let rc = unsafe {
+        libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+    };
+    if rc != 0 {
+        return Err(format!(
+            "tracefs is not mounted and mounting it at /sys/kernel/tracing failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    info!("Mounted tracefs at /sys/kernel/tracing (needed for the accept tracepoints).");
+    Ok(())
+}
+
 /// The loaded socket/process object with every hook attached (links live as
 /// long as the returned object).
 pub fn load_sock_object(opts: LoadOptions, attach: bool) -> Result<Ebpf, LoadError> {
@@ -157,6 +180,9 @@ pub fn load_sock_object(opts: LoadOptions, attach: bool) -> Result<Ebpf, LoadErr
         if attach {
             prog.attach().map_err(|e| program_error(name, e))?;
         }
+    }
+    if attach {
+        ensure_tracefs().map_err(|message| LoadError::Program { program: sock::PROG_ACCEPT4, message })?;
     }
     for (name, category, tp) in sock::TRACEPOINTS {
         let prog: &mut TracePoint = bpf

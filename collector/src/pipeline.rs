@@ -339,6 +339,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 warn!("The event reader stopped; socket attribution is no longer updated.");
                 std::thread::sleep(Duration::from_millis(200));
             }

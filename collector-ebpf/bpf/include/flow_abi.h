@@ -82,8 +82,9 @@ struct frag_value {
 #define CNT_RINGBUF_FULL 5       /* socket/process event lost: ring buffer reserve failed */
 #define CNT_SOCK_MAP_FULL 6      /* socket dedup map update failed (event still sent) */
 #define CNT_PACKETS_SEEN 7       /* every packet the flow programs ran on */
-#define CNT_SOCK_EVENTS 8        /* socket events emitted */
-#define CNT_PROC_EVENTS 9        /* process events emitted */
+#define CNT_SOCK_EVENTS 8        /* EV_SOCK + EV_TCP_STATE emit attempts (incl. ring buffer full) */
+#define CNT_PROC_EVENTS 9        /* EV_EXEC + EV_EXIT emit attempts (incl. ring buffer full) */
+/* delivered events = CNT_SOCK_EVENTS + CNT_PROC_EVENTS - CNT_RINGBUF_FULL */
 #define CNT_MAX 16
 
 /* ---- events (ring buffer "flowlens_events") --------------------------- */

@@ -1,0 +1,427 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * sock.bpf.c - who owns which socket, and which processes exist.
+ *
+ * Owner data (pid, uid, comm, cgroup) is only taken in hooks that run in the
+ * socket owner's process context: send/recv syscalls, connect() (the
+ * transition to SYN_SENT) and accept(). TCP state changes can run in the
+ * softirq of an unrelated process, so EV_TCP_STATE carries no owner: the
+ * collector joins it by cookie.
+ *
+ * flowlens_sock_seen: cookie -> (tuple hash & ~ROLE_MASK) | role. A socket
+ * is reported again only when its tuple changes (UDP connect after sends);
+ * the role decided first sticks to the cookie.
+ *
+ * Counters: CNT_SOCK_EVENTS / CNT_PROC_EVENTS count every attempt to emit an
+ * event, CNT_RINGBUF_FULL the attempts whose reserve failed. Hence
+ *   events delivered = CNT_SOCK_EVENTS + CNT_PROC_EVENTS - CNT_RINGBUF_FULL.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+/* vmlinux.h has its own struct proc_event (the cn_proc connector). */
+#define proc_event flowlens_proc_event
+#include "flow_abi.h"
+#undef proc_event
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define PF_KTHREAD 0x00200000
+#define ROLE_MASK 0x3ULL
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} flowlens_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} flowlens_sock_seen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} flowlens_counters SEC(".maps");
+
+/* A socket's addresses as reported: IPv4 mapped, 0.0.0.0 all zero. */
+struct sk_tuple {
+	__u32 laddr[4];
+	__u32 raddr[4];
+	__u16 lport; /* host order */
+	__u16 rport; /* host order */
+	__u16 family;
+	__u8 proto;
+	__u8 pad;
+};
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&flowlens_counters, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline void set_v4(__u32 *dst, __u32 addr)
+{
+	dst[0] = 0;
+	dst[1] = 0;
+	/* 0.0.0.0 (unbound / unconnected) stays all zero, not ::ffff:0.0.0.0 */
+	dst[2] = addr ? bpf_htonl(0x0000ffff) : 0;
+	dst[3] = addr;
+}
+
+static __always_inline int family_proto_ok(__u16 family, __u16 proto)
+{
+	return (family == AF_INET || family == AF_INET6) &&
+	       (proto == IPPROTO_TCP || proto == IPPROTO_UDP);
+}
+
+/* Tuple through a BTF pointer (tp_btf arguments): plain loads, no helper calls. */
+static __always_inline void tuple_from_btf(const struct sock *sk, __u16 family, struct sk_tuple *t)
+{
+	const struct sock_common *c = &sk->__sk_common;
+
+	if (family == AF_INET) {
+		set_v4(t->laddr, c->skc_rcv_saddr);
+		set_v4(t->raddr, c->skc_daddr);
+	} else {
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			t->laddr[i] = c->skc_v6_rcv_saddr.in6_u.u6_addr32[i];
+			t->raddr[i] = c->skc_v6_daddr.in6_u.u6_addr32[i];
+		}
+	}
+	t->lport = c->skc_num;
+	t->rport = bpf_ntohs(c->skc_dport);
+	t->family = family;
+	t->proto = (__u8)sk->sk_protocol;
+	t->pad = 0;
+}
+
+/* Tuple through a pointer found by walking memory (accept): CO-RE probe reads. */
+static __always_inline void tuple_from_probe(const struct sock *sk, __u16 family,
+					     struct sk_tuple *t)
+{
+	if (family == AF_INET) {
+		set_v4(t->laddr, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
+		set_v4(t->raddr, BPF_CORE_READ(sk, __sk_common.skc_daddr));
+	} else {
+		BPF_CORE_READ_INTO(&t->laddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&t->raddr, sk, __sk_common.skc_v6_daddr);
+	}
+	t->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	t->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	t->family = family;
+	t->proto = (__u8)BPF_CORE_READ(sk, sk_protocol);
+	t->pad = 0;
+}
+
+/* Dedup key of a tuple; the low bits are left free for the role. */
+static __always_inline __u64 tuple_hash(const struct sk_tuple *t)
+{
+	__u64 h =
+		0xcbf29ce484222325ULL ^ ((__u64)t->lport << 32 | (__u64)t->rport << 16 | t->proto);
+
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		h = (h ^ t->laddr[i]) * 0x100000001b3ULL;
+		h = (h ^ t->raddr[i]) * 0x100000001b3ULL;
+	}
+	h ^= h >> 29;
+	return h & ~ROLE_MASK;
+}
+
+static __always_inline void mark_seen(__u64 cookie, __u64 value)
+{
+	if (bpf_map_update_elem(&flowlens_sock_seen, &cookie, &value, BPF_ANY))
+		count(CNT_SOCK_MAP_FULL);
+}
+
+/*
+ * Emits EV_SOCK with the current task as owner and, if the event fits in the
+ * ring buffer, remembers the cookie (a lost event leaves the cookie unseen so
+ * the next send/recv reports it again).
+ */
+static __always_inline void emit_sock(const struct sk_tuple *t, __u32 netns, __u64 cookie,
+				      __u8 role, __u8 hook, __u64 hash)
+{
+	struct sock_event *e;
+	__u64 pid_tgid, uid_gid;
+
+	count(CNT_SOCK_EVENTS);
+	e = bpf_ringbuf_reserve(&flowlens_events, sizeof(*e), 0);
+	if (!e) {
+		count(CNT_RINGBUF_FULL);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	pid_tgid = bpf_get_current_pid_tgid();
+	uid_gid = bpf_get_current_uid_gid();
+	e->hdr.type = EV_SOCK;
+	e->hdr.size = sizeof(*e);
+	e->hdr.ts_ns = bpf_ktime_get_ns();
+	e->cookie = cookie;
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->pid = pid_tgid >> 32;
+	e->tid = (__u32)pid_tgid;
+	e->uid = (__u32)uid_gid;
+	e->gid = uid_gid >> 32;
+	e->netns = netns;
+	e->lport = t->lport;
+	e->rport = t->rport;
+	__builtin_memcpy(e->laddr, t->laddr, 16);
+	__builtin_memcpy(e->raddr, t->raddr, 16);
+	e->proto = t->proto;
+	e->role = role;
+	e->hook = hook;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	/* a cookie of 0 (accept before any cookie was generated) is not a key */
+	if (cookie)
+		mark_seen(cookie, hash | role);
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* send/recv: the hot path is one LRU lookup whose stored hash matches. */
+static __always_inline int on_sock_io(struct sock *sk, int ret, __u8 hook)
+{
+	struct sk_tuple t;
+	__u16 family, proto;
+	__u64 cookie, hash, *seen;
+	__u8 role;
+
+	/* a failed call (EAGAIN on an empty socket ...) says nothing about the role */
+	if (ret < 0 || !sk)
+		return 0;
+	family = sk->__sk_common.skc_family;
+	proto = sk->sk_protocol;
+	if (!family_proto_ok(family, proto))
+		return 0;
+	if (proto == IPPROTO_TCP) {
+		__u8 state = sk->__sk_common.skc_state;
+
+		/* closed: the tuple may be gone and connect/accept report it anyway */
+		if (state == TCP_CLOSE || state == TCP_LISTEN)
+			return 0;
+	}
+	tuple_from_btf(sk, family, &t);
+	hash = tuple_hash(&t);
+	cookie = bpf_get_socket_cookie(sk);
+	seen = bpf_map_lookup_elem(&flowlens_sock_seen, &cookie);
+	if (seen) {
+		if ((*seen & ~ROLE_MASK) == hash)
+			return 0;
+		role = *seen & ROLE_MASK;
+	} else if (proto == IPPROTO_UDP) {
+		role = hook == SOCK_HOOK_SEND ? ROLE_CLIENT : ROLE_SERVER;
+	} else {
+		role = ROLE_UNKNOWN;
+	}
+	emit_sock(&t, sk->__sk_common.skc_net.net->ns.inum, cookie, role, hook, hash);
+	return 0;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(flowlens_sock_send, struct sock *sk, int ret, int flags)
+{
+	return on_sock_io(sk, ret, SOCK_HOOK_SEND);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(flowlens_sock_recv, struct sock *sk, int ret, int flags)
+{
+	return on_sock_io(sk, ret, SOCK_HOOK_RECV);
+}
+
+/* Transitions worth a record; the others are implied by these. */
+static __always_inline int state_reported(int oldstate, int newstate)
+{
+	return newstate == TCP_ESTABLISHED || newstate == TCP_CLOSE || oldstate == TCP_SYN_RECV ||
+	       newstate == TCP_FIN_WAIT1 || newstate == TCP_CLOSE_WAIT;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(flowlens_sock_state, const struct sock *sk, int oldstate, int newstate)
+{
+	struct sock *s = (struct sock *)sk;
+	struct tcp_state_event *e;
+	struct sk_tuple t;
+	__u16 family;
+	__u64 cookie, *seen;
+
+	if (!sk || sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+
+	if (newstate == TCP_SYN_SENT) {
+		struct task_struct *task = bpf_get_current_task_btf();
+
+		/* connect() of the owner; kernel threads (MPTCP subflows) own nothing */
+		if (task->flags & PF_KTHREAD)
+			return 0;
+		tuple_from_btf(sk, family, &t);
+		cookie = bpf_get_socket_cookie(s);
+		emit_sock(&t, sk->__sk_common.skc_net.net->ns.inum, cookie, ROLE_CLIENT,
+			  SOCK_HOOK_CONNECT, tuple_hash(&t));
+		return 0;
+	}
+	if (!state_reported(oldstate, newstate))
+		return 0;
+
+	tuple_from_btf(sk, family, &t);
+	/*
+	 * On -> CLOSE the kernel releases the port (skc_num = 0) before the
+	 * state store; inet_sport keeps it.
+	 */
+	if (!t.lport)
+		t.lport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)s, inet_sport));
+	cookie = bpf_get_socket_cookie(s);
+	if (newstate == TCP_ESTABLISHED) {
+		/* the local port is known now: later sends match the CONNECT record */
+		seen = bpf_map_lookup_elem(&flowlens_sock_seen, &cookie);
+		if (seen)
+			*seen = tuple_hash(&t) | (*seen & ROLE_MASK);
+	}
+
+	count(CNT_SOCK_EVENTS);
+	e = bpf_ringbuf_reserve(&flowlens_events, sizeof(*e), 0);
+	if (!e) {
+		count(CNT_RINGBUF_FULL);
+	} else {
+		__builtin_memset(e, 0, sizeof(*e));
+		e->hdr.type = EV_TCP_STATE;
+		e->hdr.size = sizeof(*e);
+		e->hdr.ts_ns = bpf_ktime_get_ns();
+		e->cookie = cookie;
+		__builtin_memcpy(e->laddr, t.laddr, 16);
+		__builtin_memcpy(e->raddr, t.raddr, 16);
+		e->lport = t.lport;
+		e->rport = t.rport;
+		e->oldstate = (__u8)oldstate;
+		e->newstate = (__u8)newstate;
+		e->netns = sk->__sk_common.skc_net.net->ns.inum;
+		bpf_ringbuf_submit(e, 0);
+	}
+	if (newstate == TCP_CLOSE)
+		bpf_map_delete_elem(&flowlens_sock_seen, &cookie);
+	return 0;
+}
+
+/*
+ * accept()/accept4() return: fd -> file -> socket -> sock. Tracepoint
+ * programs cannot call bpf_get_socket_cookie, so the cookie is read from the
+ * sock: flowlens_sock_state generated it at SYN_RECV -> ESTABLISHED (0 if the
+ * connection predates the program).
+ */
+static __always_inline int on_accept(long ret)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct file **fds, *file;
+	struct socket *sock;
+	struct sock *sk;
+	struct sk_tuple t;
+	__u16 family, proto;
+	__u64 cookie;
+
+	if (ret < 0)
+		return 0;
+	if ((__u64)ret >= BPF_CORE_READ(task, files, fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(task, files, fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[ret]) || !file)
+		return 0;
+	sock = BPF_CORE_READ(file, private_data);
+	/* the fd could have been replaced since the syscall returned */
+	if (!sock || BPF_CORE_READ(sock, file) != file)
+		return 0;
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return 0;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	proto = BPF_CORE_READ(sk, sk_protocol);
+	if (!family_proto_ok(family, proto))
+		return 0;
+	tuple_from_probe(sk, family, &t);
+	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	emit_sock(&t, BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum), cookie, ROLE_SERVER,
+		  SOCK_HOOK_ACCEPT, tuple_hash(&t));
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int flowlens_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_accept(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int flowlens_accept(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_accept(ctx->ret);
+}
+
+/* Fills a process event from the current task (the process itself). */
+static __always_inline struct flowlens_proc_event *reserve_proc(struct task_struct *p, __u32 type)
+{
+	struct flowlens_proc_event *e;
+	__u64 uid_gid;
+
+	count(CNT_PROC_EVENTS);
+	e = bpf_ringbuf_reserve(&flowlens_events, sizeof(*e), 0);
+	if (!e) {
+		count(CNT_RINGBUF_FULL);
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	uid_gid = bpf_get_current_uid_gid();
+	e->hdr.type = type;
+	e->hdr.size = sizeof(*e);
+	e->hdr.ts_ns = bpf_ktime_get_ns();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->pid = p->tgid;
+	e->ppid = p->real_parent->tgid;
+	e->uid = (__u32)uid_gid;
+	e->gid = uid_gid >> 32;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	return e;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(flowlens_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct flowlens_proc_event *e = reserve_proc(p, EV_EXEC);
+
+	if (!e)
+		return 0;
+	bpf_probe_read_kernel_str(e->exe, sizeof(e->exe), bprm->filename);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/*
+ * The last thread of the group (group_dead), not the leader: a leader may
+ * exit while other threads keep the process and its sockets alive.
+ */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(flowlens_exit, struct task_struct *p, bool group_dead)
+{
+	struct flowlens_proc_event *e;
+
+	if (!group_dead)
+		return 0;
+	e = reserve_proc(p, EV_EXIT);
+	if (e)
+		bpf_ringbuf_submit(e, 0);
+	return 0;
+}
