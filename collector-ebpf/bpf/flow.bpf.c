@@ -74,13 +74,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
-/*
- * vmlinux.h already has a struct proc_event (the cn_proc connector): rename
- * the ABI's one in this file, which does not use it.
- */
-#define proc_event flowlens_proc_event
 #include "flow_abi.h"
-#undef proc_event
 
 #define FL_ETH_P_IP 0x0800
 #define FL_ETH_P_IPV6 0x86DD

@@ -21,10 +21,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
-/* vmlinux.h has its own struct proc_event (the cn_proc connector). */
-#define proc_event flowlens_proc_event
 #include "flow_abi.h"
-#undef proc_event
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 

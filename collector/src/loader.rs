@@ -141,7 +141,10 @@ pub fn load_flow_object(opts: LoadOptions) -> Result<Ebpf, LoadError> {
 /// Classic tracepoints are attached through tracefs; mount it when the host
 /// has not (aya looks for it at /sys/kernel/tracing or the debugfs copy).
 pub fn ensure_tracefs() -> Result<(), String> {
-    let candidates = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"];
+    let candidates = [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ];
     if candidates.iter().any(|p| std::path::Path::new(p).exists()) {
         return Ok(());
     }
@@ -149,7 +152,13 @@ pub fn ensure_tracefs() -> Result<(), String> {
     let fstype = c"tracefs";
     // SAFETY: all pointers are valid NUL-terminated strings; data is null.
     let rc = unsafe {
-        libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         return Err(format!(
@@ -182,7 +191,10 @@ pub fn load_sock_object(opts: LoadOptions, attach: bool) -> Result<Ebpf, LoadErr
         }
     }
     if attach {
-        ensure_tracefs().map_err(|message| LoadError::Program { program: sock::PROG_ACCEPT4, message })?;
+        ensure_tracefs().map_err(|message| LoadError::Program {
+            program: sock::PROG_ACCEPT4,
+            message,
+        })?;
     }
     for (name, category, tp) in sock::TRACEPOINTS {
         let prog: &mut TracePoint = bpf

@@ -15,6 +15,8 @@ mod procscan;
 mod readers;
 mod sinks;
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -27,6 +29,7 @@ fn main() {
             EnvFilter::try_from_env("FLOWLENS_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let code = match cli.command {
         Command::Doctor => doctor::run(),

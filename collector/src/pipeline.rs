@@ -128,7 +128,7 @@ impl Pipeline {
         for i in gone {
             self.attachments.detach(&mut self.flow_bpf, i);
         }
-        for iface in now.values().filter(|i| i.up) {
+        for iface in now.values().filter(|i| i.up && i.is_ethernet()) {
             if !self.attachments.contains(iface.index) {
                 if let Err(e) = self.attachments.attach(&mut self.flow_bpf, iface) {
                     loader::warn_attach(iface, &e);
@@ -229,6 +229,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let mut explicit = Vec::new();
     for name in &cfg.ifaces {
         match ifaces::by_name(name) {
+            Some(i) if !i.is_ethernet() => bail!(
+                "interface '{name}' has link type {} (not Ethernet): flowlens parses Ethernet frames; \
+                 monitor the Ethernet interface the traffic crosses instead",
+                i.link_type
+            ),
             Some(i) => explicit.push(i),
             None => {
                 let have: Vec<String> = ifaces::list().into_values().map(|i| i.name).collect();

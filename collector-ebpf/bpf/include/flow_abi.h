@@ -152,7 +152,7 @@ struct tcp_state_event {
 };
 #define TCP_STATE_EVENT_SIZE 72
 
-struct proc_event {
+struct flowlens_proc_event { /* not proc_event: vmlinux.h has cn_proc's */
 	struct event_hdr hdr;
 	__u64 cgroup_id;
 	__u32 pid; /* tgid */
@@ -171,6 +171,6 @@ _Static_assert(sizeof(struct frag_value) == FRAG_VALUE_SIZE, "frag_value size");
 _Static_assert(sizeof(struct event_hdr) == EVENT_HDR_SIZE, "event_hdr size");
 _Static_assert(sizeof(struct sock_event) == SOCK_EVENT_SIZE, "sock_event size");
 _Static_assert(sizeof(struct tcp_state_event) == TCP_STATE_EVENT_SIZE, "tcp_state_event size");
-_Static_assert(sizeof(struct proc_event) == PROC_EVENT_SIZE, "proc_event size");
+_Static_assert(sizeof(struct flowlens_proc_event) == PROC_EVENT_SIZE, "proc_event size");
 
 #endif /* FLOWLENS_FLOW_ABI_H */
