@@ -1,26 +1,14 @@
 //! flowlens: who is behind every network flow on this host.
 
-mod clock;
-mod config;
-mod docker;
-mod doctor;
-mod enrich;
-mod events;
-mod ifaces;
-mod loader;
-mod metrics;
-mod pipeline;
-mod privileges;
-mod procscan;
-mod readers;
-mod sinks;
-
 use std::io::IsTerminal;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Cli, Command, Config};
+use flowlens_collector::{
+    config::{Cli, Command, Config},
+    doctor, pipeline,
+};
 
 fn main() {
     let cli = Cli::parse();
