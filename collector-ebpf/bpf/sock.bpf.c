@@ -12,6 +12,13 @@
  * is reported again only when its tuple changes (UDP connect after sends);
  * the role decided first sticks to the cookie.
  *
+ * ICMP: raw and ping sockets are reported at send time (the owner's context)
+ * with role client; ping sockets carry the echo identifier as their local
+ * port, raw sockets have none (lport 0). flowlens_icmp_egress (cgroup_skb
+ * egress on the cgroup v2 root) records which socket cookie sent each echo
+ * request (addresses + identifier), so the collector can join a raw socket's
+ * owner to its echo conversation. It never drops a packet.
+ *
  * Counters: CNT_SOCK_EVENTS / CNT_PROC_EVENTS count every attempt to emit an
  * event, CNT_RINGBUF_FULL the attempts whose reserve failed. Hence
  *   events delivered = CNT_SOCK_EVENTS + CNT_PROC_EVENTS - CNT_RINGBUF_FULL.
@@ -29,6 +36,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AF_INET6 10
 #define PF_KTHREAD 0x00200000
 #define ROLE_MASK 0x3ULL
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define IPPROTO_ICMPV6 58
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -41,6 +51,13 @@ struct {
 	__type(key, __u64);
 	__type(value, __u64);
 } flowlens_sock_seen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct icmp_echo_key);
+	__type(value, __u64);
+} flowlens_icmp_echo SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -81,6 +98,12 @@ static __always_inline int family_proto_ok(__u16 family, __u16 proto)
 {
 	return (family == AF_INET || family == AF_INET6) &&
 	       (proto == IPPROTO_TCP || proto == IPPROTO_UDP);
+}
+
+static __always_inline int is_icmp(__u16 family, __u16 proto)
+{
+	return (family == AF_INET && proto == IPPROTO_ICMP) ||
+	       (family == AF_INET6 && proto == IPPROTO_ICMPV6);
 }
 
 /* Tuple through a BTF pointer (tp_btf arguments): plain loads, no helper calls. */
@@ -201,8 +224,13 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, __u8 hook)
 		return 0;
 	family = sk->__sk_common.skc_family;
 	proto = sk->sk_protocol;
-	if (!family_proto_ok(family, proto))
+	if (is_icmp(family, proto)) {
+		/* Raw sockets receive copies of all ICMP: only sends say who pings. */
+		if (hook != SOCK_HOOK_SEND)
+			return 0;
+	} else if (!family_proto_ok(family, proto)) {
 		return 0;
+	}
 	if (proto == IPPROTO_TCP) {
 		__u8 state = sk->__sk_common.skc_state;
 
@@ -211,6 +239,12 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, __u8 hook)
 			return 0;
 	}
 	tuple_from_btf(sk, family, &t);
+	if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
+		/* ping sockets: skc_num is the echo identifier; raw: the protocol */
+		if (sk->sk_type == SOCK_RAW)
+			t.lport = 0;
+		t.rport = 0;
+	}
 	hash = tuple_hash(&t);
 	cookie = bpf_get_socket_cookie(sk);
 	seen = bpf_map_lookup_elem(&flowlens_sock_seen, &cookie);
@@ -218,7 +252,7 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, __u8 hook)
 		if ((*seen & ~ROLE_MASK) == hash)
 			return 0;
 		role = *seen & ROLE_MASK;
-	} else if (proto == IPPROTO_UDP) {
+	} else if (proto != IPPROTO_TCP) {
 		role = hook == SOCK_HOOK_SEND ? ROLE_CLIENT : ROLE_SERVER;
 	} else {
 		role = ROLE_UNKNOWN;
@@ -421,4 +455,65 @@ int BPF_PROG(flowlens_exit, struct task_struct *p, bool group_dead)
 	if (e)
 		bpf_ringbuf_submit(e, 0);
 	return 0;
+}
+
+/*
+ * Which local socket sent each ICMP echo request. Locally generated packets
+ * only (cgroup egress); always allows the packet.
+ */
+SEC("cgroup_skb/egress")
+int flowlens_icmp_egress(struct __sk_buff *skb)
+{
+	struct icmp_echo_key key = {};
+	__u8 hdr[40];
+	__u64 cookie;
+	__u8 type;
+	__u16 ident;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		__u32 ihl;
+
+		if (bpf_skb_load_bytes(skb, 0, hdr, 20))
+			return 1;
+		if (hdr[9] != IPPROTO_ICMP)
+			return 1;
+		ihl = (hdr[0] & 0x0f) * 4;
+		if (ihl < 20 || ihl > 60)
+			return 1;
+		if (bpf_skb_load_bytes(skb, ihl, &hdr[20], 8))
+			return 1;
+		type = hdr[20];
+		if (type != 8) /* echo request */
+			return 1;
+		set_v4((__u32 *)key.src, *(__u32 *)&hdr[12]);
+		set_v4((__u32 *)key.dst, *(__u32 *)&hdr[16]);
+		ident = bpf_ntohs(*(__u16 *)&hdr[24]);
+		key.proto = IPPROTO_ICMP;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		__u8 icmp[8];
+
+		if (bpf_skb_load_bytes(skb, 0, hdr, 40))
+			return 1;
+		/* ping does not add extension headers */
+		if (hdr[6] != IPPROTO_ICMPV6)
+			return 1;
+		if (bpf_skb_load_bytes(skb, 40, icmp, 8))
+			return 1;
+		type = icmp[0];
+		if (type != 128) /* echo request */
+			return 1;
+		__builtin_memcpy(key.src, &hdr[8], 16);
+		__builtin_memcpy(key.dst, &hdr[24], 16);
+		ident = bpf_ntohs(*(__u16 *)&icmp[4]);
+		key.proto = IPPROTO_ICMPV6;
+	} else {
+		return 1;
+	}
+	key.ident = ident;
+	cookie = bpf_get_socket_cookie(skb);
+	if (!cookie)
+		return 1;
+	if (bpf_map_update_elem(&flowlens_icmp_echo, &key, &cookie, BPF_ANY))
+		count(CNT_ICMP_MAP_FULL);
+	return 1;
 }

@@ -62,8 +62,21 @@ pub struct FragValue {
     pub pad: u32,
 }
 
+/// Key of the ICMP echo map: an echo request sent by a local socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct IcmpEchoKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub ident: u16,
+    pub proto: u8,
+    pub pad: u8,
+}
+
 // SAFETY: plain old data, repr(C), explicit padding, no invalid bit patterns.
 unsafe impl aya::Pod for FlowKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for IcmpEchoKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for FlowValue {}
 // SAFETY: as above.
@@ -92,10 +105,11 @@ pub const CNT_PACKETS_SEEN: u32 = 7;
 pub const CNT_SOCK_EVENTS: u32 = 8;
 /// `EV_EXEC` + `EV_EXIT` emit attempts (see [`CNT_SOCK_EVENTS`]).
 pub const CNT_PROC_EVENTS: u32 = 9;
+pub const CNT_ICMP_MAP_FULL: u32 = 10;
 pub const CNT_MAX: u32 = 16;
 
 /// Names of the kernel counters, indexed by `CNT_*`.
-pub const COUNTER_NAMES: [(u32, &str); 10] = [
+pub const COUNTER_NAMES: [(u32, &str); 11] = [
     (CNT_FLOW_MAP_FULL, "flow_map_full"),
     (CNT_FRAG_MAP_FULL, "frag_map_full"),
     (CNT_FRAG_NO_FIRST, "frag_without_first"),
@@ -106,6 +120,7 @@ pub const COUNTER_NAMES: [(u32, &str); 10] = [
     (CNT_PACKETS_SEEN, "packets_seen"),
     (CNT_SOCK_EVENTS, "sock_events"),
     (CNT_PROC_EVENTS, "proc_events"),
+    (CNT_ICMP_MAP_FULL, "icmp_map_full"),
 ];
 
 pub const EV_SOCK: u32 = 1;
@@ -200,6 +215,8 @@ const _: () = {
     assert!(size_of::<FragKey>() == 40);
     assert!(offset_of!(FragKey, id) == 32);
     assert!(size_of::<FragValue>() == 8);
+    assert!(size_of::<IcmpEchoKey>() == 36);
+    assert!(offset_of!(IcmpEchoKey, ident) == 32);
     assert!(size_of::<EventHdr>() == 16);
     assert!(size_of::<SockEvent>() == 112);
     assert!(offset_of!(SockEvent, cookie) == 16);

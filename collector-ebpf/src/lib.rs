@@ -10,6 +10,18 @@ pub static FLOW_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR")
 /// Socket-ownership and process programs: tracepoints emitting ring-buffer events.
 pub static SOCK_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock.bpf.o"));
 
+/// Empty XDP and TC programs: the floor the kernel-program benchmarks divide by.
+pub static BENCH_EMPTY_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_empty.bpf.o"));
+
+/// Program names inside [`BENCH_EMPTY_OBJ`].
+pub mod bench_empty {
+    /// XDP program returning `XDP_PASS`.
+    pub const PROG_XDP: &str = "bench_empty_xdp";
+    /// TC classifier returning `TC_ACT_UNSPEC`.
+    pub const PROG_TC: &str = "bench_empty_tc";
+}
+
 /// Program and map names inside [`FLOW_OBJ`].
 pub mod flow {
     /// XDP program counting ingress packets.
@@ -40,6 +52,10 @@ pub mod sock {
     pub const PROG_EXEC: &str = "flowlens_exec";
     /// `tp_btf/sched_process_exit`.
     pub const PROG_EXIT: &str = "flowlens_exit";
+    /// `cgroup_skb/egress` on the cgroup v2 root: socket of each ICMP echo request.
+    pub const PROG_ICMP_EGRESS: &str = "flowlens_icmp_egress";
+    /// `BPF_MAP_TYPE_LRU_HASH` IcmpEchoKey -> socket cookie (u64).
+    pub const MAP_ICMP_ECHO: &str = "flowlens_icmp_echo";
     /// `BPF_MAP_TYPE_RINGBUF` of events (`EV_*`).
     pub const MAP_EVENTS: &str = "flowlens_events";
     /// `BPF_MAP_TYPE_LRU_HASH` cookie -> u64: sockets already reported.

@@ -9,6 +9,11 @@ use std::{
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
+use crate::influx::{
+    settings::{InfluxArgs, InfluxFile, InfluxSettings},
+    sink::InfluxError,
+};
+
 /// flowlens: who is behind every network flow on this host.
 #[derive(Debug, Parser)]
 #[command(name = "flowlens", version, about, long_about = None)]
@@ -56,6 +61,9 @@ pub struct RunArgs {
     /// Conversations shown by the on-screen summary each interval.
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
+    /// InfluxDB output (`--influx-*`).
+    #[command(flatten)]
+    pub influx: Box<InfluxArgs>,
 }
 
 /// The optional TOML file. Unknown keys are an error.
@@ -79,6 +87,8 @@ pub struct FileConfig {
     pub limits: LimitsFile,
     /// Docker API socket (default: $DOCKER_HOST if unix://, else /var/run/docker.sock).
     pub docker_socket: Option<PathBuf>,
+    /// `[influx]`: InfluxDB output.
+    pub influx: Option<InfluxFile>,
 }
 
 /// `[limits]` section.
@@ -133,6 +143,8 @@ pub struct Config {
     pub event_queue: usize,
     /// Docker API socket.
     pub docker_socket: PathBuf,
+    /// InfluxDB output, when `--influx-url` (or `influx.url`) is set.
+    pub influx: Option<InfluxSettings>,
 }
 
 /// A configuration error, phrased for the user.
@@ -162,6 +174,9 @@ pub enum ConfigError {
         /// Why.
         message: String,
     },
+    /// An InfluxDB setting is malformed, or a secret file unreadable.
+    #[error(transparent)]
+    Influx(#[from] InfluxError),
 }
 
 /// Parses "10s", "500ms", "1m", "2h" or a bare number of seconds.
@@ -252,6 +267,10 @@ impl Config {
                 JsonlTarget::File(p.into())
             }
         });
+        // Secrets only from the environment or files (never flags).
+        let influx = InfluxSettings::resolve(&args.influx, file.influx.as_ref(), &|k| {
+            std::env::var(k).ok()
+        })?;
         let limits = &file.limits;
         let ringbuf_bytes = limits.ringbuf_bytes.unwrap_or(4 << 20);
         if !ringbuf_bytes.is_power_of_two() || ringbuf_bytes < 4096 {
@@ -287,6 +306,7 @@ impl Config {
                 .docker_socket
                 .clone()
                 .unwrap_or_else(default_docker_socket),
+            influx,
         })
     }
 }

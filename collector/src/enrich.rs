@@ -178,6 +178,17 @@ fn parse_passwd(text: &str) -> HashMap<u32, String> {
     m
 }
 
+/// The executable of a running process (`/proc/<pid>/exe`, in the process's
+/// own mount namespace).
+pub fn proc_exe(pid: u32) -> Option<String> {
+    let exe = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    Some(
+        exe.to_string_lossy()
+            .trim_end_matches(" (deleted)")
+            .to_string(),
+    )
+}
+
 /// pid -> executable path, from exec events and /proc, kept for a grace
 /// period after the process exits.
 pub struct ExeCache {
@@ -211,11 +222,7 @@ impl ExeCache {
         if let Some((e, _)) = self.by_pid.get(&pid) {
             return Some(e.clone());
         }
-        let exe = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-        let exe = exe
-            .to_string_lossy()
-            .trim_end_matches(" (deleted)")
-            .to_string();
+        let exe = proc_exe(pid)?;
         self.by_pid.insert(pid, (exe.clone(), None));
         Some(exe)
     }

@@ -140,7 +140,10 @@ impl Ctx {
             }
             RawEvent::TcpState(t) => self.send(PipelineEvent::TcpState(t)),
             RawEvent::Exec(p) => {
-                let exe = c_str(&p.exe);
+                // The path given to execve() may be a symlink or /proc/self/exe
+                // (busybox applets): prefer what the kernel resolved, while the
+                // process still exists.
+                let exe = crate::enrich::proc_exe(p.pid).unwrap_or_else(|| c_str(&p.exe));
                 self.exes.exec(p.pid, exe.clone());
                 // Remember the cgroup now: a short-lived container may be gone at export.
                 let _ = self.cgroups.path_of(p.cgroup_id);

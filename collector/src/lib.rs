@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod enrich;
 pub mod events;
 pub mod ifaces;
+pub mod influx;
 pub mod loader;
 pub mod metrics;
 pub mod pipeline;

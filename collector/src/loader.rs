@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use aya::{
     programs::{
-        tc::SchedClassifierLinkId, xdp::XdpLinkId, BtfTracePoint, ProgramError, SchedClassifier,
-        TcAttachType, TracePoint, Xdp, XdpMode,
+        tc::SchedClassifierLinkId, xdp::XdpLinkId, BtfTracePoint, CgroupAttachMode, CgroupSkb,
+        CgroupSkbAttachType, ProgramError, SchedClassifier, TcAttachType, TracePoint, Xdp, XdpMode,
     },
     Btf, Ebpf, EbpfLoader,
 };
@@ -208,7 +208,39 @@ pub fn load_sock_object(opts: LoadOptions, attach: bool) -> Result<Ebpf, LoadErr
                 .map_err(|e| program_error(name, e))?;
         }
     }
+    {
+        let prog: &mut CgroupSkb = bpf
+            .program_mut(sock::PROG_ICMP_EGRESS)
+            .ok_or(LoadError::MissingProgram(sock::PROG_ICMP_EGRESS))?
+            .try_into()
+            .map_err(|e| program_error(sock::PROG_ICMP_EGRESS, e))?;
+        prog.load()
+            .map_err(|e| program_error(sock::PROG_ICMP_EGRESS, e))?;
+        if attach {
+            attach_icmp_egress(prog);
+        }
+    }
     Ok(bpf)
+}
+
+/// Attaches the ICMP echo program to the cgroup v2 root (every local
+/// socket). Without it, pings from raw sockets stay unattributed; nothing
+/// else depends on it, so a failure is a warning.
+fn attach_icmp_egress(prog: &mut CgroupSkb) {
+    let Some(root) = crate::enrich::cgroup2_mount() else {
+        warn!("No cgroup v2 mount: pings from raw ICMP sockets will not be attributed.");
+        return;
+    };
+    let dir = match std::fs::File::open(&root) {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(cgroup = %root.display(), error = %e, "Cannot open the cgroup v2 root: pings from raw ICMP sockets will not be attributed.");
+            return;
+        }
+    };
+    if let Err(e) = prog.attach(&dir, CgroupSkbAttachType::Egress, CgroupAttachMode::Single) {
+        warn!(error = %describe_program_error(&e), "Cannot attach the ICMP echo program: pings from raw ICMP sockets will not be attributed.");
+    }
 }
 
 /// How XDP ended up attached on an interface.

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use flowlens_correlator::conversation::TableStats;
 use serde::Serialize;
 
+use crate::influx::stats::InfluxMetrics;
+
 /// Everything flowlens counts about itself, cumulative since start.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SelfMetrics {
@@ -36,6 +38,8 @@ pub struct SelfMetrics {
     pub kernel: BTreeMap<&'static str, u64>,
     /// Correlator table statistics.
     pub table: TableStats,
+    /// InfluxDB output counters, when it is enabled.
+    pub influx: Option<InfluxMetrics>,
 }
 
 impl SelfMetrics {
@@ -50,6 +54,10 @@ impl SelfMetrics {
             + self.records_lost_sink
             + self.table.conversations_dropped
             + self.table.sockets_dropped
+            + self
+                .influx
+                .as_ref()
+                .map_or(0, |i| i.lost_points() + i.points_dead_lettered)
     }
 
     /// Loss counters by reason (only the non-zero ones).
@@ -68,6 +76,21 @@ impl SelfMetrics {
             ),
             ("sockets_dropped_cap", self.table.sockets_dropped),
         ];
-        all.into_iter().filter(|(_, v)| *v > 0).collect()
+        let i = self.influx.clone().unwrap_or_default();
+        let influx = [
+            ("influx_spool_full_points", i.spool_overflow_points),
+            ("influx_spool_failed_points", i.spool_failed_points),
+            ("influx_spool_corrupt_points", i.spool_corrupt_points),
+            ("influx_spool_corrupt_regions", i.spool_corrupt_regions),
+            ("influx_dead_lettered_points", i.points_dead_lettered),
+            (
+                "influx_dead_letter_full_points",
+                i.dead_letter_overflow_points,
+            ),
+        ];
+        all.into_iter()
+            .chain(influx)
+            .filter(|(_, v)| *v > 0)
+            .collect()
     }
 }

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context};
 use aya::{
-    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     Ebpf,
 };
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
@@ -22,7 +22,7 @@ use flowlens_correlator::{
     types::{ContainerMeta, FlowObservation, Lookup},
 };
 use flowlens_ebpf::{
-    abi::{FlowKey, FlowValue},
+    abi::{FlowKey, FlowValue, IcmpEchoKey},
     flow, sock,
 };
 use tracing::{error, info, warn};
@@ -34,10 +34,11 @@ use crate::{
     enrich::UserNames,
     events::{EventReader, EventStats, PipelineEvent},
     ifaces,
+    influx::{sink::InfluxSink, stats::InfluxStats},
     loader::{self, FlowAttachments, LoadOptions},
     metrics::SelfMetrics,
     privileges,
-    readers::{read_counters, FlowMapReader},
+    readers::{self, read_counters, FlowMapReader},
     sinks::{JsonlSink, RecordSink, SummarySink},
 };
 
@@ -82,6 +83,8 @@ struct Pipeline {
     reader: FlowMapReader,
     flow_counters: PerCpuArray<MapData, u64>,
     sock_counters: PerCpuArray<MapData, u64>,
+    icmp_echo: HashMap<MapData, IcmpEchoKey, u64>,
+    icmp_scratch: Vec<readers::IcmpEcho>,
     table: ConversationTable,
     rx: Receiver<PipelineEvent>,
     event_stats: Arc<EventStats>,
@@ -90,6 +93,7 @@ struct Pipeline {
     containers: ContainerCache,
     sinks: Vec<Box<dyn RecordSink>>,
     metrics: Arc<Mutex<SelfMetrics>>,
+    influx: Option<Arc<InfluxStats>>,
     last_lost: u64,
     obs: Vec<FlowObservation>,
 }
@@ -139,6 +143,13 @@ impl Pipeline {
 
     fn export(&mut self) {
         self.drain_events();
+        // Echo requests of raw ICMP sockets: join their owners by cookie.
+        self.icmp_scratch.clear();
+        readers::drain_icmp_echo(&mut self.icmp_echo, &mut self.icmp_scratch);
+        let now = clock::monotonic_ns();
+        for (cookie, local, remote) in self.icmp_scratch.drain(..) {
+            self.table.observe_socket_tuple(cookie, local, remote, now);
+        }
         self.obs.clear();
         let entries = self.reader.drain(&mut self.obs);
         for o in &self.obs {
@@ -193,6 +204,7 @@ impl Pipeline {
             m.flow_read_races = self.reader.read_races;
             m.kernel = kernel;
             m.table = self.table.stats();
+            m.influx = self.influx.as_ref().map(|s| s.snapshot());
             m.clone()
         };
         let lost_total = snapshot.lost_total();
@@ -245,6 +257,13 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         }
     }
 
+    // InfluxDB first: a refused credential or a missing database is a
+    // config error, reported before anything is loaded or attached.
+    let influx_sink = match &cfg.influx {
+        Some(s) => Some(InfluxSink::start(s.clone()).context("InfluxDB output")?),
+        None => None,
+    };
+
     let mut flow_bpf = loader::load_flow_object(opts)?;
     let mut sock_bpf = loader::load_sock_object(opts, true)?;
     let flows: PerCpuHashMap<MapData, FlowKey, FlowValue> =
@@ -252,6 +271,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let flow_counters: PerCpuArray<MapData, u64> = take_map(&mut flow_bpf, flow::MAP_COUNTERS)?;
     let sock_counters: PerCpuArray<MapData, u64> = take_map(&mut sock_bpf, sock::MAP_COUNTERS)?;
     let ring: RingBuf<MapData> = take_map(&mut sock_bpf, sock::MAP_EVENTS)?;
+    let icmp_echo: HashMap<MapData, IcmpEchoKey, u64> =
+        take_map(&mut sock_bpf, sock::MAP_ICMP_ECHO)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -279,7 +300,12 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             .push(Box::new(JsonlSink::file(p).with_context(|| {
                 format!("opening JSON lines output {}", p.display())
             })?)),
-        None => sinks.push(Box::new(SummarySink::new(cfg.top))),
+        None if influx_sink.is_none() => sinks.push(Box::new(SummarySink::new(cfg.top))),
+        None => {}
+    }
+    let influx = influx_sink.as_ref().map(InfluxSink::stats);
+    if let Some(sink) = influx_sink {
+        sinks.push(Box::new(sink));
     }
 
     let table = ConversationTable::new(TableConfig {
@@ -295,6 +321,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         reader: FlowMapReader::new(flows),
         flow_counters,
         sock_counters,
+        icmp_echo,
+        icmp_scratch: Vec::new(),
         table,
         rx,
         event_stats,
@@ -303,6 +331,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         containers,
         sinks,
         metrics: Arc::new(Mutex::new(SelfMetrics::default())),
+        influx,
         last_lost: 0,
         obs: Vec::with_capacity(4096),
     };
@@ -369,6 +398,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     events.join();
     p.export();
     p.attachments.detach_all(&mut p.flow_bpf);
+    for sink in &mut p.sinks {
+        if let Err(e) = sink.close() {
+            error!(error = %e, "Closing an output failed.");
+        }
+    }
     drop(sock_bpf);
     info!("flowlens stopped.");
     Ok(())

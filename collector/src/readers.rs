@@ -6,9 +6,11 @@ use std::{
     net::{IpAddr, Ipv6Addr},
 };
 
-use aya::maps::{MapData, MapError, PerCpuArray, PerCpuHashMap};
+use aya::maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap};
 use flowlens_correlator::types::{FlowObservation, FlowTuple, Hook, Role, TcpStateChange};
-use flowlens_ebpf::abi::{self, FlowKey, FlowValue, ProcEvent, SockEvent, TcpStateEvent};
+use flowlens_ebpf::abi::{
+    self, FlowKey, FlowValue, IcmpEchoKey, ProcEvent, SockEvent, TcpStateEvent,
+};
 
 /// Converts a stored (IPv4-mapped or IPv6) address to the domain form.
 pub fn mapped_to_ip(a: [u8; 16]) -> IpAddr {
@@ -133,6 +135,26 @@ impl FlowMapReader {
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
             Err(_) => self.delete_errors += 1,
         }
+    }
+}
+
+/// An echo request a local socket sent: (socket cookie, local end, remote end);
+/// the ends' ports are the echo identifier.
+pub type IcmpEcho = (u64, (IpAddr, u16), (IpAddr, u16));
+
+/// Drains the ICMP echo map: (cookie, local end, remote end) of each echo
+/// request a local socket sent since the last call.
+pub fn drain_icmp_echo(map: &mut HashMap<MapData, IcmpEchoKey, u64>, out: &mut Vec<IcmpEcho>) {
+    let keys: Vec<IcmpEchoKey> = map.keys().filter_map(Result::ok).collect();
+    for k in keys {
+        if let Ok(cookie) = map.get(&k, 0) {
+            out.push((
+                cookie,
+                (mapped_to_ip(k.src), k.ident),
+                (mapped_to_ip(k.dst), k.ident),
+            ));
+        }
+        let _ = map.remove(&k);
     }
 }
 

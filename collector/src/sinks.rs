@@ -13,6 +13,12 @@ use flowlens_correlator::record::{ConversationRecord, Endpoint};
 pub trait RecordSink {
     /// Writes one interval's records.
     fn write_interval(&mut self, records: &[ConversationRecord]) -> io::Result<()>;
+
+    /// Called once at shutdown after the last interval: flush within a
+    /// bounded time (the InfluxDB sink spools what it cannot send).
+    fn close(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// JSON lines, one object per record, flushed every interval.

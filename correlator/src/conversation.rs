@@ -12,6 +12,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -367,6 +368,26 @@ impl ConversationTable {
     /// Applies a TCP state change: tuple and role of the socket, never its process.
     pub fn observe_tcp_state(&mut self, ev: TcpStateChange) {
         self.owners.state_change(ev);
+    }
+
+    /// Gives the socket `cookie` a tuple seen on the packet path (e.g. the
+    /// ICMP echo a raw socket sent): like a state change, it never touches the
+    /// owner's process identity or role.
+    pub fn observe_socket_tuple(
+        &mut self,
+        cookie: u64,
+        local: (IpAddr, u16),
+        remote: (IpAddr, u16),
+        ts_ns: u64,
+    ) {
+        self.owners.state_change(TcpStateChange {
+            cookie,
+            local,
+            remote,
+            old_state: 0,
+            new_state: 0,
+            ts_ns,
+        });
     }
 
     /// Remembers the executable of a process (fills owners whose exe is unknown).

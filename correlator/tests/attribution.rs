@@ -417,3 +417,77 @@ fn pod_container_gets_pod_uid() {
     );
     assert_eq!(p.container_name, None);
 }
+
+/// A raw ICMP socket has no port: its owner (lport 0) is joined to the echo
+/// conversation through the cookie the packet path saw, never by guessing.
+#[test]
+fn raw_icmp_owner_joins_by_cookie_from_the_packet_path() {
+    let (me, peer) = (v4(10, 0, 0, 1, 0x1234), v4(10, 0, 0, 2, 0x1234));
+    let mut t = ConversationTable::default();
+    let l = FakeLookup::standard();
+    t.observe_owner(owner(
+        77,
+        1,
+        v4(0, 0, 0, 0, 0),
+        None,
+        Role::Client,
+        process(900, "ping", 1000, None),
+        1,
+    ));
+    let mut req = obs(
+        1,
+        me,
+        peer,
+        2,
+        flowlens_correlator::types::Hook::Egress,
+        3,
+        252,
+        (1, 2),
+    );
+    req.initiator = true;
+    let mut rep = obs(
+        1,
+        peer,
+        me,
+        2,
+        flowlens_correlator::types::Hook::Ingress,
+        3,
+        252,
+        (1, 2),
+    );
+    rep.responder = true;
+    t.observe_flow(&req);
+    t.observe_flow(&rep);
+    // Without the cookie join nothing is attributed (port 0 is never indexed).
+    let r = only(export_at(&mut t, 3, &l));
+    assert!(r.client.process.is_none(), "{r:?}");
+    t.observe_socket_tuple(77, me, peer, 3 * S);
+    let (req2, rep2) = (
+        FlowObservationExt::more(req, 1, 84),
+        FlowObservationExt::more(rep, 1, 84),
+    );
+    t.observe_flow(&req2);
+    t.observe_flow(&rep2);
+    let r = only(export_at(&mut t, 4, &l));
+    let p = r.client.process.as_ref().expect("ping attributed");
+    assert_eq!((p.pid, p.comm.as_str()), (900, "ping"));
+    assert_eq!((r.client.port, r.server.port), (0x1234, 0x1234));
+    assert_eq!((r.packets_c2s, r.packets_s2c, r.bytes_c2s), (1, 1, 84));
+    assert!(
+        r.server.process.is_none(),
+        "the kernel answers echo requests"
+    );
+}
+
+trait FlowObservationExt {
+    fn more(self, packets: u64, bytes: u64) -> Self;
+}
+
+impl FlowObservationExt for flowlens_correlator::types::FlowObservation {
+    fn more(mut self, packets: u64, bytes: u64) -> Self {
+        self.packets += packets;
+        self.bytes += bytes;
+        self.last_seen_ns += S;
+        self
+    }
+}

@@ -48,8 +48,8 @@ struct flow_key {
 struct flow_value {
 	__u64 packets;
 	__u64 bytes; /* L3 bytes (IP header + payload), per segment for GSO */
-	__u64 first_seen_ns; /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
-	__u64 last_seen_ns;
+	__u64 first_seen_ns; /* bpf_ktime_get_ns (CLOCK_MONOTONIC) at the slot's first packet */
+	__u64 last_seen_ns;  /* CLOCK_MONOTONIC, tick resolution: < 1/HZ before the last packet */
 	__u8 tcp_flags; /* OR of the TCP flags byte */
 	__u8 flags;     /* FLOW_F_* */
 	__u8 pad[6];
@@ -73,6 +73,21 @@ struct frag_value {
 };
 #define FRAG_VALUE_SIZE 8
 
+/*
+ * ICMP echo requests sent by local sockets (cgroup_skb egress): which socket
+ * sent the echo with this identifier to this destination. Raw ICMP sockets
+ * have no port, so their owner (taken at send time by the socket hooks) is
+ * joined to the conversation through this cookie.
+ */
+struct icmp_echo_key {
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 ident; /* echo identifier, host byte order */
+	__u8 proto;  /* IPPROTO_ICMP or IPPROTO_ICMPV6 */
+	__u8 pad;
+};
+#define ICMP_ECHO_KEY_SIZE 36
+
 /* ---- drop / health counters (PERCPU_ARRAY "flowlens_counters") ------- */
 #define CNT_FLOW_MAP_FULL 0      /* flow update failed: packet not counted */
 #define CNT_FRAG_MAP_FULL 1      /* first fragment could not be remembered */
@@ -85,6 +100,7 @@ struct frag_value {
 #define CNT_SOCK_EVENTS 8        /* EV_SOCK + EV_TCP_STATE emit attempts (incl. ring buffer full) */
 #define CNT_PROC_EVENTS 9        /* EV_EXEC + EV_EXIT emit attempts (incl. ring buffer full) */
 /* delivered events = CNT_SOCK_EVENTS + CNT_PROC_EVENTS - CNT_RINGBUF_FULL */
+#define CNT_ICMP_MAP_FULL 10     /* an echo request's socket could not be remembered */
 #define CNT_MAX 16
 
 /* ---- events (ring buffer "flowlens_events") --------------------------- */
@@ -168,6 +184,7 @@ _Static_assert(sizeof(struct flow_key) == FLOW_KEY_SIZE, "flow_key size");
 _Static_assert(sizeof(struct flow_value) == FLOW_VALUE_SIZE, "flow_value size");
 _Static_assert(sizeof(struct frag_key) == FRAG_KEY_SIZE, "frag_key size");
 _Static_assert(sizeof(struct frag_value) == FRAG_VALUE_SIZE, "frag_value size");
+_Static_assert(sizeof(struct icmp_echo_key) == ICMP_ECHO_KEY_SIZE, "icmp_echo_key size");
 _Static_assert(sizeof(struct event_hdr) == EVENT_HDR_SIZE, "event_hdr size");
 _Static_assert(sizeof(struct sock_event) == SOCK_EVENT_SIZE, "sock_event size");
 _Static_assert(sizeof(struct tcp_state_event) == TCP_STATE_EVENT_SIZE, "tcp_state_event size");

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Live traffic through a veth pair between the root namespace and a test
+# namespace, without and with the real flowlens binary attached to the root
+# end (XDP ingress + TC egress), interleaved round by round.
+#   UDP flood (64-byte frames, ns -> root: crosses XDP), TCP bulk ns -> root
+#   and root -> ns (iperf3; crosses XDP resp. TC), then short-connection churn
+#   (conn-churn: many processes, thousands of connections/s) with flowlens on:
+#   records and attributions vs connections made, collector CPU and RSS.
+# Usage: bench/live-traffic.sh [--smoke] [--rounds=N] [--secs=S]   (root; after cargo build --release)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=3 SECS=5 CHURN_SECS=5 PROCS=16
+for a in "$@"; do
+	case $a in
+	--smoke) ROUNDS=1 SECS=1 CHURN_SECS=1 PROCS=2 ;;
+	--rounds=*) ROUNDS=${a#*=} ;;
+	--secs=*) SECS=${a#*=} ;;
+	--no-header) NOHEADER=1 ;;
+	esac
+done
+[ "$(id -u)" = 0 ] || { echo "error: needs root" >&2; exit 1; }
+command -v iperf3 >/dev/null || { echo "error: apt-get install iperf3" >&2; exit 1; }
+BIN=target/release
+for b in flowlens udp-flood conn-churn; do
+	[ -x $BIN/$b ] || { echo "error: $BIN/$b missing: cargo build --release -p flowlens-collector -p flowlens-bench" >&2; exit 1; }
+done
+NS=flbench H=flbh N=flbn HIP=10.200.0.1 NIP=10.200.0.2
+TMP=$(mktemp -d /tmp/flowlens-live.XXXXXX)
+FL_PID=""
+cleanup() {
+	[ -n "$FL_PID" ] && kill -INT "$FL_PID" 2>/dev/null && wait "$FL_PID" 2>/dev/null || true
+	[ -n "${IPERF_PID:-}" ] && kill "$IPERF_PID" 2>/dev/null || true
+	ip link del $H 2>/dev/null || true
+	ip netns del $NS 2>/dev/null || true
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+ip netns del $NS 2>/dev/null || true
+ip link del $H 2>/dev/null || true
+ip netns add $NS
+ip link add $H type veth peer name $N
+ip link set $N netns $NS
+ip addr add $HIP/24 dev $H && ip link set $H up
+ip -n $NS addr add $NIP/24 dev $N && ip -n $NS link set $N up && ip -n $NS link set lo up
+sleep 1
+
+start_flowlens() {
+	: >"$TMP/records.jsonl"
+	FLOWLENS_LOG=info $BIN/flowlens run --iface $H --export-interval 1s --jsonl "$TMP/records.jsonl" \
+		--host bench >/dev/null 2>"$TMP/flowlens.log" &
+	FL_PID=$!
+	for _ in $(seq 100); do
+		grep -q "Interval exported" "$TMP/flowlens.log" 2>/dev/null && return 0
+		kill -0 $FL_PID 2>/dev/null || { cat "$TMP/flowlens.log" >&2; exit 1; }
+		sleep 0.1
+	done
+	echo "error: flowlens did not start" >&2; cat "$TMP/flowlens.log" >&2; exit 1
+}
+stop_flowlens() { kill -INT "$FL_PID"; wait "$FL_PID" || true; FL_PID=""; }
+cpu_ticks() { awk '{print $14+$15}' /proc/$1/stat; }
+
+udp_pps() { # received datagrams/s ns -> root
+	$BIN/udp-flood recv --bind=$HIP:9000 --secs=$SECS >"$TMP/recv" &
+	local r=$!; sleep 0.2
+	ip netns exec $NS $BIN/udp-flood send --dst=$HIP:9000 --secs=$SECS --flows=4 --frame=64 >/dev/null
+	wait $r; echo "$(cat "$TMP/recv") $SECS" | awk '{printf "%.0f", $1/$2}'
+}
+tcp_bps() { # $1: "" (ns -> root) or "-R" (root -> ns); bits/s received
+	ip netns exec $NS iperf3 -c $HIP -t $SECS $1 -J 2>/dev/null | awk -F: '/"bits_per_second"/{v=$2} END{gsub(/[ ,]/,"",v); print v+0}'
+}
+
+iperf3 -s -B $HIP -D -I "$TMP/iperf.pid" >/dev/null; sleep 0.3; IPERF_PID=$(cat "$TMP/iperf.pid")
+declare -A OFF ON
+CPU_TICKS=0 CPU_SECS=0
+measure() { # $1 = off|on; appends to the arrays
+	local u t r c0 c1
+	[ "$1" = on ] && { start_flowlens; c0=$(cpu_ticks $FL_PID); }
+	u=$(udp_pps); t=$(tcp_bps ""); r=$(tcp_bps -R)
+	if [ "$1" = on ]; then
+		c1=$(cpu_ticks $FL_PID); CPU_TICKS=$((CPU_TICKS + c1 - c0)); CPU_SECS=$((CPU_SECS + 3 * SECS))
+		ON[udp]+="$u " ON[tcp]+="$t " ON[tcpr]+="$r "; stop_flowlens
+	else
+		OFF[udp]+="$u " OFF[tcp]+="$t " OFF[tcpr]+="$r "
+	fi
+}
+for round in $(seq "$ROUNDS"); do
+	if [ $((round % 2)) = 1 ]; then measure off; measure on; else measure on; measure off; fi
+done
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{if(NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+HZ=$(getconf CLK_TCK)
+row() { # name unit scale off on
+	local off on
+	off=$(echo "$4" | median); on=$(echo "$5" | median)
+	awk -v n="$1" -v u="$2" -v s="$3" -v off="$off" -v on="$on" 'BEGIN{r=(off>0)?on/off:0;
+		printf "| live | %s | %.2f %s with flowlens | %.2f %s without | %.1f%% | ≥ 97%%: %s |\n", n, on/s, u, off/s, u, 100*r, (r>=0.97)?"met":"MISSED"}'
+}
+[ -n "${NOHEADER:-}" ] || { echo "| section | case | measured | baseline (same run) | ratio | goal |"; echo "|---|---|---|---|---|---|"; }
+row "UDP flood 64 B frames ns→root (XDP path), 4 flows, median of $ROUNDS×${SECS}s" "Mpps" 1e6 "${OFF[udp]}" "${ON[udp]}"
+row "TCP bulk ns→root (iperf3, XDP path)" "Gbit/s" 1e9 "${OFF[tcp]}" "${ON[tcp]}"
+row "TCP bulk root→ns (iperf3 -R, TC path)" "Gbit/s" 1e9 "${OFF[tcpr]}" "${ON[tcpr]}"
+awk -v t=$CPU_TICKS -v hz=$HZ -v s=$CPU_SECS 'BEGIN{printf "| live | flowlens CPU during the traffic above | %.1f%% of one core | %d s of traffic | | |\n", 100*t/hz/s, s}'
+
+# Churn: flowlens on, many processes making short connections.
+start_flowlens
+c0=$(cpu_ticks $FL_PID)
+$BIN/conn-churn server --bind=$HIP:7777 --secs=$((CHURN_SECS + 3)) >"$TMP/served" &
+SRV=$!; sleep 0.3
+read -r OK FAILED TUPLES < <(ip netns exec $NS $BIN/conn-churn client --dst=$HIP:7777 --secs=$CHURN_SECS --procs=$PROCS)
+wait $SRV || true
+sleep 2.5 # two more export intervals
+c1=$(cpu_ticks $FL_PID)
+RSS=$(awk '/VmRSS/{print $2}' /proc/$FL_PID/status)
+stop_flowlens
+python3 - "$TMP/records.jsonl" "$OK" "$FAILED" "$TUPLES" "$CHURN_SECS" "$((c1 - c0))" "$HZ" "$RSS" "$TMP/flowlens.log" <<'PY'
+import json, sys, re
+path, ok, failed, tuples, secs, ticks, hz, rss, log = sys.argv[1:]
+ok, failed, tuples, secs = int(ok), int(failed), int(tuples), float(secs)
+convs, attributed = set(), set()
+for line in open(path):
+    r = json.loads(line)
+    if r["proto"] != "tcp" or r["server"]["port"] != 7777:
+        continue
+    key = (r["client"]["addr"], r["client"]["port"])
+    convs.add(key)
+    if r["client"].get("pid") is not None and r["server"].get("pid") is not None:
+        attributed.add(key)
+lost = 0
+for line in open(log):
+    m = re.search(r"\blost=(\d+)", line)
+    if m:
+        lost = max(lost, int(m.group(1)))
+rate = ok / secs
+print(f"| live | churn: {ok} TCP connections in {secs:.0f} s ({rate:.0f}/s, {failed} failed, {tuples} distinct 5-tuples), conversations recorded | {len(convs)} | {tuples} 5-tuples | {100*len(convs)/max(tuples,1):.1f}% | 100% or losses counted (lost={lost}) |")
+print(f"| live | churn: conversations with both ends attributed (pid) | {len(attributed)} | {tuples} 5-tuples | {100*len(attributed)/max(tuples,1):.1f}% | 100% or losses counted |")
+print(f"| live | churn: flowlens CPU / RSS | {100*int(ticks)/int(hz)/(secs+2.8):.1f}% of one core | | RSS {int(rss)/1024:.1f} MiB | |")
+PY

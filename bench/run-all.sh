@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds release and runs the whole benchmark suite; prints one markdown table
+# (the one in BENCHMARKS.md). Needs root (BPF_PROG_TEST_RUN, namespaces, XDP).
+#   bench/run-all.sh           full run (~10 minutes: 3-minute memory soak included)
+#   bench/run-all.sh --smoke   tiny counts: only checks every benchmark still runs (~1 minute + build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SMOKE=""
+[ "${1:-}" = --smoke ] && SMOKE=--smoke
+[ "$(id -u)" = 0 ] || { echo "error: needs root: sudo $0" >&2; exit 1; }
+cargo build --release -p flowlens-collector -p flowlens-bench >&2
+OUT=$(mktemp); trap 'rm -f "$OUT"' EXIT
+echo "| section | case | measured | baseline (same run) | ratio | goal |"
+echo "|---|---|---|---|---|---|"
+target/release/kernel-progs $SMOKE --no-header
+target/release/sock-hooks $SMOKE --no-header
+bench/live-traffic.sh $SMOKE --no-header
+target/release/table-rss $SMOKE --no-header
+# Criterion: --test runs every benchmark once (smoke); otherwise a short measurement.
+if [ -n "$SMOKE" ]; then CRIT=(--test); else CRIT=(--warm-up-time 1 --measurement-time 3); fi
+for b in "flowlens-correlator correlator" "flowlens-collector readers"; do
+	set -- $b
+	cargo bench -q -p "$1" --bench "$2" -- "${CRIT[@]}" >"$OUT" 2>/dev/null
+	# "name\n  time: [lo mid hi]\n  thrpt: [lo mid hi]" -> one row per benchmark.
+	awk -v crate="$1" '
+		/^[a-z_]+\/[A-Za-z0-9_]+/ { name = $1 }
+		/time:/ { sub(/.*time: *\[/, ""); split($0, t, " "); time = t[3] " " t[4] }
+		/thrpt:/ { sub(/.*thrpt: *\[/, ""); split($0, r, " "); printf "| userspace | %s %s | %s | | %s %s | |\n", crate, name, time, r[3], r[4] }
+		/^Testing / { printf "| userspace | %s %s | ran (smoke) | | | |\n", crate, $2 }
+	' "$OUT"
+done

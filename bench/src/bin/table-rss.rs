@@ -1,0 +1,163 @@
+//! Memory of the correlator: VmRSS of a process holding N concurrent
+//! conversations (each with its owner), compared with the same process before
+//! filling; and a soak (`--soak=SECONDS`): churning conversations through a
+//! table at its caps, sampling RSS, which must stay flat.
+//!
+//! `table-rss [--sizes=10000,100000,1000000] [--soak=180] [--smoke]`.
+//! Each size runs in a fresh child process so sizes do not share a heap.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use flowlens_bench::{arg_u64, arg_value, print_table, rss_kib, smoke_requested, Row};
+use flowlens_correlator::{ConversationTable, TableConfig};
+
+#[path = "../../../correlator/benches/common/mod.rs"]
+mod common;
+
+use common::{feed, StaticLookup, S, UNIX0};
+
+fn config(n: u64) -> TableConfig {
+    TableConfig {
+        max_conversations: usize::try_from(n).unwrap_or(usize::MAX),
+        max_sockets: usize::try_from(2 * n).unwrap_or(usize::MAX),
+        ..TableConfig::default()
+    }
+}
+
+/// Child mode: fill a table with `n` conversations, print "before after active".
+fn fill(n: u64) {
+    let before = rss_kib("self").unwrap_or(0);
+    let mut t = ConversationTable::new(config(n));
+    let n32 = u32::try_from(n).unwrap_or(u32::MAX);
+    feed(&mut t, 0, n32, 10, 2);
+    // One export: the records of an interval exist at the same time as the table.
+    let records = t.export(2 * S, UNIX0 + i128::from(2 * S), "h", &StaticLookup);
+    let after = rss_kib("self").unwrap_or(0);
+    println!(
+        "{before} {after} {} {}",
+        t.stats().conversations_active,
+        records.len()
+    );
+}
+
+/// Child mode: churn through a table capped at `cap` for `secs`; print "t rss" samples.
+fn soak(cap: u64, secs: u64) {
+    let mut t = ConversationTable::new(TableConfig {
+        idle_timeout_ns: 2 * S,
+        owner_grace_ns: 2 * S,
+        pending_state_ns: S,
+        ..config(cap)
+    });
+    let start = Instant::now();
+    let per_tick = u32::try_from(cap / 4).unwrap_or(u32::MAX).max(1);
+    let mut next = 0u32;
+    let mut tick = 1u64;
+    let mut last_sample = Instant::now() - Duration::from_secs(10);
+    while start.elapsed() < Duration::from_secs(secs) {
+        // Simulated time: one "second" per tick; new conversations every tick,
+        // old ones idle out after 2 ticks, so the table stays near cap/2.
+        feed(&mut t, next, next.wrapping_add(per_tick), 10, tick);
+        next = next.wrapping_add(per_tick);
+        let records = t.export(tick * S, UNIX0 + i128::from(tick * S), "h", &StaticLookup);
+        std::hint::black_box(records);
+        let _ = t.take_evicted_flows();
+        tick += 1;
+        if last_sample.elapsed() >= Duration::from_secs(1) {
+            last_sample = Instant::now();
+            println!(
+                "{:.1} {} {}",
+                start.elapsed().as_secs_f64(),
+                rss_kib("self").unwrap_or(0),
+                t.stats().conversations_active
+            );
+        }
+    }
+}
+
+fn child(args: &[&str]) -> anyhow::Result<String> {
+    let exe = std::env::current_exe()?;
+    let out = Command::new(exe).args(args).output()?;
+    anyhow::ensure!(out.status.success(), "child {args:?} failed");
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn main() -> anyhow::Result<()> {
+    if let Some(n) = arg_value("child-fill") {
+        fill(n.parse()?);
+        return Ok(());
+    }
+    if let Some(secs) = arg_value("child-soak") {
+        soak(arg_u64("cap", 100_000), secs.parse()?);
+        return Ok(());
+    }
+    let smoke = smoke_requested();
+    let sizes: Vec<u64> = arg_value("sizes")
+        .unwrap_or_else(|| {
+            if smoke {
+                "1000".into()
+            } else {
+                "10000,100000,1000000".into()
+            }
+        })
+        .split(',')
+        .filter_map(|s| s.replace('_', "").parse().ok())
+        .collect();
+    let soak_secs = arg_u64("soak", if smoke { 2 } else { 180 });
+    let soak_cap = arg_u64("cap", if smoke { 1_000 } else { 100_000 });
+    let mut rows = Vec::new();
+    for n in sizes {
+        let out = child(&[&format!("--child-fill={n}")])?;
+        let v: Vec<u64> = out
+            .split_whitespace()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        let [before, after, active, records] = v[..] else {
+            anyhow::bail!("unexpected child output {out:?}");
+        };
+        let per = (after.saturating_sub(before)) as f64 * 1024.0 / active.max(1) as f64;
+        rows.push(Row {
+            section: "memory",
+            case: format!("ConversationTable, {n} concurrent conversations + owners (+ {records} records of one export)"),
+            value: format!("{:.1} MiB RSS", after as f64 / 1024.0),
+            baseline: format!("empty process {:.1} MiB", before as f64 / 1024.0),
+            ratio: format!("{per:.0} B/conversation"),
+            goal: format!("bounded by max_conversations = {n}"),
+        });
+    }
+    if soak_secs > 0 {
+        let out = child(&[
+            &format!("--child-soak={soak_secs}"),
+            &format!("--cap={soak_cap}"),
+        ])?;
+        let samples: Vec<(f64, f64)> = out
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+            })
+            .collect();
+        anyhow::ensure!(!samples.is_empty(), "no soak samples");
+        // Flat: the last quarter's max against the first quarter's max (after warm-up).
+        let q = (samples.len() / 4).max(1);
+        let first = samples[..q].iter().map(|s| s.1).fold(0.0, f64::max);
+        let last = samples[samples.len() - q..]
+            .iter()
+            .map(|s| s.1)
+            .fold(0.0, f64::max);
+        let growth = last / first.max(1.0);
+        rows.push(Row {
+            section: "memory",
+            case: format!(
+                "soak {soak_secs} s: churn through a table capped at {soak_cap} ({} samples)",
+                samples.len()
+            ),
+            value: format!("last quarter max {:.1} MiB", last / 1024.0),
+            baseline: format!("first quarter max {:.1} MiB", first / 1024.0),
+            ratio: format!("{growth:.3}×"),
+            goal: flowlens_bench::goal_max(growth, 1.05),
+        });
+    }
+    print_table(&rows, !std::env::args().any(|a| a == "--no-header"));
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! A network namespace joined to the root namespace by a veth pair.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use super::cmd;
+use super::names::{free_subnet, Uniq};
+
+/// `ip netns add <uniq>` plus a veth pair: `<uniq>h` in the root namespace with
+/// `10.200.<n>.1/24` + `fd00:200:<n>::1/64`, `<uniq>p` inside with `.2`/`::2`.
+/// Dropping it kills whatever still runs in the namespace and deletes both.
+#[derive(Debug)]
+pub struct VethNetns {
+    /// Namespace name (as in `ip netns list`).
+    pub ns: String,
+    /// Root-namespace end of the veth pair.
+    pub host_if: String,
+    /// Namespace end of the veth pair.
+    pub peer_if: String,
+    /// Address of `host_if`.
+    pub host_v4: Ipv4Addr,
+    /// Address of `peer_if`.
+    pub peer_v4: Ipv4Addr,
+    /// IPv6 address of `host_if`.
+    pub host_v6: Ipv6Addr,
+    /// IPv6 address of `peer_if`.
+    pub peer_v6: Ipv6Addr,
+}
+
+impl VethNetns {
+    /// Creates namespace and veth pair, addresses them, brings everything up
+    /// and turns offloads off on both ends.
+    pub fn new(uniq: &Uniq) -> Self {
+        let n = free_subnet("10.200");
+        let guard = VethNetns {
+            ns: uniq.as_str().to_owned(),
+            host_if: uniq.ifname("h"),
+            peer_if: uniq.ifname("p"),
+            host_v4: Ipv4Addr::new(10, 200, n, 1),
+            peer_v4: Ipv4Addr::new(10, 200, n, 2),
+            host_v6: Ipv6Addr::new(0xfd00, 0x200, n.into(), 0, 0, 0, 0, 1),
+            peer_v6: Ipv6Addr::new(0xfd00, 0x200, n.into(), 0, 0, 0, 0, 2),
+        };
+        // From here on a panic drops `guard`, which removes what exists so far.
+        let (ns, h, p) = (
+            guard.ns.as_str(),
+            guard.host_if.as_str(),
+            guard.peer_if.as_str(),
+        );
+        cmd::run("ip", &["netns", "add", ns]);
+        cmd::run(
+            "ip",
+            &[
+                "link", "add", h, "type", "veth", "peer", "name", p, "netns", ns,
+            ],
+        );
+        let (h4, p4) = (
+            format!("{}/24", guard.host_v4),
+            format!("{}/24", guard.peer_v4),
+        );
+        let (h6, p6) = (
+            format!("{}/64", guard.host_v6),
+            format!("{}/64", guard.peer_v6),
+        );
+        cmd::run("ip", &["addr", "add", &h4, "dev", h]);
+        // `nodad`: usable at once instead of "tentative" for a second or two.
+        cmd::run("ip", &["-6", "addr", "add", &h6, "dev", h, "nodad"]);
+        cmd::run("ip", &["link", "set", h, "up"]);
+        cmd::run("ip", &["-n", ns, "addr", "add", &p4, "dev", p]);
+        cmd::run(
+            "ip",
+            &["-n", ns, "-6", "addr", "add", &p6, "dev", p, "nodad"],
+        );
+        cmd::run("ip", &["-n", ns, "link", "set", p, "up"]);
+        cmd::run("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        // Offloads off on both ends, for exact packet counts: with TSO/GSO the
+        // stack hands the veth 64 KB "super-packets" that tcpdump records as
+        // ONE packet (with the full IP length), while flowlens counts the
+        // segments they stand for (gso_segs), as they would be on a real wire.
+        // With everything segmented by TCP itself both see the same packets.
+        // `tx off` (checksum offload) too: TSO depends on it, so no later
+        // feature change (XDP attach toggles veth features) can bring TSO back.
+        disable_offloads(None, h);
+        disable_offloads(Some(ns), p);
+        guard
+    }
+
+    /// `ip netns exec <ns>` as an argv prefix.
+    pub fn exec_prefix(&self) -> Vec<String> {
+        vec!["ip".into(), "netns".into(), "exec".into(), self.ns.clone()]
+    }
+
+    /// ifindex of `host_if`.
+    pub fn host_ifindex(&self) -> u32 {
+        ifindex(&self.host_if).unwrap_or_else(|| panic!("{} has no ifindex", self.host_if))
+    }
+}
+
+/// `ethtool -K <dev> tso off gso off gro off tx off`, in the network namespace
+/// of `nsenter_args` (e.g. `["--net=/run/netns/x"]`, `["-t", "<pid>", "-n"]`)
+/// or the root one (empty). See [`VethNetns::new`] for why.
+pub fn disable_offloads_in(nsenter_args: &[&str], dev: &str) {
+    let mut argv: Vec<&str> = nsenter_args.to_vec();
+    if !argv.is_empty() {
+        argv.push("--");
+    }
+    argv.extend([
+        "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off", "tx", "off",
+    ]);
+    if nsenter_args.is_empty() {
+        cmd::run(argv[0], &argv[1..]);
+    } else {
+        cmd::run("nsenter", &argv);
+    }
+}
+
+fn disable_offloads(ns: Option<&str>, dev: &str) {
+    match ns {
+        Some(ns) => disable_offloads_in(&[&format!("--net=/run/netns/{ns}")], dev),
+        None => disable_offloads_in(&[], dev),
+    }
+}
+
+/// ifindex of a root-namespace interface.
+pub fn ifindex(dev: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/sys/class/net/{dev}/ifindex"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// Name of a root-namespace interface by ifindex.
+pub fn ifname_of(index: u32) -> Option<String> {
+    std::fs::read_dir("/sys/class/net")
+        .ok()?
+        .flatten()
+        .find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (ifindex(&name) == Some(index)).then_some(name)
+        })
+}
+
+/// Kills every process whose network namespace is `ns` (SIGKILL).
+pub fn kill_netns_processes(ns: &str) {
+    let pids = cmd::output("ip", &["netns", "pids", ns]);
+    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+        if let Ok(pid) = pid.parse() {
+            cmd::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+impl Drop for VethNetns {
+    fn drop(&mut self) {
+        kill_netns_processes(&self.ns);
+        // Delete the pair explicitly: `ip netns del` only unmounts, and the
+        // namespace (with the peer, and so the host end) goes away later, in
+        // a kernel work queue.
+        cmd::run_quiet("ip", &["link", "del", &self.host_if]);
+        cmd::run_quiet("ip", &["netns", "del", &self.ns]);
+        let gone = cmd::wait_until(Duration::from_secs(5), || ifindex(&self.host_if).is_none());
+        if !gone {
+            eprintln!("warning: {} still exists after cleanup", self.host_if);
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! The InfluxDB sink against a misbehaving InfluxDB: a small local HTTP
+//! server (`FakeInflux`, not a real InfluxDB) that answers 400 partial
+//! write, 401, 404, 429 with Retry-After, 500, or never answers. Asserts the
+//! retry / no-retry behaviour by counting requests, the counters, the
+//! dead-letter file, the spool, and that the pipeline's call never waits on
+//! the network. `cargo test -p flowlens-tests --test influx_faults -- --test-threads=1`
+
+mod common;
+mod influx_common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowlens_collector::influx::settings::InfluxSettings;
+use flowlens_collector::influx::sink::{InfluxError, InfluxSink};
+use flowlens_collector::influx::spool::Spool;
+use flowlens_collector::influx::stats::InfluxMetrics;
+use flowlens_collector::sinks::RecordSink;
+use influx_common::{free_port, lines, logs, record, wait_for, FakeInflux, Reply, TempDir};
+
+/// Fast settings: 3 lines per batch, short backoff, 2 s request timeout.
+fn settings(url: &str, dir: &TempDir) -> InfluxSettings {
+    let mut s = InfluxSettings::new(url, "flowlens", &dir.path().join("spool")).expect("settings");
+    s.dead_letter = dir.path().join("dead-letter.lp");
+    s.batch_lines = 3;
+    s.backoff_base = Duration::from_millis(20);
+    s.backoff_cap = Duration::from_millis(200);
+    s.target.timeout = Duration::from_secs(2);
+    s.close_timeout = Duration::from_secs(2);
+    s
+}
+
+fn stats(s: &InfluxSink) -> InfluxMetrics {
+    s.stats().snapshot()
+}
+
+fn wait_stats(s: &InfluxSink, what: &str, cond: impl Fn(&InfluxMetrics) -> bool) {
+    let ok = wait_for(Duration::from_secs(15), || cond(&stats(s)));
+    assert!(ok, "{what}: not reached; counters {:#?}", stats(s));
+}
+
+/// Answers the start-up probe (an empty write) and /ping with 204, writes via `f`.
+fn writes_answer(f: impl Fn(usize) -> Reply + Send + Sync + 'static) -> FakeInflux {
+    FakeInflux::start(move |r, n| if r.is_write() { f(n) } else { Reply::ok() })
+}
+
+fn body_lines(b: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(b)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn partial_write_is_done_dead_lettered_and_not_retried() {
+    let dir = TempDir::new("partial");
+    let msg = "partial write: field type conflict: input field \"v\" on measurement \"m\" is type float, already exists as type integer dropped=1";
+    let srv = writes_answer(move |n| {
+        if n == 0 {
+            Reply::status(400, msg)
+        } else {
+            Reply::ok()
+        }
+    });
+    let mut sink = InfluxSink::start(settings(&srv.url(), &dir)).expect("start");
+    let lp = lines("a", 0..5); // two batches: 3 + 2 lines
+    sink.write_lines(&lp).expect("write");
+    wait_stats(&sink, "both batches handled", |m| {
+        m.batches_dead_lettered + m.batches_written == 2
+    });
+    sink.close();
+    let m = stats(&sink);
+    assert_eq!(srv.writes().len(), 2, "no retry of a partial write");
+    assert_eq!(
+        (m.retries, m.partial_writes, m.points_written),
+        (0, 1, 2),
+        "{m:#?}"
+    );
+    assert_eq!(
+        (m.batches_dead_lettered, m.points_dead_lettered),
+        (1, 3),
+        "{m:#?}"
+    );
+    let dl = std::fs::read_to_string(dir.path().join("dead-letter.lp")).expect("dead letter");
+    let mut dl_lines = dl.lines();
+    let comment = dl_lines.next().expect("comment line");
+    assert!(
+        comment.starts_with("# flowlens dead letter ") && comment.contains("status=400 lines=3"),
+        "{comment}"
+    );
+    assert!(
+        comment.contains(msg),
+        "the server's message is kept: {comment}"
+    );
+    assert_eq!(
+        dl_lines.collect::<Vec<_>>(),
+        body_lines(&lp)[..3]
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn refused_4xx_is_dead_lettered_never_retried_and_logged_once() {
+    logs::start();
+    let dir = TempDir::new("refused");
+    let srv = writes_answer(|_| Reply::status(401, "authorization failed"));
+    let mut sink = InfluxSink::start(settings(&srv.url(), &dir)).expect("start");
+    sink.write_lines(&lines("a", 0..9)).expect("write"); // 3 batches
+    wait_stats(&sink, "3 batches dead-lettered", |m| {
+        m.batches_dead_lettered == 3
+    });
+    std::thread::sleep(Duration::from_millis(300)); // a retry would show now
+    sink.close();
+    let m = stats(&sink);
+    assert_eq!(srv.writes().len(), 3, "one request per batch");
+    assert_eq!(
+        (m.retries, m.points_dead_lettered, m.points_written),
+        (0, 9, 0),
+        "{m:#?}"
+    );
+    assert_eq!(
+        m.last_error.as_deref(),
+        Some("HTTP 401: authorization failed")
+    );
+    let log = logs::text();
+    assert_eq!(
+        log.matches("InfluxDB refused a batch").count(),
+        1,
+        "logged once per distinct message:\n{log}"
+    );
+    assert!(
+        log.contains("authorization failed"),
+        "with the server's message"
+    );
+    let dl = std::fs::read_to_string(dir.path().join("dead-letter.lp")).expect("dead letter");
+    let points: Vec<&str> = dl.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(points, body_lines(&lines("a", 0..9)));
+}
+
+#[test]
+fn too_many_requests_honours_retry_after() {
+    let dir = TempDir::new("429");
+    let srv = writes_answer(|n| {
+        if n == 0 {
+            Reply::status(429, "slow down").header("Retry-After", "1")
+        } else {
+            Reply::ok()
+        }
+    });
+    let mut sink = InfluxSink::start(settings(&srv.url(), &dir)).expect("start");
+    sink.write_lines(&lines("a", 0..3)).expect("write");
+    wait_stats(&sink, "written after the wait", |m| m.points_written == 3);
+    sink.close();
+    let w = srv.writes();
+    assert_eq!(w.len(), 2);
+    assert_eq!(w[0].body, w[1].body, "the same batch again");
+    let gap = w[1].at - w[0].at;
+    assert!(
+        gap >= Duration::from_secs(1) && gap < Duration::from_secs(3),
+        "Retry-After: 1 honoured: {gap:?}"
+    );
+    let m = stats(&sink);
+    assert_eq!((m.retries, m.batches_dead_lettered), (1, 0), "{m:#?}");
+}
+
+#[test]
+fn server_errors_and_timeouts_are_retried_with_backoff() {
+    let dir = TempDir::new("5xx");
+    let srv = writes_answer(|n| match n {
+        0 => Reply::status(500, "engine: cache-max-memory-size exceeded"),
+        1 => Reply::status(503, ""),
+        2 => Reply::status(408, "timeout"),
+        3 => Reply::Stall,
+        _ => Reply::ok(),
+    });
+    let mut s = settings(&srv.url(), &dir);
+    s.target.timeout = Duration::from_millis(500);
+    let mut sink = InfluxSink::start(s).expect("start");
+    sink.write_lines(&lines("a", 0..3)).expect("write");
+    wait_stats(&sink, "written in the end", |m| m.points_written == 3);
+    sink.close();
+    let w = srv.writes();
+    assert_eq!(w.len(), 5, "4 failures, then success");
+    assert!(w.windows(2).all(|p| p[0].body == p[1].body));
+    // Jittered exponential backoff from 20 ms: waits in [10, 20], [20, 40], [40, 80] ms.
+    let gaps: Vec<Duration> = w.windows(2).map(|p| p[1].at - p[0].at).collect();
+    assert!(gaps[0] >= Duration::from_millis(10), "{gaps:?}");
+    assert!(gaps[2] >= Duration::from_millis(40), "{gaps:?}");
+    assert!(
+        gaps[3] >= Duration::from_millis(500),
+        "the stalled request timed out: {gaps:?}"
+    );
+    let m = stats(&sink);
+    assert_eq!(
+        (m.retries, m.batches_written, m.batches_dead_lettered),
+        (4, 1, 0),
+        "{m:#?}"
+    );
+    assert!(
+        m.points_spooled >= 3,
+        "the failed batch went to the spool: {m:#?}"
+    );
+    assert_eq!(m.spool_bytes, 0, "and left it once written: {m:#?}");
+}
+
+#[test]
+fn a_stalled_server_never_blocks_the_pipeline_and_the_spool_keeps_everything() {
+    let dir = TempDir::new("stall");
+    let srv = writes_answer(|_| Reply::Stall);
+    let mut s = settings(&srv.url(), &dir);
+    s.batch_lines = 100;
+    s.queue_batches = 2;
+    s.target.timeout = Duration::from_millis(500);
+    s.close_timeout = Duration::from_secs(1);
+    let mut sink = InfluxSink::start(s.clone()).expect("start");
+    let mut slowest = Duration::ZERO;
+    let mut sent = Vec::new();
+    for i in 0..30u32 {
+        let lp = lines(&format!("i{i}"), 0..100);
+        sent.extend(body_lines(&lp));
+        let t = Instant::now();
+        sink.write_lines(&lp).expect("write");
+        slowest = slowest.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The RecordSink path (encode + enqueue) behaves the same.
+    for i in 0..5u32 {
+        let recs: Vec<_> = (0..50)
+            .map(|j| record(i * 50 + j, 1_700_000_000_000_000_000 + i64::from(i)))
+            .collect();
+        let t = Instant::now();
+        sink.write_interval(&recs).expect("write_interval");
+        slowest = slowest.max(t.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(100),
+        "write_interval/write_lines took {slowest:?} while InfluxDB stalls"
+    );
+    let m = stats(&sink);
+    assert!(
+        m.queue_overflow_points > 0 && m.points_spooled > 0,
+        "{m:#?}"
+    );
+    let t = Instant::now();
+    sink.close();
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "close is bounded: {:?}",
+        t.elapsed()
+    );
+    let m = stats(&sink);
+    assert_eq!(m.points_written, 0);
+    assert_eq!(
+        m.points_spooled, m.points_accepted,
+        "everything accepted is in the spool: {m:#?}"
+    );
+    assert_eq!(m.lost_points(), 0);
+    drop(sink);
+
+    // A restart against a healthy InfluxDB replays the spool: every point
+    // exactly once. (Order is not asserted: batches in memory when InfluxDB
+    // failed enter the spool after those that overflowed meanwhile; every
+    // point carries its own timestamp.)
+    let good = writes_answer(|_| Reply::ok());
+    let mut s2 = s.clone();
+    s2.target.url = good.url().parse().expect("url");
+    let mut sink = InfluxSink::start(s2).expect("restart");
+    let total = m.points_accepted;
+    wait_stats(&sink, "spool replayed", |x| {
+        x.points_written == total && x.spool_bytes == 0
+    });
+    sink.close();
+    let mut got: BTreeMap<String, usize> = BTreeMap::new();
+    for w in good.writes() {
+        for l in w.lines() {
+            *got.entry(l).or_default() += 1;
+        }
+    }
+    assert_eq!(got.values().sum::<usize>() as u64, m.points_accepted);
+    assert!(got.values().all(|&n| n == 1), "each point exactly once");
+    assert!(
+        sent.iter().all(|l| got.contains_key(l)),
+        "every line sent is there"
+    );
+}
+
+#[test]
+fn a_full_spool_drops_the_newest_batches_and_counts_them() {
+    logs::start();
+    let dir = TempDir::new("full");
+    let url = format!("http://127.0.0.1:{}", free_port()); // nothing listens
+    let mut s = settings(&url, &dir);
+    s.batch_lines = 10;
+    s.queue_batches = 1;
+    s.spool_max = 4096;
+    s.close_timeout = Duration::from_millis(300);
+    let mut sink =
+        InfluxSink::start(s.clone()).expect("an unreachable server is not a start-up error");
+    let mut batches = Vec::new();
+    for i in 0..40u32 {
+        let lp = lines("full", i * 10..i * 10 + 10);
+        batches.push(lp.clone());
+        sink.write_lines(&lp).expect("write");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    sink.close();
+    let m = stats(&sink);
+    assert_eq!(m.points_accepted, 400);
+    assert!(m.spool_overflow_points > 0, "{m:#?}");
+    assert_eq!(
+        m.points_spooled + m.spool_overflow_points,
+        400,
+        "nothing unaccounted: {m:#?}"
+    );
+    assert_eq!(m.lost_points(), m.spool_overflow_points);
+    let log = logs::text();
+    assert!(
+        log.contains("the spool is full"),
+        "overflow is logged:\n{log}"
+    );
+    drop(sink);
+    let mut spool = Spool::open(&s.spool_dir, s.spool_max).expect("reopen");
+    let mut kept = Vec::new();
+    while let Some(b) = spool.peek() {
+        kept.push(b.body.clone());
+        spool.commit(&b);
+    }
+    assert_eq!(kept.len() as u64 * 10, m.points_spooled);
+    // The oldest batches are kept, the newest dropped (give or take the one
+    // or two in memory when the first request failed).
+    let limit = kept.len() + 2;
+    assert!(
+        kept.iter().all(|k| batches[..limit].contains(k)),
+        "kept batches are the oldest"
+    );
+    assert!(!kept.contains(&batches[39]), "the newest batch was dropped");
+}
+
+#[test]
+fn start_up_health_check_names_config_errors() {
+    let dir = TempDir::new("health");
+    // 401: a config error.
+    let srv = FakeInflux::start(|r, _| match r.path.as_str() {
+        "/ping" => Reply::ok(),
+        _ => Reply::status(401, "authorization failed"),
+    });
+    let e = InfluxSink::start(settings(&srv.url(), &dir))
+        .err()
+        .expect("401 fails start-up");
+    assert!(
+        matches!(e, InfluxError::AuthRefused { status: 401, .. }),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().contains("refused the credentials")
+            && e.to_string().contains("authorization failed"),
+        "{e}"
+    );
+    drop(srv);
+    // Missing database: a config error naming it.
+    let srv = FakeInflux::start(|r, _| match r.path.as_str() {
+        "/write" => Reply::status(404, "database not found: \"flowlens\""),
+        _ => Reply::ok(),
+    });
+    let e = InfluxSink::start(settings(&srv.url(), &dir))
+        .err()
+        .expect("404 fails start-up");
+    assert!(
+        e.to_string().contains("\"flowlens\"") && e.to_string().contains("--influx-create-db"),
+        "{e}"
+    );
+    drop(srv);
+    // Missing retention policy.
+    let srv = FakeInflux::start(|r, _| match r.path.as_str() {
+        "/write" => Reply::status(500, "retention policy not found: week"),
+        _ => Reply::ok(),
+    });
+    let e = InfluxSink::start(settings(&srv.url(), &dir))
+        .err()
+        .expect("rp fails start-up");
+    assert!(
+        matches!(e, InfluxError::RetentionPolicyMissing { .. }),
+        "{e:?}"
+    );
+    drop(srv);
+    // --influx-create-db creates it.
+    let created = Arc::new(AtomicBool::new(false));
+    let c = Arc::clone(&created);
+    let srv = FakeInflux::start(move |r, _| match r.path.as_str() {
+        "/query" => {
+            c.store(true, Ordering::SeqCst);
+            Reply::Status {
+                code: 200,
+                headers: vec![],
+                body: r#"{"results":[{"statement_id":0}]}"#.into(),
+            }
+        }
+        "/write" if !c.load(Ordering::SeqCst) => {
+            Reply::status(404, "database not found: \"flowlens\"")
+        }
+        _ => Reply::ok(),
+    });
+    let mut s = settings(&srv.url(), &dir);
+    s.create_db = true;
+    let mut sink = InfluxSink::start(s).expect("created");
+    sink.close();
+    let q: Vec<_> = srv
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/query")
+        .collect();
+    assert_eq!(q.len(), 1);
+    assert_eq!(
+        (q[0].method.as_str(), q[0].param("q")),
+        ("POST", Some("CREATE DATABASE \"flowlens\""))
+    );
+}
+
+#[test]
+fn a_database_missing_at_run_time_is_created_when_allowed() {
+    let dir = TempDir::new("createlater");
+    let created = Arc::new(AtomicBool::new(false));
+    let pings = Arc::new(AtomicUsize::new(0));
+    let (c, p) = (Arc::clone(&created), Arc::clone(&pings));
+    // Down at start-up (503 on /ping), then up without the database.
+    let srv = FakeInflux::start(move |r, _| match r.path.as_str() {
+        "/ping" => {
+            p.fetch_add(1, Ordering::SeqCst);
+            Reply::status(503, "starting")
+        }
+        "/query" => {
+            c.store(true, Ordering::SeqCst);
+            Reply::Status {
+                code: 200,
+                headers: vec![],
+                body: r#"{"results":[{"statement_id":0}]}"#.into(),
+            }
+        }
+        _ if !c.load(Ordering::SeqCst) => Reply::status(404, "database not found: \"flowlens\""),
+        _ => Reply::ok(),
+    });
+    let mut s = settings(&srv.url(), &dir);
+    s.create_db = true;
+    let mut sink = InfluxSink::start(s).expect("start");
+    sink.write_lines(&lines("late", 0..3)).expect("write");
+    wait_stats(&sink, "written after CREATE DATABASE", |m| {
+        m.points_written == 3
+    });
+    sink.close();
+    assert!(created.load(Ordering::SeqCst));
+    assert_eq!(stats(&sink).batches_dead_lettered, 0);
+    assert_eq!(pings.load(Ordering::SeqCst), 1);
+}
