@@ -552,3 +552,20 @@ int flowlens_tc(struct __sk_buff *skb)
 		     FLOW_HOOK_TC_EGRESS);
 	return FL_TC_ACT_UNSPEC;
 }
+
+/*
+ * TC on ingress: used instead of XDP on virtual devices (veth, bridges, lo)
+ * and where XDP driver mode is unavailable. It sees the skb with its GSO
+ * segment count, and attaching it changes nothing on the device (XDP in
+ * driver mode on a veth turns GSO off on its peer and costs TCP throughput).
+ */
+SEC("classifier")
+int flowlens_tc_ingress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	count_packet(data, data_end, skb->len, skb->gso_segs, skb->gso_size, skb->ifindex,
+		     FLOW_HOOK_XDP_INGRESS);
+	return FL_TC_ACT_UNSPEC;
+}

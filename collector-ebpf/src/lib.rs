@@ -28,6 +28,9 @@ pub mod flow {
     pub const PROG_XDP: &str = "flowlens_xdp";
     /// TC classifier counting egress packets.
     pub const PROG_TC: &str = "flowlens_tc";
+    /// TC classifier counting ingress packets where XDP is not used (virtual
+    /// devices, no XDP driver support).
+    pub const PROG_TC_INGRESS: &str = "flowlens_tc_ingress";
     /// `BPF_MAP_TYPE_PERCPU_HASH` FlowKey -> FlowValue.
     pub const MAP_FLOWS: &str = "flowlens_flows";
     /// `BPF_MAP_TYPE_LRU_HASH` FragKey -> FragValue.

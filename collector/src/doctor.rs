@@ -95,7 +95,7 @@ pub fn checks() -> Vec<Check> {
                 "XDP and TC flow programs load (verifier)",
                 true,
                 true,
-                "flowlens_xdp, flowlens_tc",
+                "flowlens_xdp, flowlens_tc, flowlens_tc_ingress",
             ));
             // Attach to lo to prove attachment works; dropped right away.
             let lo = crate::ifaces::by_name("lo");
@@ -108,18 +108,31 @@ pub fn checks() -> Vec<Check> {
                             .is_ok()
                     })
                     .unwrap_or(false);
-                out.push(check("XDP attach (generic mode on lo)", xdp_ok, true, ""));
-                let tc_ok = bpf
-                    .program_mut(flow::PROG_TC)
-                    .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
-                    .map(|t| t.attach("lo", aya::programs::TcAttachType::Egress).is_ok())
-                    .unwrap_or(false);
                 out.push(check(
-                    "TC egress attach (TCX or clsact) on lo",
-                    tc_ok,
-                    true,
+                    "XDP attach (generic mode on lo; driver mode is used on NICs that support it)",
+                    xdp_ok,
+                    false,
                     "",
                 ));
+                for (name, what, dir) in [
+                    (
+                        flow::PROG_TC_INGRESS,
+                        "TC ingress attach (TCX or clsact) on lo",
+                        aya::programs::TcAttachType::Ingress,
+                    ),
+                    (
+                        flow::PROG_TC,
+                        "TC egress attach (TCX or clsact) on lo",
+                        aya::programs::TcAttachType::Egress,
+                    ),
+                ] {
+                    let ok = bpf
+                        .program_mut(name)
+                        .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
+                        .map(|t| t.attach("lo", dir).is_ok())
+                        .unwrap_or(false);
+                    out.push(check(what, ok, true, ""));
+                }
             }
         }
         Err(e) => out.push(check(

@@ -127,13 +127,10 @@ pub fn load_flow_object(opts: LoadOptions) -> Result<Ebpf, LoadError> {
             .map_err(|e| program_error(flow::PROG_XDP, e))?;
         xdp.load().map_err(|e| program_error(flow::PROG_XDP, e))?;
     }
-    {
-        let tc: &mut SchedClassifier = bpf
-            .program_mut(flow::PROG_TC)
-            .ok_or(LoadError::MissingProgram(flow::PROG_TC))?
-            .try_into()
-            .map_err(|e| program_error(flow::PROG_TC, e))?;
-        tc.load().map_err(|e| program_error(flow::PROG_TC, e))?;
+    for name in [flow::PROG_TC, flow::PROG_TC_INGRESS] {
+        tc_program(&mut bpf, name)?
+            .load()
+            .map_err(|e| program_error(name, e))?;
     }
     Ok(bpf)
 }
@@ -243,19 +240,30 @@ fn attach_icmp_egress(prog: &mut CgroupSkb) {
     }
 }
 
-/// How XDP ended up attached on an interface.
+/// Which program counts an interface's ingress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum XdpAttachMode {
-    /// Native (driver) mode.
-    Driver,
-    /// Generic (skb) mode.
-    Generic,
+pub enum IngressHook {
+    /// XDP in driver mode (physical NICs that support it): packets as they
+    /// arrive, before GRO.
+    XdpDriver,
+    /// TC ingress: virtual devices (veth, bridges, lo) and NICs without XDP
+    /// driver support. Sees GRO/GSO packets with their segment count.
+    TcIngress,
+}
+
+/// Whether the interface is backed by hardware (has a `device` link in sysfs).
+fn is_physical(iface: &Iface) -> bool {
+    std::path::Path::new(&format!("/sys/class/net/{}/device", iface.name)).exists()
+}
+
+enum Link {
+    Xdp(XdpLinkId),
+    Tc(&'static str, SchedClassifierLinkId),
 }
 
 struct IfaceLinks {
     name: String,
-    xdp: Option<XdpLinkId>,
-    tc: Option<SchedClassifierLinkId>,
+    links: Vec<Link>,
 }
 
 /// Packet programs attached per interface.
@@ -263,6 +271,32 @@ pub struct FlowAttachments {
     links: BTreeMap<u32, IfaceLinks>,
     /// Attach failures so far (exported in self-metrics).
     pub attach_failures: u64,
+}
+
+fn tc_program<'a>(
+    bpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, LoadError> {
+    bpf.program_mut(name)
+        .ok_or(LoadError::MissingProgram(name))?
+        .try_into()
+        .map_err(|e| program_error(name, e))
+}
+
+fn detach_link(bpf: &mut Ebpf, iface: &str, link: Link) {
+    let result = match link {
+        Link::Xdp(id) => match bpf.program_mut(flow::PROG_XDP).map(<&mut Xdp>::try_from) {
+            Some(Ok(xdp)) => xdp.detach(id),
+            _ => return,
+        },
+        Link::Tc(name, id) => match bpf.program_mut(name).map(<&mut SchedClassifier>::try_from) {
+            Some(Ok(tc)) => tc.detach(id),
+            _ => return,
+        },
+    };
+    if let Err(e) = result {
+        debug!(%iface, error = %e, "Detach failed (interface gone?).");
+    }
 }
 
 impl FlowAttachments {
@@ -284,78 +318,79 @@ impl FlowAttachments {
         self.links.contains_key(&ifindex)
     }
 
-    /// Attaches XDP (driver mode, else generic) and TC egress to `iface`.
-    pub fn attach(&mut self, bpf: &mut Ebpf, iface: &Iface) -> Result<XdpAttachMode, LoadError> {
-        let xdp: &mut Xdp = bpf
-            .program_mut(flow::PROG_XDP)
-            .ok_or(LoadError::MissingProgram(flow::PROG_XDP))?
-            .try_into()
-            .map_err(|e| program_error(flow::PROG_XDP, e))?;
-        let (xdp_link, mode) = match xdp.attach_to_if_index(iface.index, XdpMode::Driver) {
-            Ok(l) => (l, XdpAttachMode::Driver),
-            Err(e) => {
-                debug!(iface = %iface.name, error = %describe_program_error(&e), "XDP driver mode refused, trying generic mode.");
-                match xdp.attach_to_if_index(iface.index, XdpMode::Skb) {
-                    Ok(l) => (l, XdpAttachMode::Generic),
-                    Err(e) => {
-                        self.attach_failures += 1;
-                        return Err(program_error(flow::PROG_XDP, e));
-                    }
-                }
+    /// Attaches the ingress program (XDP driver mode on physical NICs that
+    /// support it, else TC ingress) and TC egress to `iface`. On failure
+    /// nothing stays attached.
+    pub fn attach(&mut self, bpf: &mut Ebpf, iface: &Iface) -> Result<IngressHook, LoadError> {
+        let mut links = Vec::new();
+        let result = Self::attach_links(bpf, iface, &mut links);
+        match result {
+            Ok(hook) => {
+                info!(iface = %iface.name, ifindex = iface.index, ingress = ?hook, "Monitoring interface.");
+                self.links.insert(
+                    iface.index,
+                    IfaceLinks {
+                        name: iface.name.clone(),
+                        links,
+                    },
+                );
+                Ok(hook)
             }
-        };
-        let tc: &mut SchedClassifier = bpf
-            .program_mut(flow::PROG_TC)
-            .ok_or(LoadError::MissingProgram(flow::PROG_TC))?
-            .try_into()
-            .map_err(|e| program_error(flow::PROG_TC, e))?;
-        let tc_link = match tc.attach(&iface.name, TcAttachType::Egress) {
-            Ok(l) => l,
             Err(e) => {
                 self.attach_failures += 1;
-                if let Ok(xdp) = <&mut Xdp>::try_from(
-                    bpf.program_mut(flow::PROG_XDP)
-                        .ok_or(LoadError::MissingProgram(flow::PROG_XDP))?,
-                ) {
-                    let _ = xdp.detach(xdp_link);
+                for l in links {
+                    detach_link(bpf, &iface.name, l);
                 }
-                return Err(program_error(flow::PROG_TC, e));
+                Err(e)
             }
-        };
-        info!(iface = %iface.name, ifindex = iface.index, xdp_mode = ?mode, "Monitoring interface.");
-        self.links.insert(
-            iface.index,
-            IfaceLinks {
-                name: iface.name.clone(),
-                xdp: Some(xdp_link),
-                tc: Some(tc_link),
-            },
-        );
-        Ok(mode)
+        }
+    }
+
+    fn attach_links(
+        bpf: &mut Ebpf,
+        iface: &Iface,
+        links: &mut Vec<Link>,
+    ) -> Result<IngressHook, LoadError> {
+        let mut hook = IngressHook::TcIngress;
+        if is_physical(iface) {
+            let xdp: &mut Xdp = bpf
+                .program_mut(flow::PROG_XDP)
+                .ok_or(LoadError::MissingProgram(flow::PROG_XDP))?
+                .try_into()
+                .map_err(|e| program_error(flow::PROG_XDP, e))?;
+            match xdp.attach_to_if_index(iface.index, XdpMode::Driver) {
+                Ok(l) => {
+                    links.push(Link::Xdp(l));
+                    hook = IngressHook::XdpDriver;
+                }
+                Err(e) => {
+                    debug!(iface = %iface.name, error = %describe_program_error(&e), "No XDP driver mode; counting ingress with TC.");
+                }
+            }
+        }
+        if hook == IngressHook::TcIngress {
+            let tc = tc_program(bpf, flow::PROG_TC_INGRESS)?;
+            let l = tc
+                .attach(&iface.name, TcAttachType::Ingress)
+                .map_err(|e| program_error(flow::PROG_TC_INGRESS, e))?;
+            links.push(Link::Tc(flow::PROG_TC_INGRESS, l));
+        }
+        let tc = tc_program(bpf, flow::PROG_TC)?;
+        let l = tc
+            .attach(&iface.name, TcAttachType::Egress)
+            .map_err(|e| program_error(flow::PROG_TC, e))?;
+        links.push(Link::Tc(flow::PROG_TC, l));
+        Ok(hook)
     }
 
     /// Detaches from an interface (it may already be gone: then the kernel
     /// has dropped the links and errors are expected).
     pub fn detach(&mut self, bpf: &mut Ebpf, ifindex: u32) {
-        let Some(mut l) = self.links.remove(&ifindex) else {
+        let Some(l) = self.links.remove(&ifindex) else {
             return;
         };
-        if let Some(id) = l.xdp.take() {
-            if let Some(Ok(xdp)) = bpf.program_mut(flow::PROG_XDP).map(<&mut Xdp>::try_from) {
-                if let Err(e) = xdp.detach(id) {
-                    debug!(iface = %l.name, error = %e, "XDP detach failed (interface gone?).");
-                }
-            }
-        }
-        if let Some(id) = l.tc.take() {
-            if let Some(Ok(tc)) = bpf
-                .program_mut(flow::PROG_TC)
-                .map(<&mut SchedClassifier>::try_from)
-            {
-                if let Err(e) = tc.detach(id) {
-                    debug!(iface = %l.name, error = %e, "TC detach failed (interface gone?).");
-                }
-            }
+        for link in l.links {
+            detach_link(bpf, &l.name, link);
         }
         info!(iface = %l.name, ifindex, "Stopped monitoring interface.");
     }

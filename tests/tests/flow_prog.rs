@@ -792,3 +792,37 @@ fn random_frames_are_passed_unchanged_and_accounted() {
         assert!(HOOKS.contains(&k.hook) && k.ifindex == LO_IFINDEX, "{k:?}");
     }
 }
+
+/// TC ingress (virtual devices) counts like XDP ingress, under the ingress
+/// hook, and a GRO/GSO packet as the segments it carries.
+#[test]
+fn tc_ingress_counts_as_ingress_with_segments() {
+    let h = Harness::new();
+    let ts_opts = [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2];
+    let frame = v4(
+        A4,
+        B4,
+        IPPROTO_TCP,
+        &tcp(40000, 80, TCP_ACK, &ts_opts, &filler(3000)),
+    );
+    h.tc_ingress_gso(&frame, 3, 1000);
+    h.tc_ingress_gso(
+        &v4(
+            A4,
+            B4,
+            IPPROTO_TCP,
+            &tcp(40000, 80, TCP_ACK, &ts_opts, &filler(100)),
+        ),
+        0,
+        0,
+    );
+    let flows = h.flows();
+    let key = at(FLOW_HOOK_XDP_INGRESS, key4(A4, B4, 40000, 80, IPPROTO_TCP));
+    // 3 segments of 20 + 32 + 1000, then one plain packet of 20 + 32 + 100
+    assert_eq!(flows.len(), 1, "{flows:?}");
+    assert_eq!(
+        flows.get(&key),
+        Some(&tot(4, 3 * 1052 + 152, TCP_ACK, 0)),
+        "{flows:?}"
+    );
+}

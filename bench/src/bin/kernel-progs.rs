@@ -179,11 +179,6 @@ impl Pair {
     }
 }
 
-/// A copy of an object file (aya parses it from any slice; the copy keeps one code path).
-fn aligned(bytes: &[u8]) -> Vec<u8> {
-    bytes.to_vec()
-}
-
 fn main() -> anyhow::Result<()> {
     let smoke = smoke_requested();
     let repeat = u32::try_from(arg_u64("repeat", if smoke { 1_000 } else { 1_000_000 }))?;
@@ -197,10 +192,7 @@ fn main() -> anyhow::Result<()> {
     let custom = arg_value("flow-obj")
         .map(|p| std::fs::read(&p).with_context(|| p.clone()))
         .transpose()?;
-    let flow_obj = match &custom {
-        Some(bytes) => aligned(bytes),
-        None => FLOW_OBJ.to_vec(),
-    };
+    let flow_obj = custom.unwrap_or_else(|| FLOW_OBJ.to_vec());
     let mut objs = Objects::new(u32::try_from(nflows.max(1024))?, &flow_obj)?;
     let hooks = [Hook::Xdp, Hook::Tc];
     let hot: Vec<(&str, Vec<u8>)> = vec![

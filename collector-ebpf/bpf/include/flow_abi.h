@@ -19,7 +19,7 @@
 /* ---- packet flows ---------------------------------------------------- */
 
 /* flow_key.hook */
-#define FLOW_HOOK_XDP_INGRESS 0
+#define FLOW_HOOK_XDP_INGRESS 0 /* ingress: XDP, or TC ingress where XDP is not used */
 #define FLOW_HOOK_TC_EGRESS 1
 
 /* flow_value.flags */

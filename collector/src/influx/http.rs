@@ -165,6 +165,18 @@ fn read_message(resp: ureq::Response) -> String {
     server_message(&body)
 }
 
+/// A transport error without the URL (it is logged next to it already).
+fn transport_error(t: &ureq::Transport) -> String {
+    let mut s = t.kind().to_string();
+    if let Some(m) = t.message() {
+        s = format!("{s}: {m}");
+    }
+    if let Some(src) = std::error::Error::source(t) {
+        s = format!("{s}: {src}");
+    }
+    s
+}
+
 /// `Retry-After` in seconds (an HTTP date falls back to our own backoff).
 pub fn parse_retry_after(v: Option<&str>) -> Option<Duration> {
     let secs: u64 = v?.trim().parse().ok()?;
@@ -269,7 +281,7 @@ impl Client {
                 classify(status, read_message(resp), retry_after)
             }
             Err(ureq::Error::Transport(t)) => Outcome::Retry {
-                reason: t.to_string(),
+                reason: transport_error(&t),
                 retry_after: None,
             },
         }
@@ -293,7 +305,7 @@ impl Client {
         match self.request("GET", &url, timeout).call() {
             Ok(_) => Ok(()),
             Err(ureq::Error::Status(s, r)) => Err(format!("HTTP {s}: {}", read_message(r))),
-            Err(ureq::Error::Transport(t)) => Err(t.to_string()),
+            Err(ureq::Error::Transport(t)) => Err(transport_error(&t)),
         }
     }
 
@@ -320,7 +332,7 @@ impl Client {
                 }
             }
             Err(ureq::Error::Status(s, r)) => Err(format!("HTTP {s}: {}", read_message(r))),
-            Err(ureq::Error::Transport(t)) => Err(t.to_string()),
+            Err(ureq::Error::Transport(t)) => Err(transport_error(&t)),
         }
     }
 }

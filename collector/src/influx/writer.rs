@@ -465,6 +465,7 @@ impl Writer {
         let url = self.client.write_url();
         if st.down_since.is_none() {
             st.down_since = Some(Instant::now());
+            log.check(reason);
             warn!(%url, error = %reason, "InfluxDB write failed; retrying with backoff, records go to the spool meanwhile.");
         } else if let Some(repeats) = log.check(reason) {
             warn!(%url, error = %reason, repeats_since_last_log = repeats, "InfluxDB still not writable.");

@@ -133,6 +133,17 @@ impl Flowlens {
                 ));
             }
         }
+        // TCX links do not show in `bpftool net` (7.1), but every attachment
+        // keeps its program loaded: none may outlive the process.
+        let gone = cmd::wait_until(Duration::from_secs(5), || {
+            loaded_flowlens_programs().is_empty()
+        });
+        if !gone {
+            super::defer_failure(format!(
+                "flowlens programs still loaded after exit: {:?}",
+                loaded_flowlens_programs()
+            ));
+        }
         read_jsonl(&self.jsonl)
     }
 
@@ -195,4 +206,17 @@ pub fn attached_programs(iface: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// Names of loaded BPF programs that belong to flowlens (`flowlens_*`).
+pub fn loaded_flowlens_programs() -> Vec<String> {
+    let out = cmd::output("bpftool", &["-j", "prog", "show"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str())
+        .filter(|n| n.starts_with("flowlens_"))
+        .map(str::to_owned)
+        .collect()
 }

@@ -125,6 +125,14 @@ impl Harness {
             .expect("TC program type");
         tc.load()
             .unwrap_or_else(|e| panic!("verifier, TC: {e:#}\n{e:?}"));
+        let tc_in: &mut SchedClassifier = ebpf
+            .program_mut(flow::PROG_TC_INGRESS)
+            .expect("TC ingress program")
+            .try_into()
+            .expect("TC program type");
+        tc_in
+            .load()
+            .unwrap_or_else(|e| panic!("verifier, TC ingress: {e:#}\n{e:?}"));
         Self { ebpf, started_ns }
     }
 
@@ -209,6 +217,31 @@ impl Harness {
         ctx[SKB_GSO_SEGS..SKB_GSO_SEGS + 4].copy_from_slice(&gso_segs.to_ne_bytes());
         ctx[SKB_GSO_SIZE..SKB_GSO_SIZE + 4].copy_from_slice(&gso_size.to_ne_bytes());
         self.tc_ctx(frame, Some(&ctx));
+    }
+
+    /// The TC ingress program (used instead of XDP on virtual devices) with
+    /// `skb->gso_segs` / `skb->gso_size` set: TC_ACT_UNSPEC, frame unchanged.
+    pub fn tc_ingress_gso(&self, frame: &[u8], gso_segs: u32, gso_size: u32) {
+        let mut ctx = [0u8; SKB_CTX_SIZE];
+        ctx[SKB_GSO_SEGS..SKB_GSO_SEGS + 4].copy_from_slice(&gso_segs.to_ne_bytes());
+        ctx[SKB_GSO_SIZE..SKB_GSO_SIZE + 4].copy_from_slice(&gso_size.to_ne_bytes());
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(flow::PROG_TC_INGRESS)
+            .expect("TC ingress program")
+            .try_into()
+            .expect("TC program type");
+        let mut out = vec![0u8; frame.len()];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("TC ingress test run: {e:?}"));
+        assert_eq!(r.return_value, TC_ACT_UNSPEC, "TC ingress verdict");
+        assert_eq!(out, frame, "TC ingress modified the frame");
     }
 
     /// Both hooks on every frame.

@@ -1,0 +1,330 @@
+//! InfluxDB write throughput on this machine, against a local influxd
+//! (`/usr/bin/influxd`, started on a free loopback port with temporary
+//! directories): the ingest ceiling (pre-encoded gzip batches posted by 1-8
+//! parallel clients) beside the sink end to end (`write_interval` of 10k
+//! records per interval -> encoder -> writer thread -> InfluxDB), and the
+//! collector's CPU per 10k records (getrusage).
+//!
+//! `cargo bench -p flowlens-collector --bench influx_write` (not part of the tests).
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowlens_collector::influx::http::gzip;
+use flowlens_collector::influx::settings::InfluxSettings;
+use flowlens_collector::influx::sink::InfluxSink;
+use flowlens_collector::influx::{Encoder, SchemaConfig};
+use flowlens_collector::sinks::RecordSink;
+use flowlens_correlator::record::{ConversationRecord, Endpoint, ProcessAttribution};
+
+const INFLUXD: &str = "/usr/bin/influxd";
+const PER_INTERVAL: u32 = 10_000;
+const INTERVALS: u32 = 20;
+const TS0: i64 = 1_700_000_000_000_000_000;
+
+/// A deterministic xorshift generator.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, m: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % m
+    }
+}
+
+fn process(rng: &mut Rng) -> ProcessAttribution {
+    const COMMS: [&str; 8] = [
+        "nginx", "curl", "java", "python3", "postgres", "sshd", "node", "envoy",
+    ];
+    let comm = COMMS[rng.below(COMMS.len() as u64) as usize];
+    let n = rng.below(40);
+    let container = n < 30;
+    let id = format!("{n:02x}{}", "5e".repeat(31));
+    ProcessAttribution {
+        pid: 1000 + rng.below(30_000) as u32,
+        comm: comm.to_owned(),
+        exe: Some(format!("/usr/bin/{comm}")),
+        uid: if container { 0 } else { 1000 },
+        user: Some(if container { "root" } else { "app" }.to_owned()),
+        gid: 0,
+        cgroup: Some(format!("/docker/{id}")),
+        container_id: container.then(|| id.clone()),
+        container_runtime: if container { "docker" } else { "host" }.to_owned(),
+        container_name: container.then(|| format!("svc-{n}")),
+        container_image: container.then(|| format!("registry.local/{comm}:1")),
+        pod_uid: None,
+    }
+}
+
+/// One interval of conversations: local processes to many remote addresses.
+fn interval(k: u32, rng: &mut Rng) -> Vec<ConversationRecord> {
+    let ts = TS0 + i64::from(k) * 10_000_000_000;
+    (0..PER_INTERVAL)
+        .map(|_| ConversationRecord {
+            ts: String::new(),
+            ts_unix_ns: ts,
+            host: "bench".to_owned(),
+            proto: "tcp".to_owned(),
+            client: Endpoint {
+                addr: format!("172.17.0.{}", 2 + rng.below(40)),
+                port: 32768 + rng.below(28_000) as u16,
+                local: true,
+                process: Some(process(rng)),
+            },
+            server: Endpoint {
+                addr: format!(
+                    "10.{}.{}.{}",
+                    rng.below(256),
+                    rng.below(256),
+                    rng.below(256)
+                ),
+                port: [80, 443, 5432, 6379][rng.below(4) as usize],
+                local: false,
+                process: None,
+            },
+            client_evidence: "socket".to_owned(),
+            bytes_c2s: rng.below(1 << 24),
+            bytes_s2c: rng.below(1 << 26),
+            packets_c2s: rng.below(20_000),
+            packets_s2c: rng.below(50_000),
+            first_seen: String::new(),
+            first_seen_unix_ns: ts - 5_000_000_000,
+            last_seen: String::new(),
+            last_seen_unix_ns: ts - 1_000,
+            duration_ms: 4_999,
+            tcp_flags: 0x1b,
+            tcp_flags_text: "SYN|ACK|PSH|FIN".to_owned(),
+            ifaces: vec!["eth0".to_owned()],
+        })
+        .collect()
+}
+
+/// A throwaway influxd; killed and its directory removed on drop.
+struct Influxd {
+    child: Child,
+    dir: PathBuf,
+    url: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(18086)
+}
+
+impl Influxd {
+    fn start() -> Option<Self> {
+        if !Path::new(INFLUXD).exists() {
+            return None;
+        }
+        let dir =
+            std::env::temp_dir().join(format!("flowlens-bench-influx-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).ok()?;
+        let (port, rpc) = (free_port(), free_port());
+        let d = dir.display();
+        let conf = format!(
+            "reporting-enabled = false\nbind-address = \"127.0.0.1:{rpc}\"\n[meta]\n  dir = \"{d}/meta\"\n\
+             [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+             [monitor]\n  store-enabled = false\n[http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n"
+        );
+        std::fs::write(dir.join("influxdb.conf"), conf).ok()?;
+        let child = Command::new(INFLUXD)
+            .arg("-config")
+            .arg(dir.join("influxdb.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let s = Influxd {
+            child,
+            dir,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if matches!(ureq::get(&format!("{}/ping", s.url)).call(), Ok(r) if r.status() == 204) {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    fn create_db(&self, db: &str) {
+        let q = format!("CREATE DATABASE \"{db}\"");
+        let r = ureq::post(&format!("{}/query", self.url))
+            .query("q", &q)
+            .call();
+        assert!(r.is_ok(), "{q}: {r:?}");
+    }
+
+    fn count(&self, db: &str) -> u64 {
+        let r = ureq::get(&format!("{}/query", self.url))
+            .query("db", db)
+            .query("q", "SELECT count(bytes_c2s) FROM flow")
+            .call();
+        let mut body = String::new();
+        if let Ok(r) = r {
+            let _ = r.into_reader().read_to_string(&mut body);
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v.pointer("/results/0/series/0/values/0/1")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Influxd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// CPU seconds (user + system) of the process or the calling thread.
+fn cpu(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `who` is RUSAGE_SELF or RUSAGE_THREAD.
+    if unsafe { libc::getrusage(who, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+/// Posts pre-encoded gzip batches with `par` clients; returns points/s.
+fn ceiling(influx: &Influxd, db: &str, batches: &[(u32, Vec<u8>)], par: usize) -> f64 {
+    influx.create_db(db);
+    let url = format!("{}/write?db={db}&precision=ns", influx.url);
+    let next = Arc::new(AtomicUsize::new(0));
+    let batches = Arc::new(batches.to_vec());
+    let t0 = Instant::now();
+    let threads: Vec<_> = (0..par)
+        .map(|_| {
+            let (next, batches, url) = (Arc::clone(&next), Arc::clone(&batches), url.clone());
+            std::thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new().build();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((_, body)) = batches.get(i) else {
+                        break;
+                    };
+                    let r = agent
+                        .post(&url)
+                        .set("Content-Encoding", "gzip")
+                        .send_bytes(body);
+                    assert!(r.is_ok(), "write failed: {r:?}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let points: u64 = batches.iter().map(|(n, _)| u64::from(*n)).sum();
+    points as f64 / secs
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let Some(influx) = Influxd::start() else {
+        eprintln!("influx_write: {INFLUXD} not available; skipped");
+        return;
+    };
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let intervals: Vec<Vec<ConversationRecord>> =
+        (0..INTERVALS).map(|k| interval(k, &mut rng)).collect();
+    let records = u64::from(PER_INTERVAL * INTERVALS);
+
+    // Pre-encoded batches as the sink cuts them, gzipped.
+    let mut enc = Encoder::new(SchemaConfig::default());
+    let mut batches = Vec::new();
+    let mut buf = Vec::new();
+    for recs in &intervals {
+        buf.clear();
+        enc.encode_interval(recs, &mut buf);
+        let text = String::from_utf8_lossy(&buf);
+        // Cut like the sink: at most 5000 lines and 1 MiB per batch.
+        let (mut body, mut n) = (String::new(), 0u32);
+        for l in text.lines() {
+            if n > 0 && (n == 5000 || body.len() + l.len() + 1 > 1 << 20) {
+                batches.push((n, gzip(body.as_bytes())));
+                body.clear();
+                n = 0;
+            }
+            body.push_str(l);
+            body.push('\n');
+            n += 1;
+        }
+        if n > 0 {
+            batches.push((n, gzip(body.as_bytes())));
+        }
+    }
+    let points: u64 = batches.iter().map(|(n, _)| u64::from(*n)).sum();
+    println!(
+        "influx_write: {records} records in {INTERVALS} intervals -> {points} points ({:.2} points/record), {} batches",
+        points as f64 / records as f64,
+        batches.len()
+    );
+    for par in [1usize, 2, 4, 8] {
+        let pps = ceiling(&influx, &format!("ceiling{par}"), &batches, par);
+        println!("ceiling: {par} parallel clients, pre-encoded gzip batches: {pps:.0} points/s ({:.0} records/s)", pps * records as f64 / points as f64);
+    }
+
+    for gz in [true, false] {
+        let db = if gz { "e2e_gzip" } else { "e2e_plain" };
+        influx.create_db(db);
+        let spool = influx.dir.join(format!("spool-{db}"));
+        let Ok(mut s) = InfluxSettings::new(&influx.url, db, &spool) else {
+            eprintln!("influx_write: bad settings");
+            return;
+        };
+        s.target.gzip = gz;
+        s.queue_batches = 10_000; // measure the writer, not the spool
+        let Ok(mut sink) = InfluxSink::start(s) else {
+            eprintln!("influx_write: sink did not start");
+            return;
+        };
+        let (cpu0, t0) = (cpu(libc::RUSAGE_SELF), Instant::now());
+        let main0 = cpu(libc::RUSAGE_THREAD);
+        for recs in &intervals {
+            let _ = sink.write_interval(recs);
+        }
+        let encode_cpu = cpu(libc::RUSAGE_THREAD) - main0;
+        let stats = sink.stats();
+        let accepted = stats.snapshot().points_accepted;
+        while stats.snapshot().points_written < accepted {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let total_cpu = cpu(libc::RUSAGE_SELF) - cpu0;
+        sink.close();
+        let m = stats.snapshot();
+        assert_eq!(influx.count(db), records, "every record is in InfluxDB");
+        let per10k = |c: f64| c * 1e3 * 10_000.0 / records as f64;
+        println!(
+            "end to end (gzip {gz}): {:.0} records/s, {:.0} points/s, {} batches, {} retries; collector CPU per 10k records: {:.1} ms total = {:.1} ms encode (pipeline thread) + {:.1} ms writer (gzip + HTTP)",
+            records as f64 / secs,
+            m.points_written as f64 / secs,
+            m.batches_written,
+            m.retries,
+            per10k(total_cpu),
+            per10k(encode_cpu),
+            per10k(total_cpu - encode_cpu),
+        );
+    }
+}
