@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Live traffic through a veth pair between the root namespace and a test
 # namespace, without and with the real flowlens binary attached to the root
-# end (XDP ingress + TC egress), interleaved round by round.
-#   UDP flood (64-byte frames, ns -> root: crosses XDP), TCP bulk ns -> root
-#   and root -> ns (iperf3; crosses XDP resp. TC), then short-connection churn
-#   (conn-churn: many processes, thousands of connections/s) with flowlens on:
-#   records and attributions vs connections made, collector CPU and RSS.
+# end (TC ingress + TC egress: a veth gets TC, not XDP, for ingress),
+# interleaved round by round.
+#   UDP flood (64-byte frames, ns -> root: crosses TC ingress), TCP bulk
+#   ns -> root and root -> ns (iperf3; TC ingress resp. egress), then
+#   short-connection churn (conn-churn: many processes, thousands of
+#   connections/s) with flowlens on: records and attributions vs connections
+#   made (per conversation and per record), collector CPU and RSS.
 # Usage: bench/live-traffic.sh [--smoke] [--rounds=N] [--secs=S]   (root; after cargo build --release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -95,9 +97,9 @@ row() { # name unit scale off on
 		printf "| live | %s | %.2f %s with flowlens | %.2f %s without | %.1f%% | ≥ 97%%: %s |\n", n, on/s, u, off/s, u, 100*r, (r>=0.97)?"met":"MISSED"}'
 }
 [ -n "${NOHEADER:-}" ] || { echo "| section | case | measured | baseline (same run) | ratio | goal |"; echo "|---|---|---|---|---|---|"; }
-row "UDP flood 64 B frames ns→root (XDP path), 4 flows, median of $ROUNDS×${SECS}s" "Mpps" 1e6 "${OFF[udp]}" "${ON[udp]}"
-row "TCP bulk ns→root (iperf3, XDP path)" "Gbit/s" 1e9 "${OFF[tcp]}" "${ON[tcp]}"
-row "TCP bulk root→ns (iperf3 -R, TC path)" "Gbit/s" 1e9 "${OFF[tcpr]}" "${ON[tcpr]}"
+row "UDP flood 64 B frames ns→root (TC ingress), 4 flows, median of $ROUNDS×${SECS}s" "Mpps" 1e6 "${OFF[udp]}" "${ON[udp]}"
+row "TCP bulk ns→root (iperf3, TC ingress)" "Gbit/s" 1e9 "${OFF[tcp]}" "${ON[tcp]}"
+row "TCP bulk root→ns (iperf3 -R, TC egress)" "Gbit/s" 1e9 "${OFF[tcpr]}" "${ON[tcpr]}"
 awk -v t=$CPU_TICKS -v hz=$HZ -v s=$CPU_SECS 'BEGIN{printf "| live | flowlens CPU during the traffic above | %.1f%% of one core | %d s of traffic | | |\n", 100*t/hz/s, s}'
 
 # Churn: flowlens on, many processes making short connections.
@@ -116,21 +118,28 @@ import json, sys, re
 path, ok, failed, tuples, secs, ticks, hz, rss, log = sys.argv[1:]
 ok, failed, tuples, secs = int(ok), int(failed), int(tuples), float(secs)
 convs, attributed = set(), set()
+records = records_both = 0
 for line in open(path):
     r = json.loads(line)
     if r["proto"] != "tcp" or r["server"]["port"] != 7777:
         continue
     key = (r["client"]["addr"], r["client"]["port"])
     convs.add(key)
+    records += 1
     if r["client"].get("pid") is not None and r["server"].get("pid") is not None:
         attributed.add(key)
-lost = 0
+        records_both += 1
+lost = unattributed_local = 0
 for line in open(log):
     m = re.search(r"\blost=(\d+)", line)
     if m:
         lost = max(lost, int(m.group(1)))
+    m = re.search(r"\bunattributed_local=(\d+)", line)
+    if m:
+        unattributed_local = max(unattributed_local, int(m.group(1)))
 rate = ok / secs
 print(f"| live | churn: {ok} TCP connections in {secs:.0f} s ({rate:.0f}/s, {failed} failed, {tuples} distinct 5-tuples), conversations recorded | {len(convs)} | {tuples} 5-tuples | {100*len(convs)/max(tuples,1):.1f}% | 100% or losses counted (lost={lost}) |")
 print(f"| live | churn: conversations with both ends attributed (pid) | {len(attributed)} | {tuples} 5-tuples | {100*len(attributed)/max(tuples,1):.1f}% | 100% or losses counted |")
+print(f"| live | churn: records with both ends attributed (pid) | {records_both} | {records} records | {100*records_both/max(records,1):.1f}% | 100% or counted (unattributed_local={unattributed_local}) |")
 print(f"| live | churn: flowlens CPU / RSS | {100*int(ticks)/int(hz)/(secs+2.8):.1f}% of one core | | RSS {int(rss)/1024:.1f} MiB | |")
 PY

@@ -367,9 +367,10 @@ static __always_inline void parse_l4(struct pkt_meta *m, void *l3, __u32 off, vo
 		}
 		type = l4[0];
 		m->hdrs_len = off + 8;
-		if (type == FL_ICMP_ECHO || type == FL_ICMPV6_ECHO_REQUEST)
+		if (proto == IPPROTO_ICMP ? type == FL_ICMP_ECHO : type == FL_ICMPV6_ECHO_REQUEST)
 			m->flags |= FLOW_F_INITIATOR;
-		else if (type == FL_ICMP_ECHOREPLY || type == FL_ICMPV6_ECHO_REPLY)
+		else if (proto == IPPROTO_ICMP ? type == FL_ICMP_ECHOREPLY :
+						 type == FL_ICMPV6_ECHO_REPLY)
 			m->flags |= FLOW_F_RESPONDER;
 		else
 			return;

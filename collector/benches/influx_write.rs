@@ -254,9 +254,11 @@ fn main() {
     let mut enc = Encoder::new(SchemaConfig::default());
     let mut batches = Vec::new();
     let mut buf = Vec::new();
+    let mut raw_bytes = 0usize;
     for recs in &intervals {
         buf.clear();
         enc.encode_interval(recs, &mut buf);
+        raw_bytes += buf.len();
         let text = String::from_utf8_lossy(&buf);
         // Cut like the sink: at most 5000 lines and 1 MiB per batch.
         let (mut body, mut n) = (String::new(), 0u32);
@@ -276,9 +278,10 @@ fn main() {
     }
     let points: u64 = batches.iter().map(|(n, _)| u64::from(*n)).sum();
     println!(
-        "influx_write: {records} records in {INTERVALS} intervals -> {points} points ({:.2} points/record), {} batches",
+        "influx_write: {records} records in {INTERVALS} intervals -> {points} points ({:.2} points/record), {} batches, {raw_bytes} bytes of line protocol, {} gzipped",
         points as f64 / records as f64,
-        batches.len()
+        batches.len(),
+        batches.iter().map(|(_, b)| b.len()).sum::<usize>()
     );
     for par in [1usize, 2, 4, 8] {
         let pps = ceiling(&influx, &format!("ceiling{par}"), &batches, par);

@@ -34,6 +34,9 @@ pub enum Command {
     /// Check that this kernel and these privileges can run flowlens; exits
     /// non-zero naming what is missing.
     Doctor,
+    /// Count the flows of pcap/pcapng files with the kernel programs' rules and
+    /// report their conversations (no root needed; see docs/replay.md).
+    Replay(crate::replay::ReplayArgs),
 }
 
 /// Flags of `flowlens run`. Each may also come from the config file; flags win.

@@ -1,9 +1,16 @@
 //! The event reader thread: ring buffer -> decoded, enriched events -> the
 //! pipeline over a bounded queue. Also replays sockets that existed before
 //! start-up (from /proc) through the same queue.
+//!
+//! The ring buffer and the flow map are two paths out of the kernel that are
+//! read at different moments. Before an export, the pipeline reads the flow
+//! map and then asks for an [`EventBarrier`]: the thread drains the ring
+//! buffer and answers with [`PipelineEvent::Synced`] behind the events it
+//! forwarded, so every owner event emitted before the last counted packet is
+//! applied before the records are built.
 
 use std::{
-    os::fd::AsRawFd,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -46,6 +53,69 @@ pub enum PipelineEvent {
         /// tgid.
         pid: u32,
     },
+    /// Answer to [`EventBarrier::request`] number `n`: every ring-buffer
+    /// record committed before that request was forwarded ahead of this.
+    Synced(u64),
+}
+
+/// How long the reader thread waits to queue a [`PipelineEvent::Synced`]
+/// answer behind a full queue (the pipeline drains it while it waits).
+const SYNC_SEND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A request from the pipeline to the reader thread: drain the ring buffer
+/// now and answer behind what it held.
+#[derive(Debug)]
+pub struct EventBarrier {
+    /// Number of the latest request.
+    requested: AtomicU64,
+    /// CLOCK_MONOTONIC time of the latest request: a record stamped later was
+    /// committed after it, so the answer need not wait behind it.
+    requested_ns: AtomicU64,
+    /// eventfd that wakes the thread from `poll`.
+    wake: OwnedFd,
+}
+
+impl EventBarrier {
+    fn new() -> std::io::Result<Self> {
+        // SAFETY: eventfd has no memory preconditions; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self {
+            requested: AtomicU64::new(0),
+            requested_ns: AtomicU64::new(0),
+            // SAFETY: fd is a fresh descriptor owned by nobody else.
+            wake: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Asks for a [`PipelineEvent::Synced`]; returns its number. Call it after
+    /// reading the flow map.
+    pub fn request(&self) -> u64 {
+        self.requested_ns
+            .store(crate::clock::monotonic_ns(), Ordering::Release);
+        let n = self.requested.fetch_add(1, Ordering::AcqRel) + 1;
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live buffer to an eventfd we own. A
+        // failure (counter saturated) still leaves the thread a 100 ms poll.
+        let _ = unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        n
+    }
+
+    /// The pending request (number, time) if it is newer than `answered`.
+    fn pending(&self, answered: u64) -> Option<(u64, u64)> {
+        let n = self.requested.load(Ordering::Acquire);
+        (n > answered).then(|| (n, self.requested_ns.load(Ordering::Acquire)))
+    }
+
+    /// Resets the eventfd after it woke `poll`.
+    fn clear_wake(&self) {
+        let mut buf = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a live buffer from an eventfd we own
+        // (non-blocking: EAGAIN when already clear).
+        let _ = unsafe { libc::read(self.wake.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    }
 }
 
 /// Counters of the event path (exported in self-metrics).
@@ -61,11 +131,14 @@ pub struct EventStats {
     pub preexisting_sockets: AtomicU64,
     /// Docker lookups not queued (lookup queue full).
     pub docker_queue_full: AtomicU64,
+    /// Exports that stopped waiting for the reader to catch up (see [`EventBarrier`]).
+    pub sync_timeouts: AtomicU64,
 }
 
 /// Runs until `stop` is set.
 pub struct EventReader {
     handle: Option<JoinHandle<()>>,
+    barrier: Arc<EventBarrier>,
 }
 
 struct Ctx {
@@ -98,16 +171,18 @@ impl Ctx {
         }
     }
 
-    fn handle(&mut self, buf: &[u8]) {
+    /// Decodes and forwards one record; returns its kernel timestamp.
+    fn handle(&mut self, buf: &[u8]) -> Option<u64> {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         let ev = match decode_event(buf) {
             Ok(e) => e,
             Err(e) => {
                 self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
                 debug!(error = ?e, len = buf.len(), "Undecodable ring-buffer record.");
-                return;
+                return None;
             }
         };
+        let ts_ns = ev.ts_ns();
         match ev {
             RawEvent::Sock(s) => {
                 let cgroup_path = self.cgroups.path_of(s.cgroup_id);
@@ -154,11 +229,24 @@ impl Ctx {
                 self.send(PipelineEvent::Exit { pid: p.pid });
             }
         }
+        Some(ts_ns)
+    }
+
+    /// Answers barrier request `n` behind everything forwarded so far. It
+    /// waits for room: the pipeline drains the queue while it waits for this.
+    fn answer(&self, n: u64) {
+        if let Err(e) = self
+            .tx
+            .send_timeout(PipelineEvent::Synced(n), SYNC_SEND_TIMEOUT)
+        {
+            debug!(error = %e, "Barrier answer not queued (the pipeline stopped waiting).");
+        }
     }
 }
 
 impl EventReader {
     /// Starts the thread: first the /proc scan, then the ring buffer.
+    /// Barrier requests ([`EventReader::barrier`]) are answered once the scan is done.
     pub fn start(
         mut ring: RingBuf<MapData>,
         tx: Sender<PipelineEvent>,
@@ -166,6 +254,8 @@ impl EventReader {
         stop: Arc<AtomicBool>,
         docker: DockerResolver,
     ) -> std::io::Result<Self> {
+        let barrier = Arc::new(EventBarrier::new()?);
+        let thread_barrier = Arc::clone(&barrier);
         let handle = thread::Builder::new()
             .name("flowlens-events".into())
             .spawn(move || {
@@ -188,23 +278,50 @@ impl EventReader {
                     ctx.want_container(ev.process.cgroup_path.as_deref());
                     ctx.send(PipelineEvent::Owner(ev));
                 }
+                let barrier = thread_barrier;
                 let fd = ring.as_raw_fd();
+                let mut answered = 0u64;
                 let mut since_expire = 0u32;
                 loop {
+                    // Read the request before draining: what was committed before it is drained below.
+                    let mut pending = barrier.pending(answered);
                     while let Some(item) = ring.next() {
-                        ctx.handle(&item);
+                        let ts = ctx.handle(&item);
+                        // Under a steady stream the ring may never run empty: a record
+                        // stamped after the request ends what the request waits for.
+                        if let (Some((n, at)), Some(ts)) = (pending, ts) {
+                            if ts > at {
+                                ctx.answer(n);
+                                answered = n;
+                                pending = barrier.pending(answered);
+                            }
+                        }
+                    }
+                    if let Some((n, _)) = pending {
+                        ctx.answer(n);
+                        answered = n;
                     }
                     if stop.load(Ordering::Relaxed) {
                         // Final drain happened above.
                         break;
                     }
-                    let mut pfd = libc::pollfd {
-                        fd,
-                        events: libc::POLLIN,
-                        revents: 0,
-                    };
-                    // SAFETY: pfd is a valid pollfd for the duration of the call.
-                    let rc = unsafe { libc::poll(&mut pfd, 1, 100) };
+                    let mut pfds = [
+                        libc::pollfd {
+                            fd,
+                            events: libc::POLLIN,
+                            revents: 0,
+                        },
+                        libc::pollfd {
+                            fd: barrier.wake.as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        },
+                    ];
+                    // SAFETY: pfds is a valid array of 2 pollfds for the duration of the call.
+                    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), 2, 100) };
+                    if pfds[1].revents != 0 {
+                        barrier.clear_wake();
+                    }
                     if rc < 0 {
                         let err = std::io::Error::last_os_error();
                         if err.kind() != std::io::ErrorKind::Interrupted {
@@ -221,7 +338,13 @@ impl EventReader {
             })?;
         Ok(Self {
             handle: Some(handle),
+            barrier,
         })
+    }
+
+    /// The barrier the pipeline waits on before an export.
+    pub fn barrier(&self) -> Arc<EventBarrier> {
+        Arc::clone(&self.barrier)
     }
 
     /// Waits for the thread after `stop` was set.

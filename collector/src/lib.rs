@@ -16,4 +16,5 @@ pub mod pipeline;
 pub mod privileges;
 pub mod procscan;
 pub mod readers;
+pub mod replay;
 pub mod sinks;

@@ -21,6 +21,10 @@ fn main() {
         .init();
     let code = match cli.command {
         Command::Doctor => doctor::run(),
+        Command::Replay(args) => flowlens_collector::replay::run(&args).unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            1
+        }),
         Command::Run(args) => match Config::from_args(&args)
             .map_err(anyhow::Error::from)
             .and_then(pipeline::run)

@@ -30,6 +30,8 @@ pub struct SelfMetrics {
     pub events_undecodable: u64,
     /// Events lost between the reader thread and the correlator.
     pub events_queue_overflow: u64,
+    /// Exports that went on before the event reader had caught up with the kernel.
+    pub events_sync_timeouts: u64,
     /// Sockets found in /proc at start-up.
     pub preexisting_sockets: u64,
     /// Flow entries that vanished while being read.

@@ -32,7 +32,7 @@ use crate::{
     config::{Config, JsonlTarget},
     docker::{ContainerCache, DockerResolver},
     enrich::UserNames,
-    events::{EventReader, EventStats, PipelineEvent},
+    events::{EventBarrier, EventReader, EventStats, PipelineEvent},
     ifaces,
     influx::{sink::InfluxSink, stats::InfluxStats},
     loader::{self, FlowAttachments, LoadOptions},
@@ -88,6 +88,7 @@ struct Pipeline {
     table: ConversationTable,
     rx: Receiver<PipelineEvent>,
     event_stats: Arc<EventStats>,
+    barrier: Arc<EventBarrier>,
     users: UserNames,
     iface_names: BTreeMap<u32, String>,
     containers: ContainerCache,
@@ -105,6 +106,31 @@ impl Pipeline {
             PipelineEvent::TcpState(t) => self.table.observe_tcp_state(t),
             PipelineEvent::Exec { pid, exe } => self.table.observe_exec(pid, exe),
             PipelineEvent::Exit { pid } => self.table.observe_exit(pid, clock::monotonic_ns()),
+            // The answer to an earlier barrier we stopped waiting for.
+            PipelineEvent::Synced(_) => {}
+        }
+    }
+
+    /// Applies every event the kernel committed before now (see
+    /// [`EventBarrier`]); call it after reading the flow map. Gives up after
+    /// [`SYNC_TIMEOUT`]: the export then goes on with what arrived.
+    fn sync_events(&mut self) {
+        let n = self.barrier.request();
+        let deadline = Instant::now() + SYNC_TIMEOUT;
+        loop {
+            match self.rx.recv_deadline(deadline) {
+                Ok(PipelineEvent::Synced(m)) if m >= n => return,
+                Ok(ev) => self.handle_event(ev),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.event_stats
+                        .sync_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                    warn!(timeout = ?SYNC_TIMEOUT, "The event reader is behind; exporting without all socket events (attribution may be late).");
+                    return;
+                }
+                // The reader has stopped (shutdown): its final drain is what there is.
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
         }
     }
 
@@ -141,17 +167,20 @@ impl Pipeline {
         }
     }
 
-    fn export(&mut self) {
-        self.drain_events();
-        // Echo requests of raw ICMP sockets: join their owners by cookie.
+    /// One interval; `last`: the final one, where nothing waits for its owner.
+    fn export(&mut self, last: bool) {
+        // Kernel maps first, then every socket event committed before they were
+        // read: an owner whose socket's packets were counted is known at export.
         self.icmp_scratch.clear();
         readers::drain_icmp_echo(&mut self.icmp_echo, &mut self.icmp_scratch);
+        self.obs.clear();
+        let entries = self.reader.drain(&mut self.obs);
+        self.sync_events();
+        // Echo requests of raw ICMP sockets: join their owners by cookie.
         let now = clock::monotonic_ns();
         for (cookie, local, remote) in self.icmp_scratch.drain(..) {
             self.table.observe_socket_tuple(cookie, local, remote, now);
         }
-        self.obs.clear();
-        let entries = self.reader.drain(&mut self.obs);
         for o in &self.obs {
             self.table.observe_flow(o);
         }
@@ -162,7 +191,13 @@ impl Pipeline {
                 iface_names: &self.iface_names,
                 containers: &self.containers,
             };
-            self.table.export(
+            let export = if last {
+                ConversationTable::export_final
+            } else {
+                ConversationTable::export
+            };
+            export(
+                &mut self.table,
                 clock::monotonic_ns(),
                 clock::unix_ns(),
                 &self.cfg.host,
@@ -200,6 +235,7 @@ impl Pipeline {
             m.events_received = s.received.load(Ordering::Relaxed);
             m.events_undecodable = s.decode_errors.load(Ordering::Relaxed);
             m.events_queue_overflow = s.queue_overflow.load(Ordering::Relaxed);
+            m.events_sync_timeouts = s.sync_timeouts.load(Ordering::Relaxed);
             m.preexisting_sockets = s.preexisting_sockets.load(Ordering::Relaxed);
             m.flow_read_races = self.reader.read_races;
             m.kernel = kernel;
@@ -216,6 +252,8 @@ impl Pipeline {
             events = snapshot.events_received,
             packets_seen = snapshot.kernel.get("packets_seen").copied().unwrap_or(0),
             lost = lost_total,
+            unattributed_local = snapshot.table.records_unattributed_local,
+            awaiting_owner = snapshot.table.conversations_awaiting_owner,
             "Interval exported."
         );
         if lost_total > self.last_lost {
@@ -228,6 +266,9 @@ impl Pipeline {
         }
     }
 }
+
+/// How long an export waits for the event reader to catch up with the kernel.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Runs until SIGINT/SIGTERM; flushes the last interval and detaches.
 pub fn run(cfg: Config) -> anyhow::Result<()> {
@@ -326,6 +367,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         table,
         rx,
         event_stats,
+        barrier: events.barrier(),
         users: UserNames::new(),
         iface_names: BTreeMap::new(),
         containers,
@@ -386,7 +428,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             next_iface_poll = now + Duration::from_secs(1);
         }
         if now >= next_export {
-            p.export();
+            p.export(false);
             next_export += interval;
             if next_export < now {
                 next_export = now + interval;
@@ -396,7 +438,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     info!("Stopping: flushing the last interval and detaching.");
     events.join();
-    p.export();
+    p.export(true);
     p.attachments.detach_all(&mut p.flow_bpf);
     for sink in &mut p.sinks {
         if let Err(e) = sink.close() {

@@ -181,6 +181,17 @@ pub enum RawEvent {
     Exit(ProcEvent),
 }
 
+impl RawEvent {
+    /// When the kernel emitted it (CLOCK_MONOTONIC ns).
+    pub fn ts_ns(&self) -> u64 {
+        match self {
+            Self::Sock(s) => s.hdr.ts_ns,
+            Self::TcpState(t) => t.ts_ns,
+            Self::Exec(p) | Self::Exit(p) => p.hdr.ts_ns,
+        }
+    }
+}
+
 /// Why an event could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecodeError {

@@ -41,6 +41,12 @@ pub struct TableConfig {
     pub owner_grace_ns: u64,
     /// A state change whose owner event has not arrived is kept this long (ns).
     pub pending_state_ns: u64,
+    /// A TCP/UDP conversation younger than this (since its first packet) whose
+    /// end has a local address but no owner yet is not exported: its owner
+    /// event may legitimately follow its first packets (accept() after the
+    /// handshake, a UDP server's first recv()). Its counters go into a later
+    /// record (ns; 0 exports at once).
+    pub owner_wait_ns: u64,
 }
 
 impl Default for TableConfig {
@@ -51,6 +57,7 @@ impl Default for TableConfig {
             idle_timeout_ns: 60 * SEC,
             owner_grace_ns: 120 * SEC,
             pending_state_ns: 10 * SEC,
+            owner_wait_ns: 2 * SEC,
         }
     }
 }
@@ -88,6 +95,12 @@ pub struct TableStats {
     pub records_exported: u64,
     /// Records with no owner on either side (forwarded traffic, or owner events missing).
     pub records_unattributed: u64,
+    /// Records with a TCP/UDP end whose address sockets of this host use but
+    /// that has no owner (owner event lost or later than `owner_wait_ns`, or
+    /// no socket at all: a closed port's RST).
+    pub records_unattributed_local: u64,
+    /// Conversations held back at the last export, waiting for an owner (gauge).
+    pub conversations_awaiting_owner: u64,
 }
 
 /// Why a side was chosen as the client.
@@ -401,13 +414,37 @@ impl ConversationTable {
     }
 
     /// Records of the conversations with packets since the last export, sorted by
-    /// conversation; then evicts idle conversations and expired owners.
+    /// conversation; then evicts idle conversations and expired owners. A new
+    /// conversation with a local end still unowned waits up to `owner_wait_ns`.
     pub fn export(
         &mut self,
         now_mono_ns: u64,
         now_unix_ns: i128,
         host: &str,
         lookup: &dyn Lookup,
+    ) -> Vec<ConversationRecord> {
+        self.export_inner(now_mono_ns, now_unix_ns, host, lookup, false)
+    }
+
+    /// Like [`ConversationTable::export`], but nothing waits for its owner:
+    /// the last export before the collector stops.
+    pub fn export_final(
+        &mut self,
+        now_mono_ns: u64,
+        now_unix_ns: i128,
+        host: &str,
+        lookup: &dyn Lookup,
+    ) -> Vec<ConversationRecord> {
+        self.export_inner(now_mono_ns, now_unix_ns, host, lookup, true)
+    }
+
+    fn export_inner(
+        &mut self,
+        now_mono_ns: u64,
+        now_unix_ns: i128,
+        host: &str,
+        lookup: &dyn Lookup,
+        last: bool,
     ) -> Vec<ConversationRecord> {
         let offset = now_unix_ns - i128::from(now_mono_ns);
         let ts = format_rfc3339(now_unix_ns);
@@ -421,14 +458,25 @@ impl ConversationTable {
         );
         keys.sort_unstable();
         let mut records = Vec::with_capacity(keys.len());
+        let mut awaiting = 0u64;
         for key in &keys {
             let Some(conv) = self.conversations.get_mut(key) else {
                 continue;
             };
+            attribute(key, conv, &mut self.owners, now_mono_ns);
+            let unowned_local = key_has_ports(key.proto)
+                && (0..2).any(|s| conv.owners[s].is_none() && self.owners.is_local(key.ends[s].0));
+            if unowned_local
+                && !last
+                && now_mono_ns.saturating_sub(conv.first_seen_ns) < self.config.owner_wait_ns
+            {
+                awaiting += 1;
+                continue;
+            }
             let record = build_record(
                 key,
                 conv,
-                &mut self.owners,
+                &self.owners,
                 now_mono_ns,
                 offset,
                 &ts,
@@ -438,8 +486,12 @@ impl ConversationTable {
             if !record.client.local && !record.server.local {
                 self.stats.records_unattributed += 1;
             }
+            if unowned_local {
+                self.stats.records_unattributed_local += 1;
+            }
             records.push(record);
         }
+        self.stats.conversations_awaiting_owner = awaiting;
         self.scratch = keys;
         self.stats.records_exported += records.len() as u64;
         self.last_export_ns = Some(now_mono_ns);
@@ -455,7 +507,8 @@ impl ConversationTable {
         let evicted = &mut self.evicted_flows;
         let mut n = 0u64;
         self.conversations.retain(|key, c| {
-            if now_ns.saturating_sub(c.last_seen_ns) <= idle {
+            // Unexported counters (waiting for an owner) go out first.
+            if now_ns.saturating_sub(c.last_seen_ns) <= idle || c.has_news() {
                 return true;
             }
             let flows = c
@@ -491,18 +544,13 @@ impl ConversationTable {
     }
 }
 
-/// Attributes, decides and renders one conversation; advances its exported counters.
-#[allow(clippy::too_many_arguments)]
-fn build_record(
-    key: &ConvKey,
-    conv: &mut Conversation,
-    owners: &mut OwnerIndex,
-    now_ns: u64,
-    offset: i128,
-    ts: &str,
-    host: &str,
-    lookup: &dyn Lookup,
-) -> ConversationRecord {
+/// TCP and UDP: an end is a socket. (ICMP echo replies come from the kernel.)
+fn key_has_ports(proto: u8) -> bool {
+    proto == crate::types::proto::TCP || proto == crate::types::proto::UDP
+}
+
+/// Finds the owners of still unattributed ends; refreshes roles and owner references.
+fn attribute(key: &ConvKey, conv: &mut Conversation, owners: &mut OwnerIndex, now_ns: u64) {
     for side in 0..2 {
         match &mut conv.owners[side] {
             Some(a) => {
@@ -517,6 +565,20 @@ fn build_record(
             owners.touch(a.cookie, now_ns);
         }
     }
+}
+
+/// Decides and renders one conversation; advances its exported counters.
+#[allow(clippy::too_many_arguments)]
+fn build_record(
+    key: &ConvKey,
+    conv: &mut Conversation,
+    owners: &OwnerIndex,
+    now_ns: u64,
+    offset: i128,
+    ts: &str,
+    host: &str,
+    lookup: &dyn Lookup,
+) -> ConversationRecord {
     let (client, evidence) = conv.decide_client(key);
     let server = 1 - client;
     let delta = |s: usize| Counters {

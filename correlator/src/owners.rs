@@ -3,6 +3,11 @@
 //!
 //! Owner events come from process context and carry the identity; TCP state
 //! changes may run in any context and only ever touch the tuple and the role.
+//!
+//! Every address a socket of this host was seen with (any network namespace)
+//! is remembered as local for the owner grace period: a conversation end with
+//! a local address but no owner is a socket whose owner event is missing or
+//! not there yet, or an end without a socket (RST to a closed port).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -81,6 +86,8 @@ pub(crate) struct OwnerIndex {
     half: HashMap<HalfKey, u64>,
     pending: HashMap<u64, PendingState>,
     processes: HashMap<u32, ProcessExe>,
+    /// Local addresses -> when a socket last used them.
+    local_addrs: HashMap<IpAddr, u64>,
     max_sockets: usize,
     pub counters: OwnerCounters,
 }
@@ -104,9 +111,30 @@ impl OwnerIndex {
         self.pending.len()
     }
 
+    /// Whether sockets of this host use `ip` (normalised).
+    pub fn is_local(&self, ip: IpAddr) -> bool {
+        self.local_addrs.contains_key(&ip)
+    }
+
+    fn learn_local(&mut self, ip: IpAddr, ts_ns: u64) {
+        if ip.is_unspecified() {
+            return;
+        }
+        // Bounded like the owners: an address is only added by an owner event or a state change.
+        let full = self.local_addrs.len() >= self.max_sockets;
+        match self.local_addrs.get_mut(&ip) {
+            Some(t) => *t = (*t).max(ts_ns),
+            None if full => {}
+            None => {
+                self.local_addrs.insert(ip, ts_ns);
+            }
+        }
+    }
+
     /// Stores or updates the owner of `ev.cookie`.
     pub fn insert(&mut self, ev: SocketOwnerEvent) {
         let ev = ev.normalized();
+        self.learn_local(ev.local.0, ev.ts_ns);
         let mut process = ev.process;
         if process.exe.is_none() {
             process.exe = self.exe_of(process.pid, ev.ts_ns).map(str::to_owned);
@@ -152,6 +180,7 @@ impl OwnerIndex {
     /// Applies a TCP state change (tuple and role only), or parks it until the owner event arrives.
     pub fn state_change(&mut self, ev: TcpStateChange) {
         let ev = ev.normalized();
+        self.learn_local(ev.local.0, ev.ts_ns);
         let role = ev.implied_role();
         if self.owners.contains_key(&ev.cookie) {
             self.apply_state(ev, role);
@@ -250,10 +279,12 @@ impl OwnerIndex {
         self.owners.get(&cookie).map(|o| o.role)
     }
 
-    /// Marks a socket as referenced by a live conversation.
+    /// Marks a socket (and its address) as referenced by a live conversation.
     pub fn touch(&mut self, cookie: u64, now_ns: u64) {
         if let Some(o) = self.owners.get_mut(&cookie) {
             o.last_ref_ns = o.last_ref_ns.max(now_ns);
+            let ip = o.local.0;
+            self.learn_local(ip, now_ns);
         }
     }
 
@@ -289,7 +320,7 @@ impl OwnerIndex {
     }
 
     /// Forgets owners unreferenced for `grace_ns`, state changes parked for `pending_ns`,
-    /// and exited processes older than `grace_ns`.
+    /// exited processes and local addresses unused for longer than `grace_ns`.
     pub fn expire(&mut self, now_ns: u64, grace_ns: u64, pending_ns: u64) {
         let before = self.owners.len();
         self.owners
@@ -309,6 +340,8 @@ impl OwnerIndex {
             p.exited_ns
                 .is_none_or(|t| now_ns.saturating_sub(t) <= grace_ns)
         });
+        self.local_addrs
+            .retain(|_, t| now_ns.saturating_sub(*t) <= grace_ns);
     }
 }
 

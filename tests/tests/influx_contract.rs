@@ -195,3 +195,24 @@ fn secrets_never_reach_logs_debug_or_errors() {
     let b64 = base64::engine::general_purpose::STANDARD.encode(format!("flowlens:{PASSWORD}"));
     assert!(!log.contains(&b64), "Basic credentials in the logs");
 }
+
+#[test]
+fn batches_are_bounded_by_lines_and_bytes() {
+    let dir = TempDir::new("bytes");
+    let srv = FakeInflux::start(|_, _| Reply::ok());
+    let mut s = settings(&srv.url(), &dir);
+    s.batch_bytes = 1024;
+    s.batch_lines = 5000;
+    let mut sink = InfluxSink::start(s).expect("start");
+    let lp = influx_common::lines("bytes", 0..200); // ~38 bytes per line
+    sink.write_lines(&lp).expect("write");
+    wait_written(&sink, 200);
+    sink.close();
+    let writes = srv.writes();
+    assert!(writes.len() >= lp.len() / 1024, "{} batches", writes.len());
+    for w in &writes {
+        assert!(w.body.len() <= 1024, "{} bytes", w.body.len());
+    }
+    let all: Vec<u8> = writes.iter().flat_map(|w| w.body.clone()).collect();
+    assert_eq!(all, lp, "cut at line ends, nothing lost or reordered");
+}

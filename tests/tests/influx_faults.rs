@@ -455,3 +455,49 @@ fn a_database_missing_at_run_time_is_created_when_allowed() {
     assert_eq!(stats(&sink).batches_dead_lettered, 0);
     assert_eq!(pings.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn close_flushes_for_its_time_limit_then_spools_the_rest() {
+    let dir = TempDir::new("close");
+    // A slow InfluxDB: every write takes 300 ms.
+    let srv = writes_answer(|_| {
+        std::thread::sleep(Duration::from_millis(300));
+        Reply::ok()
+    });
+    let mut s = settings(&srv.url(), &dir);
+    s.close_timeout = Duration::from_millis(1500);
+    let mut sink = InfluxSink::start(s.clone()).expect("start");
+    sink.write_lines(&lines("c", 0..30)).expect("write"); // 10 batches, ~3 s of work
+    let t = Instant::now();
+    sink.close();
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(1200) && took < Duration::from_secs(3),
+        "flushed for about the close timeout: {took:?}"
+    );
+    let m = stats(&sink);
+    assert!(m.points_written >= 9, "it flushed while it could: {m:#?}");
+    assert!(m.points_spooled > 0, "and spooled the rest: {m:#?}");
+    assert_eq!(m.points_written + m.points_spooled, 30, "{m:#?}");
+    drop(sink);
+    // The next start sends the rest.
+    let mut sink = InfluxSink::start(s).expect("restart");
+    wait_stats(&sink, "the rest written", |x| {
+        x.points_written == m.points_spooled
+    });
+    sink.close();
+    // A request cut off by the deadline may have been stored and is sent
+    // again after the restart: at most that one batch twice (InfluxDB keeps
+    // one point per series and timestamp, so the result is the same).
+    let mut got: Vec<String> = srv.writes().iter().flat_map(|w| w.lines()).collect();
+    got.sort();
+    let sent = got.len();
+    got.dedup();
+    let mut want = body_lines(&lines("c", 0..30));
+    want.sort();
+    assert_eq!(got, want, "every line arrived");
+    assert!(
+        sent - want.len() <= 3,
+        "at most one batch twice: {sent} lines sent"
+    );
+}

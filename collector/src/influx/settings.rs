@@ -271,13 +271,12 @@ impl InfluxSettings {
     /// Defaults for `url` and `db` (no credentials, the v1 API, spool in
     /// `spool_dir`), for tests and benches; `flowlens run` uses [`Self::resolve`].
     pub fn new(url: &str, db: &str, spool_dir: &Path) -> Result<Self, InfluxError> {
-        let mut file = InfluxFile {
+        let file = InfluxFile {
             url: Some(url.to_owned()),
             db: Some(db.to_owned()),
             spool_dir: Some(spool_dir.to_path_buf()),
             ..Default::default()
         };
-        file.gzip = Some(true);
         Self::resolve(&InfluxArgs::default(), Some(&file), &|_| None)?
             .ok_or_else(|| invalid("url", "missing"))
     }

@@ -128,7 +128,7 @@ fn health_check(client: &Client, create_db: bool) -> Result<(), InfluxError> {
                     hint,
                 });
             }
-            Outcome::DatabaseMissing { message } if create_db && !created => {
+            Outcome::DatabaseMissing { .. } if create_db && !created => {
                 client
                     .create_database(timeout)
                     .map_err(|message| InfluxError::CreateDatabase {
@@ -137,7 +137,6 @@ fn health_check(client: &Client, create_db: bool) -> Result<(), InfluxError> {
                     })?;
                 info!(%url, db = %t.db, "Created the InfluxDB database.");
                 created = true;
-                let _ = message;
             }
             Outcome::DatabaseMissing { message }
             | Outcome::Rejected {
@@ -255,6 +254,9 @@ impl InfluxSink {
                 .position(|&c| c == b'\n')
                 .map_or(lp.len(), |i| pos + i + 1);
             if lines > 0 && (lines as usize >= self.batch_lines || end - start > self.batch_bytes) {
+                self.stats
+                    .points_accepted
+                    .fetch_add(u64::from(lines), Relaxed);
                 self.enqueue(
                     &queue,
                     Batch {
@@ -270,6 +272,9 @@ impl InfluxSink {
             pos = end;
         }
         if lines > 0 {
+            self.stats
+                .points_accepted
+                .fetch_add(u64::from(lines), Relaxed);
             self.enqueue(
                 &queue,
                 Batch {
@@ -278,7 +283,6 @@ impl InfluxSink {
                 },
             );
         }
-        self.stats.points_accepted.fetch_add(total, Relaxed);
         Ok(total)
     }
 

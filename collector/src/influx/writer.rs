@@ -257,6 +257,9 @@ impl Writer {
                     None => break,
                 },
             };
+            if let Ok(d) = self.ctl.try_recv() {
+                st.deadline = Some(d);
+            }
             let now = Instant::now();
             let limit = self.client.target().timeout;
             let timeout = match st.deadline {
@@ -325,7 +328,7 @@ impl Writer {
                     }) = &cur
                     {
                         if self.spill(&mut st, b) {
-                            // It is at the front of the spool now.
+                            // The spool has it now; it is sent from there.
                             cur = None;
                         }
                     }
@@ -361,7 +364,7 @@ impl Writer {
                 Ok(b) => return Some(Source::Memory(b)),
                 Err(TryRecvError::Empty) => {}
                 Err(TryRecvError::Disconnected) => {
-                    st.deadline.get_or_insert_with(Instant::now);
+                    self.closing(st);
                 }
             }
             if let Some(spool) = &self.spool {
@@ -378,9 +381,7 @@ impl Writer {
             select! {
                 recv(self.queue) -> b => match b {
                     Ok(b) => return Some(Source::Memory(b)),
-                    Err(_) => {
-                        st.deadline.get_or_insert_with(Instant::now);
-                    }
+                    Err(_) => self.closing(st),
                 },
                 recv(self.ctl) -> d => {
                     st.deadline = Some(d.unwrap_or_else(|_| Instant::now()));
@@ -388,6 +389,14 @@ impl Writer {
                 // The sink appends to the spool directly while it is not empty.
                 default(Duration::from_secs(1)) => {}
             }
+        }
+    }
+
+    /// The sink closed the queue: take the flush deadline it sent just
+    /// before (now when there is none).
+    fn closing(&self, st: &mut RunState) {
+        if st.deadline.is_none() {
+            st.deadline = Some(self.ctl.try_recv().unwrap_or_else(|_| Instant::now()));
         }
     }
 
