@@ -464,52 +464,45 @@ int BPF_PROG(flowlens_exit, struct task_struct *p, bool group_dead)
 SEC("cgroup_skb/egress")
 int flowlens_icmp_egress(struct __sk_buff *skb)
 {
+	/* Runs on every locally sent packet: direct reads, no helper call until
+	 * the packet is known to be an echo request. data is the L3 header. */
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
 	struct icmp_echo_key key = {};
-	__u8 hdr[40];
 	__u64 cookie;
-	__u8 type;
-	__u16 ident;
+	__u8 *ip = data;
 
-	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+	if ((void *)(ip + 1) > data_end)
+		return 1;
+	if ((ip[0] >> 4) == 4) {
 		__u32 ihl;
+		__u8 *icmp;
 
-		if (bpf_skb_load_bytes(skb, 0, hdr, 20))
+		if ((void *)(ip + 20) > data_end || ip[9] != IPPROTO_ICMP)
 			return 1;
-		if (hdr[9] != IPPROTO_ICMP)
-			return 1;
-		ihl = (hdr[0] & 0x0f) * 4;
+		ihl = (ip[0] & 0x0f) * 4;
 		if (ihl < 20 || ihl > 60)
 			return 1;
-		if (bpf_skb_load_bytes(skb, ihl, &hdr[20], 8))
+		icmp = ip + ihl;
+		if ((void *)(icmp + 8) > data_end || icmp[0] != 8) /* echo request */
 			return 1;
-		type = hdr[20];
-		if (type != 8) /* echo request */
-			return 1;
-		set_v4((__u32 *)key.src, *(__u32 *)&hdr[12]);
-		set_v4((__u32 *)key.dst, *(__u32 *)&hdr[16]);
-		ident = bpf_ntohs(*(__u16 *)&hdr[24]);
+		set_v4((__u32 *)key.src, *(__u32 *)(ip + 12));
+		set_v4((__u32 *)key.dst, *(__u32 *)(ip + 16));
+		key.ident = bpf_ntohs(*(__u16 *)(icmp + 4));
 		key.proto = IPPROTO_ICMP;
-	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
-		__u8 icmp[8];
+	} else if ((ip[0] >> 4) == 6) {
+		__u8 *icmp = ip + 40;
 
-		if (bpf_skb_load_bytes(skb, 0, hdr, 40))
-			return 1;
 		/* ping does not add extension headers */
-		if (hdr[6] != IPPROTO_ICMPV6)
+		if ((void *)(icmp + 8) > data_end || ip[6] != IPPROTO_ICMPV6 || icmp[0] != 128)
 			return 1;
-		if (bpf_skb_load_bytes(skb, 40, icmp, 8))
-			return 1;
-		type = icmp[0];
-		if (type != 128) /* echo request */
-			return 1;
-		__builtin_memcpy(key.src, &hdr[8], 16);
-		__builtin_memcpy(key.dst, &hdr[24], 16);
-		ident = bpf_ntohs(*(__u16 *)&icmp[4]);
+		__builtin_memcpy(key.src, ip + 8, 16);
+		__builtin_memcpy(key.dst, ip + 24, 16);
+		key.ident = bpf_ntohs(*(__u16 *)(icmp + 4));
 		key.proto = IPPROTO_ICMPV6;
 	} else {
 		return 1;
 	}
-	key.ident = ident;
 	cookie = bpf_get_socket_cookie(skb);
 	if (!cookie)
 		return 1;
