@@ -59,6 +59,14 @@ struct {
 	__type(value, __u64);
 } flowlens_icmp_echo SEC(".maps");
 
+/* Per-socket copy of the reported tuple hash: the send/recv fast path. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} flowlens_sk_seen SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, CNT_MAX);
@@ -172,8 +180,9 @@ static __always_inline void mark_seen(__u64 cookie, __u64 value)
  * ring buffer, remembers the cookie (a lost event leaves the cookie unseen so
  * the next send/recv reports it again).
  */
-static __always_inline void emit_sock(const struct sk_tuple *t, __u32 netns, __u64 cookie,
-				      __u8 role, __u8 hook, __u64 hash)
+/* Returns 1 when the event was emitted (and the cookie marked seen). */
+static __always_inline int emit_sock(const struct sk_tuple *t, __u32 netns, __u64 cookie,
+				     __u8 role, __u8 hook, __u64 hash)
 {
 	struct sock_event *e;
 	__u64 pid_tgid, uid_gid;
@@ -182,7 +191,7 @@ static __always_inline void emit_sock(const struct sk_tuple *t, __u32 netns, __u
 	e = bpf_ringbuf_reserve(&flowlens_events, sizeof(*e), 0);
 	if (!e) {
 		count(CNT_RINGBUF_FULL);
-		return;
+		return 0;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
 	pid_tgid = bpf_get_current_pid_tgid();
@@ -209,14 +218,19 @@ static __always_inline void emit_sock(const struct sk_tuple *t, __u32 netns, __u
 	if (cookie)
 		mark_seen(cookie, hash | role);
 	bpf_ringbuf_submit(e, 0);
+	return 1;
 }
 
-/* send/recv: the hot path is one LRU lookup whose stored hash matches. */
+/*
+ * send/recv: the hot path is one socket-local storage lookup whose stored
+ * tuple hash matches (no hash-map lookup, no cookie). A miss falls back to
+ * flowlens_sock_seen, which also knows sockets reported by connect/accept.
+ */
 static __always_inline int on_sock_io(struct sock *sk, int ret, __u8 hook)
 {
 	struct sk_tuple t;
 	__u16 family, proto;
-	__u64 cookie, hash, *seen;
+	__u64 cookie, hash, *seen, *local;
 	__u8 role;
 
 	/* a failed call (EAGAIN on an empty socket ...) says nothing about the role */
@@ -246,18 +260,28 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, __u8 hook)
 		t.rport = 0;
 	}
 	hash = tuple_hash(&t);
+	local = bpf_sk_storage_get(&flowlens_sk_seen, sk, 0, 0);
+	if (local && *local == hash)
+		return 0;
 	cookie = bpf_get_socket_cookie(sk);
 	seen = bpf_map_lookup_elem(&flowlens_sock_seen, &cookie);
 	if (seen) {
 		if ((*seen & ~ROLE_MASK) == hash)
-			return 0;
+			goto remember; /* reported by connect/accept, or storage was full */
 		role = *seen & ROLE_MASK;
 	} else if (proto != IPPROTO_TCP) {
 		role = hook == SOCK_HOOK_SEND ? ROLE_CLIENT : ROLE_SERVER;
 	} else {
 		role = ROLE_UNKNOWN;
 	}
-	emit_sock(&t, sk->__sk_common.skc_net.net->ns.inum, cookie, role, hook, hash);
+	if (!emit_sock(&t, sk->__sk_common.skc_net.net->ns.inum, cookie, role, hook, hash))
+		return 0;
+remember:
+	local = bpf_sk_storage_get(&flowlens_sk_seen, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (local)
+		*local = hash;
+	else
+		count(CNT_SOCK_MAP_FULL);
 	return 0;
 }
 
