@@ -181,8 +181,8 @@ static __always_inline __u64 tick_ns(void)
 	return c->ns;
 }
 
-static __always_inline void add_to(struct flow_value *v, __u64 packets, __u64 bytes,
-				   __u8 tcp_flags, __u8 flags)
+static __always_inline void add_to(struct flow_value *v, __u64 packets, __u64 bytes, __u8 tcp_flags,
+				   __u8 flags)
 {
 	__u64 now = tick_ns();
 
@@ -369,8 +369,8 @@ static __always_inline void parse_l4(struct pkt_meta *m, void *l3, __u32 off, vo
 		m->hdrs_len = off + 8;
 		if (proto == IPPROTO_ICMP ? type == FL_ICMP_ECHO : type == FL_ICMPV6_ECHO_REQUEST)
 			m->flags |= FLOW_F_INITIATOR;
-		else if (proto == IPPROTO_ICMP ? type == FL_ICMP_ECHOREPLY :
-						 type == FL_ICMPV6_ECHO_REPLY)
+		else if (proto == IPPROTO_ICMP ? type == FL_ICMP_ECHOREPLY
+					       : type == FL_ICMPV6_ECHO_REPLY)
 			m->flags |= FLOW_F_RESPONDER;
 		else
 			return;

@@ -181,8 +181,8 @@ static __always_inline void mark_seen(__u64 cookie, __u64 value)
  * the next send/recv reports it again).
  */
 /* Returns 1 when the event was emitted (and the cookie marked seen). */
-static __always_inline int emit_sock(const struct sk_tuple *t, __u32 netns, __u64 cookie,
-				     __u8 role, __u8 hook, __u64 hash)
+static __always_inline int emit_sock(const struct sk_tuple *t, __u32 netns, __u64 cookie, __u8 role,
+				     __u8 hook, __u64 hash)
 {
 	struct sock_event *e;
 	__u64 pid_tgid, uid_gid;

@@ -1,5 +1,6 @@
 //! The collector binary under test.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -26,6 +27,8 @@ pub struct Flowlens {
     /// The JSON lines output.
     pub jsonl: PathBuf,
     stderr: PathBuf,
+    /// Ids of the BPF programs this process loaded (new since just before it started).
+    programs: BTreeMap<u64, String>,
 }
 
 impl Flowlens {
@@ -47,6 +50,7 @@ impl Flowlens {
         }
         args.extend(["--export-interval".into(), "1s".into(), "--jsonl".into()]);
         args.push(jsonl.to_string_lossy().into_owned());
+        let before = flowlens_programs();
         let log = std::fs::File::create(&stderr).expect("create flowlens log");
         let mut command = Command::new(&bin);
         command
@@ -69,6 +73,7 @@ impl Flowlens {
             ifaces,
             jsonl,
             stderr,
+            programs: BTreeMap::new(),
         };
         let mut exited = None;
         let secs = std::env::var("FLOWLENS_READY_TIMEOUT_SECS")
@@ -94,7 +99,16 @@ impl Flowlens {
                 "warning: flowlens did not log \"flowlens running\" within {secs} s; going on"
             );
         }
+        guard.programs = flowlens_programs()
+            .into_iter()
+            .filter(|(id, _)| !before.contains_key(id))
+            .collect();
         guard
+    }
+
+    /// Names of the BPF programs this process loaded.
+    pub fn programs(&self) -> Vec<String> {
+        self.programs.values().cloned().collect()
     }
 
     /// Its stderr so far.
@@ -135,13 +149,18 @@ impl Flowlens {
         }
         // TCX links do not show in `bpftool net` (7.1), but every attachment
         // keeps its program loaded: none may outlive the process.
-        let gone = cmd::wait_until(Duration::from_secs(5), || {
-            loaded_flowlens_programs().is_empty()
-        });
+        let still = |mine: &BTreeMap<u64, String>| -> Vec<String> {
+            let now = flowlens_programs();
+            mine.iter()
+                .filter(|(id, _)| now.contains_key(id))
+                .map(|(_, n)| n.clone())
+                .collect()
+        };
+        let gone = cmd::wait_until(Duration::from_secs(5), || still(&self.programs).is_empty());
         if !gone {
             super::defer_failure(format!(
                 "flowlens programs still loaded after exit: {:?}",
-                loaded_flowlens_programs()
+                still(&self.programs)
             ));
         }
         read_jsonl(&self.jsonl)
@@ -208,15 +227,14 @@ pub fn attached_programs(iface: &str) -> Vec<String> {
     found
 }
 
-/// Names of loaded BPF programs that belong to flowlens (`flowlens_*`).
-pub fn loaded_flowlens_programs() -> Vec<String> {
+/// Loaded BPF programs that belong to flowlens (`flowlens_*`), by id.
+pub fn flowlens_programs() -> BTreeMap<u64, String> {
     let out = cmd::output("bpftool", &["-j", "prog", "show"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     v.as_array()
         .into_iter()
         .flatten()
-        .filter_map(|p| p["name"].as_str())
-        .filter(|n| n.starts_with("flowlens_"))
-        .map(str::to_owned)
+        .filter_map(|p| Some((p["id"].as_u64()?, p["name"].as_str()?.to_owned())))
+        .filter(|(_, n)| n.starts_with("flowlens_"))
         .collect()
 }
