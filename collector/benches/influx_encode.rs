@@ -7,22 +7,13 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flowlens_collector::influx::{Encoder, SchemaConfig};
+mod common;
+
+use common::Rng;
 use flowlens_correlator::record::{ConversationRecord, Endpoint, ProcessAttribution};
 
 const RECORDS: usize = 10_000;
 const TS: i64 = 1_700_000_010_000_000_000;
-
-/// A deterministic xorshift generator.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, m: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % m
-    }
-}
 
 fn process(rng: &mut Rng) -> ProcessAttribution {
     const COMMS: [&str; 12] = [

@@ -20,24 +20,15 @@ use flowlens_collector::influx::settings::InfluxSettings;
 use flowlens_collector::influx::sink::InfluxSink;
 use flowlens_collector::influx::{Encoder, SchemaConfig};
 use flowlens_collector::sinks::RecordSink;
+mod common;
+
+use common::Rng;
 use flowlens_correlator::record::{ConversationRecord, Endpoint, ProcessAttribution};
 
 const INFLUXD: &str = "/usr/bin/influxd";
 const PER_INTERVAL: u32 = 10_000;
 const INTERVALS: u32 = 20;
 const TS0: i64 = 1_700_000_000_000_000_000;
-
-/// A deterministic xorshift generator.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, m: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % m
-    }
-}
 
 fn process(rng: &mut Rng) -> ProcessAttribution {
     const COMMS: [&str; 8] = [

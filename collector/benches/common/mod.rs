@@ -126,3 +126,16 @@ pub fn flow_entries(n: u32, cpus: usize, busy: usize) -> Vec<(FlowKey, Vec<FlowV
         })
         .collect()
 }
+
+/// A deterministic xorshift generator: the same data on every run.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next value below `m`.
+    pub fn below(&mut self, m: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % m
+    }
+}
