@@ -2,14 +2,14 @@
 //!
 //! `cargo bench -p flowlens-collector --bench influx_encode`
 
+mod common;
+
 use std::hint::black_box;
 use std::time::Duration;
 
+use common::Rng;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flowlens_collector::influx::{Encoder, SchemaConfig};
-mod common;
-
-use common::Rng;
 use flowlens_correlator::record::{ConversationRecord, Endpoint, ProcessAttribution};
 
 const RECORDS: usize = 10_000;

@@ -7,6 +7,8 @@
 //!
 //! `cargo bench -p flowlens-collector --bench influx_write` (not part of the tests).
 
+mod common;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -15,14 +17,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::Rng;
 use flowlens_collector::influx::http::gzip;
 use flowlens_collector::influx::settings::InfluxSettings;
 use flowlens_collector::influx::sink::InfluxSink;
 use flowlens_collector::influx::{Encoder, SchemaConfig};
 use flowlens_collector::sinks::RecordSink;
-mod common;
-
-use common::Rng;
 use flowlens_correlator::record::{ConversationRecord, Endpoint, ProcessAttribution};
 
 const INFLUXD: &str = "/usr/bin/influxd";
