@@ -64,9 +64,25 @@ pub struct RunArgs {
     /// Conversations shown by the on-screen summary each interval.
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
+    /// How packets are captured: `ebpf` (default; falls back to `afpacket`
+    /// when the kernel refuses the programs) or `afpacket` (userspace, no BPF;
+    /// see docs/afpacket.md for what it cannot see).
+    #[arg(long, value_enum, value_name = "MODE", env = "FLOWLENS_CAPTURE")]
+    pub capture: Option<CaptureMode>,
     /// InfluxDB output (`--influx-*`).
     #[command(flatten)]
     pub influx: Box<InfluxArgs>,
+}
+
+/// Where packets are counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureMode {
+    /// XDP/TC programs in the kernel, owners from socket tracepoints.
+    #[default]
+    Ebpf,
+    /// AF_PACKET sockets read in userspace, owners from /proc scans.
+    Afpacket,
 }
 
 /// The optional TOML file. Unknown keys are an error.
@@ -85,6 +101,8 @@ pub struct FileConfig {
     pub host: Option<String>,
     /// Summary rows.
     pub top: Option<usize>,
+    /// Capture mode: "ebpf" (default) or "afpacket".
+    pub capture: Option<CaptureMode>,
     /// Table and map sizes.
     #[serde(default)]
     pub limits: LimitsFile,
@@ -148,6 +166,8 @@ pub struct Config {
     pub docker_socket: PathBuf,
     /// InfluxDB output, when `--influx-url` (or `influx.url`) is set.
     pub influx: Option<InfluxSettings>,
+    /// How packets are captured.
+    pub capture: CaptureMode,
 }
 
 /// A configuration error, phrased for the user.
@@ -310,6 +330,7 @@ impl Config {
                 .clone()
                 .unwrap_or_else(default_docker_socket),
             influx,
+            capture: args.capture.or(file.capture).unwrap_or_default(),
         })
     }
 }
@@ -362,6 +383,17 @@ mod tests {
         assert_eq!(cfg.export_interval, Duration::from_secs(2));
         assert_eq!(cfg.jsonl, Some(JsonlTarget::Stdout));
         assert_eq!(cfg.max_conversations, 5);
+        assert_eq!(cfg.capture, CaptureMode::Ebpf);
+        std::fs::write(&p, "capture = \"afpacket\"\n").expect("write");
+        let cfg = Config::from_args(&args).expect("valid file");
+        assert_eq!(cfg.capture, CaptureMode::Afpacket);
+        std::fs::write(&p, "capture = \"pcap\"\n").expect("write");
+        assert!(Config::from_args(&args).is_err());
+        std::fs::write(
+            &p,
+            "export_interval = \"2s\"\njsonl = \"-\"\n[limits]\nmax_conversations = 5\n",
+        )
+        .expect("write");
         // flags win over the file
         let args = RunArgs {
             config: Some(p.clone()),

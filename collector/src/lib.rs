@@ -2,6 +2,7 @@
 //! buffer, correlates flows with their owners and writes records. The
 //! `flowlens` binary (`main.rs`) is a thin CLI over this library.
 
+pub mod afpacket;
 pub mod clock;
 pub mod config;
 pub mod docker;

@@ -36,6 +36,11 @@ pub struct SelfMetrics {
     pub preexisting_sockets: u64,
     /// Flow entries that vanished while being read.
     pub flow_read_races: u64,
+    /// AF_PACKET mode: packets its sockets received (PACKET_STATISTICS tp_packets).
+    pub afpacket_packets: u64,
+    /// AF_PACKET mode: packets the kernel dropped because a socket's receive
+    /// queue was full (PACKET_STATISTICS tp_drops): never counted.
+    pub afpacket_drops: u64,
     /// Kernel counters by name (drops and health), summed over CPUs.
     pub kernel: BTreeMap<&'static str, u64>,
     /// Correlator table statistics.
@@ -51,6 +56,7 @@ impl SelfMetrics {
         k("flow_map_full")
             + k("frag_map_full")
             + k("ringbuf_full")
+            + self.afpacket_drops
             + self.events_queue_overflow
             + self.events_undecodable
             + self.records_lost_sink
@@ -69,6 +75,7 @@ impl SelfMetrics {
             ("kernel_flow_map_full", k("flow_map_full")),
             ("kernel_frag_map_full", k("frag_map_full")),
             ("kernel_ringbuf_full", k("ringbuf_full")),
+            ("afpacket_drops", self.afpacket_drops),
             ("event_queue_overflow", self.events_queue_overflow),
             ("events_undecodable", self.events_undecodable),
             ("records_lost_sink", self.records_lost_sink),

@@ -28,14 +28,14 @@ use flowlens_ebpf::{
 use tracing::{error, info, warn};
 
 use crate::{
-    clock,
-    config::{Config, JsonlTarget},
+    afpacket, clock,
+    config::{CaptureMode, Config, JsonlTarget},
     docker::{ContainerCache, DockerResolver},
     enrich::UserNames,
     events::{EventBarrier, EventReader, EventStats, PipelineEvent},
-    ifaces,
+    ifaces::{self, Iface},
     influx::{sink::InfluxSink, stats::InfluxStats},
-    loader::{self, FlowAttachments, LoadOptions},
+    loader::{self, FlowAttachments, LoadError, LoadOptions},
     metrics::SelfMetrics,
     privileges,
     readers::{self, read_counters, FlowMapReader},
@@ -43,10 +43,10 @@ use crate::{
 };
 
 /// Export-time lookups backed by the collector's caches.
-struct Lookups<'a> {
-    users: &'a UserNames,
-    iface_names: &'a BTreeMap<u32, String>,
-    containers: &'a ContainerCache,
+pub(crate) struct Lookups<'a> {
+    pub(crate) users: &'a UserNames,
+    pub(crate) iface_names: &'a BTreeMap<u32, String>,
+    pub(crate) containers: &'a ContainerCache,
 }
 
 impl Lookup for Lookups<'_> {
@@ -270,15 +270,8 @@ impl Pipeline {
 /// How long an export waits for the event reader to catch up with the kernel.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Runs until SIGINT/SIGTERM; flushes the last interval and detaches.
-pub fn run(cfg: Config) -> anyhow::Result<()> {
-    privileges::require_for_run()?;
-    let opts = LoadOptions {
-        flow_map_entries: cfg.flow_map_entries,
-        ringbuf_bytes: cfg.ringbuf_bytes,
-    };
-
-    // Resolve explicit interfaces before loading anything.
+/// Interfaces named with `--iface`, resolved before anything is loaded.
+pub(crate) fn resolve_explicit(cfg: &Config) -> anyhow::Result<Vec<Iface>> {
     let mut explicit = Vec::new();
     for name in &cfg.ifaces {
         match ifaces::by_name(name) {
@@ -297,16 +290,93 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(explicit)
+}
 
-    // InfluxDB first: a refused credential or a missing database is a
-    // config error, reported before anything is loaded or attached.
-    let influx_sink = match &cfg.influx {
-        Some(s) => Some(InfluxSink::start(s.clone()).context("InfluxDB output")?),
-        None => None,
+/// The InfluxDB output, started first: a refused credential or a missing
+/// database is a config error, reported before anything is loaded or attached.
+pub(crate) fn start_influx(cfg: &Config) -> anyhow::Result<Option<InfluxSink>> {
+    match &cfg.influx {
+        Some(s) => Ok(Some(
+            InfluxSink::start(s.clone()).context("InfluxDB output")?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Every output records go to.
+pub(crate) type Sinks = Vec<Box<dyn RecordSink>>;
+
+/// The configured outputs (the on-screen summary when there is no other).
+pub(crate) fn open_sinks(
+    cfg: &Config,
+    influx_sink: Option<InfluxSink>,
+) -> anyhow::Result<(Sinks, Option<Arc<InfluxStats>>)> {
+    let mut sinks: Sinks = Vec::new();
+    match &cfg.jsonl {
+        Some(JsonlTarget::Stdout) => sinks.push(Box::new(JsonlSink::stdout())),
+        Some(JsonlTarget::File(p)) => sinks
+            .push(Box::new(JsonlSink::file(p).with_context(|| {
+                format!("opening JSON lines output {}", p.display())
+            })?)),
+        None if influx_sink.is_none() => sinks.push(Box::new(SummarySink::new(cfg.top))),
+        None => {}
+    }
+    let influx = influx_sink.as_ref().map(InfluxSink::stats);
+    if let Some(sink) = influx_sink {
+        sinks.push(Box::new(sink));
+    }
+    Ok((sinks, influx))
+}
+
+/// SIGINT and SIGTERM set the returned flag.
+pub(crate) fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    Ok(stop)
+}
+
+/// Whether a load error means "this kernel cannot run the programs" (no BTF,
+/// verifier refusal, unsupported program or map type: capture with AF_PACKET
+/// instead) rather than "not allowed to" (fail as before).
+pub fn falls_back_to_afpacket(e: &LoadError) -> bool {
+    !matches!(e, LoadError::Permission)
+}
+
+/// Both objects: flow programs loaded, socket programs attached.
+fn load_objects(opts: LoadOptions) -> Result<(Ebpf, Ebpf), LoadError> {
+    let flow = loader::load_flow_object(opts)?;
+    let sock = loader::load_sock_object(opts, true)?;
+    Ok((flow, sock))
+}
+
+/// Runs until SIGINT/SIGTERM; flushes the last interval and detaches.
+pub fn run(cfg: Config) -> anyhow::Result<()> {
+    if cfg.capture == CaptureMode::Afpacket {
+        privileges::require_for_afpacket()?;
+        let explicit = resolve_explicit(&cfg)?;
+        let influx_sink = start_influx(&cfg)?;
+        return afpacket::run(cfg, explicit, influx_sink);
+    }
+    privileges::require_for_run()?;
+    let opts = LoadOptions {
+        flow_map_entries: cfg.flow_map_entries,
+        ringbuf_bytes: cfg.ringbuf_bytes,
     };
+    let explicit = resolve_explicit(&cfg)?;
+    let influx_sink = start_influx(&cfg)?;
 
-    let mut flow_bpf = loader::load_flow_object(opts)?;
-    let mut sock_bpf = loader::load_sock_object(opts, true)?;
+    let (mut flow_bpf, mut sock_bpf) = match load_objects(opts) {
+        Ok(objects) => objects,
+        Err(e) if falls_back_to_afpacket(&e) => {
+            warn!(error = %e, "The kernel cannot run flowlens' eBPF programs; falling back to AF_PACKET capture (userspace counting, owners from /proc scans; docs/afpacket.md lists what it cannot see).");
+            return afpacket::run(cfg, explicit, influx_sink);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let flows: PerCpuHashMap<MapData, FlowKey, FlowValue> =
         take_map(&mut flow_bpf, flow::MAP_FLOWS)?;
     let flow_counters: PerCpuArray<MapData, u64> = take_map(&mut flow_bpf, flow::MAP_COUNTERS)?;
@@ -315,11 +385,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let icmp_echo: HashMap<MapData, IcmpEchoKey, u64> =
         take_map(&mut sock_bpf, sock::MAP_ICMP_ECHO)?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
+    let stop = stop_on_signals()?;
 
     let docker = DockerResolver::start(cfg.docker_socket.clone());
     let containers = docker.cache();
@@ -334,20 +400,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     )
     .context("starting the event reader thread")?;
 
-    let mut sinks: Vec<Box<dyn RecordSink>> = Vec::new();
-    match &cfg.jsonl {
-        Some(JsonlTarget::Stdout) => sinks.push(Box::new(JsonlSink::stdout())),
-        Some(JsonlTarget::File(p)) => sinks
-            .push(Box::new(JsonlSink::file(p).with_context(|| {
-                format!("opening JSON lines output {}", p.display())
-            })?)),
-        None if influx_sink.is_none() => sinks.push(Box::new(SummarySink::new(cfg.top))),
-        None => {}
-    }
-    let influx = influx_sink.as_ref().map(InfluxSink::stats);
-    if let Some(sink) = influx_sink {
-        sinks.push(Box::new(sink));
-    }
+    let (sinks, influx) = open_sinks(&cfg, influx_sink)?;
 
     let table = ConversationTable::new(TableConfig {
         max_conversations: cfg.max_conversations,
@@ -448,4 +501,23 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     drop(sock_bpf);
     info!("flowlens stopped.");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_permission_errors_refuse_the_fallback() {
+        assert!(!falls_back_to_afpacket(&LoadError::Permission));
+        assert!(falls_back_to_afpacket(&LoadError::NoBtf("absent".into())));
+        assert!(falls_back_to_afpacket(&LoadError::Program {
+            program: "flowlens_xdp",
+            message: "invalid argument\nverifier log:\n...".into(),
+        }));
+        assert!(falls_back_to_afpacket(&LoadError::Object {
+            object: "flow programs",
+            message: "map type not supported".into(),
+        }));
+    }
 }

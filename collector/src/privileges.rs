@@ -65,3 +65,27 @@ pub fn require_for_run() -> anyhow::Result<()> {
         missing.join(", ")
     )
 }
+
+/// CAP_NET_RAW: AF_PACKET sockets.
+pub const CAP_NET_RAW: u32 = 13;
+
+/// Fails with an actionable message unless `flowlens run --capture afpacket`
+/// has what it needs (packet sockets, other processes' /proc fds).
+pub fn require_for_afpacket() -> anyhow::Result<()> {
+    let missing: Vec<&str> = [
+        (CAP_NET_RAW, "CAP_NET_RAW"),
+        (CAP_SYS_PTRACE, "CAP_SYS_PTRACE"),
+    ]
+    .into_iter()
+    .filter(|(c, _)| !has_cap(*c))
+    .map(|(_, n)| n)
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "flowlens run --capture afpacket needs root or the capabilities CAP_NET_RAW, CAP_SYS_PTRACE \
+         (missing {}). Run it with sudo, or grant them: setcap cap_net_raw,cap_sys_ptrace+ep $(which flowlens).",
+        missing.join(", ")
+    )
+}

@@ -2,6 +2,7 @@
 //! know what every conversation carried and which process carried it.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use super::spawn::{expected_identity, Place, Proc, ProcIdentity};
 
@@ -28,7 +29,7 @@ pub fn expected(place: Place<'_>, uid: Option<u32>, pid: u32) -> ProcIdentity {
 }
 
 const AGENT: &str = r#"
-import os, signal, socket, sys
+import os, signal, socket, sys, time
 signal.alarm(60)
 def say(*a): print(*a, flush=True)
 def family(addr): return socket.AF_INET6 if ':' in addr else socket.AF_INET
@@ -88,10 +89,12 @@ elif mode == 'udp-server':
 elif mode == 'udp-client':
     connected = sys.argv[4] == 'connected'
     sizes = [int(x) for x in sys.argv[5].split(',')]
+    gap = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
     s = socket.socket(family(addr), socket.SOCK_DGRAM)
     s.settimeout(10)
     if connected: s.connect((addr, port))
-    for n in sizes:
+    for i, n in enumerate(sizes):
+        if i > 0 and gap > 0: time.sleep(gap)
         if connected:
             s.send(b'c' * n); s.recv(65536)
         else:
@@ -220,6 +223,20 @@ pub fn udp_client(
     connected: bool,
     sizes: &[usize],
 ) -> (Proc, u16) {
+    udp_client_paced(place, uid, addr, port, connected, sizes, Duration::ZERO)
+}
+
+/// [`udp_client`] waiting `gap` between one reply and the next datagram
+/// (keeps the process alive for `(sizes.len() - 1) * gap`).
+pub fn udp_client_paced(
+    place: Place<'_>,
+    uid: Option<u32>,
+    addr: IpAddr,
+    port: u16,
+    connected: bool,
+    sizes: &[usize],
+    gap: Duration,
+) -> (Proc, u16) {
     let (a, p) = (addr.to_string(), port.to_string());
     let sizes = sizes
         .iter()
@@ -231,7 +248,12 @@ pub fn udp_client(
     } else {
         "unconnected"
     };
-    let mut proc = spawn(place, uid, &["udp-client", &a, &p, mode, &sizes]);
+    let gap = gap.as_secs_f64().to_string();
+    let mut args = vec!["udp-client", &a, &p, mode, &sizes];
+    if gap != "0" {
+        args.push(&gap);
+    }
+    let mut proc = spawn(place, uid, &args);
     let words = proc.expect_line("DONE");
     let lport = words
         .get(1)

@@ -36,6 +36,16 @@ impl Flowlens {
     /// it logs "flowlens running" (at most 10 s, or
     /// `$FLOWLENS_READY_TIMEOUT_SECS`; it must not exit meanwhile).
     pub fn start(dir: &Path, ifaces: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_with_args(dir, ifaces, env, &[])
+    }
+
+    /// [`Flowlens::start`] with `extra` flags after `run` (e.g. `--capture afpacket`).
+    pub fn start_with_args(
+        dir: &Path,
+        ifaces: &[&str],
+        env: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Self {
         let bin = binary();
         assert!(
             bin.is_file(),
@@ -45,6 +55,7 @@ impl Flowlens {
         let jsonl = dir.join("flowlens.jsonl");
         let stderr = dir.join("flowlens.stderr");
         let mut args: Vec<String> = vec!["run".into()];
+        args.extend(extra.iter().map(|a| a.to_string()));
         for i in ifaces {
             args.extend(["--iface".into(), i.to_string()]);
         }
