@@ -1,10 +1,12 @@
 //! The userspace twin of `flowlens_account()` and the kernel flow map:
 //! fragment ports, L3 bytes, cumulative per-(direction, interface) counters.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use flowlens_correlator::types::{proto, FlowObservation, FlowTuple, Hook};
+// Every packet looks its flow up: SipHash was a fifth of a replay's time.
+use foldhash::HashMap;
 
 use super::parse::{Frag, ParsedPacket};
 

@@ -21,7 +21,7 @@ mod reader_tests;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufReader, IsTerminal};
+use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -223,8 +223,7 @@ fn replay_file(
     progress: &mut summary::Progress,
 ) -> Result<(), String> {
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut reader = CaptureReader::new(BufReader::with_capacity(1 << 20, file))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut reader = CaptureReader::new(file).map_err(|e| format!("{}: {e}", path.display()))?;
     let io_err = |e: io::Error| format!("writing records: {e}");
     loop {
         let frame = match reader.next_frame() {

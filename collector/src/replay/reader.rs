@@ -3,6 +3,7 @@
 //! and every error names the byte offset of the record it happened in.
 
 use std::io::{self, Read};
+use std::ops::Range;
 
 use thiserror::Error;
 
@@ -121,13 +122,25 @@ enum Format {
     Pcapng { big_endian: bool },
 }
 
+/// Bytes asked of the stream at a time (the window grows for a longer record).
+const READ_CHUNK: usize = 1 << 20;
+
 /// Reads frames from a pcap or pcapng stream.
+///
+/// The stream is read in [`READ_CHUNK`]s into one window and records are
+/// slices of it: no copy and no allocation per packet (a `BufReader` under a
+/// per-record buffer copied every packet twice).
 pub struct CaptureReader<R> {
     r: R,
     offset: u64,
     format: Format,
     ifaces: Vec<Interface>,
+    /// The window; `pos..end` is read from the stream but not consumed yet.
     buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+    /// The record last read, within `buf`.
+    rec: Range<usize>,
 }
 
 fn u16_at(b: &[u8], off: usize, big: bool) -> Option<u16> {
@@ -188,6 +201,9 @@ impl<R: Read> CaptureReader<R> {
             format: Format::Pcapng { big_endian: false },
             ifaces: Vec::new(),
             buf: Vec::new(),
+            pos: 0,
+            end: 0,
+            rec: 0..0,
         };
         let pcap = |magic: u32| match magic {
             PCAP_MICRO => Some(false),
@@ -227,11 +243,15 @@ impl<R: Read> CaptureReader<R> {
         what: &'static str,
         eof_ok: bool,
     ) -> Result<bool, ReadError> {
-        self.buf.resize(n, 0);
-        let got = fill(&mut self.r, &mut self.buf).map_err(|source| ReadError::Io {
-            offset: start,
-            source,
-        })?;
+        if self.end - self.pos < n {
+            self.refill(n).map_err(|source| ReadError::Io {
+                offset: start,
+                source,
+            })?;
+        }
+        let got = n.min(self.end - self.pos);
+        self.rec = self.pos..self.pos + got;
+        self.pos += got;
         self.offset += got as u64;
         if got == 0 && eof_ok {
             return Ok(false);
@@ -247,11 +267,37 @@ impl<R: Read> CaptureReader<R> {
         Ok(true)
     }
 
+    /// Moves the unconsumed bytes to the front and reads until `n` are
+    /// buffered or the stream ends.
+    fn refill(&mut self, n: usize) -> io::Result<()> {
+        self.buf.copy_within(self.pos..self.end, 0);
+        self.end -= self.pos;
+        self.pos = 0;
+        let want = n.max(READ_CHUNK);
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        while self.end < n {
+            match self.r.read(&mut self.buf[self.end..]) {
+                Ok(0) => break,
+                Ok(got) => self.end += got,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The record last read.
+    fn rec(&self) -> &[u8] {
+        &self.buf[self.rec.clone()]
+    }
+
     fn read_pcap_header(&mut self, swapped: bool, nanos: bool) -> Result<(), ReadError> {
         self.read_record(0, 20, "pcap file header", false)?;
         let big = swapped;
-        let snaplen = u32_at(&self.buf, 12, big).unwrap_or(0);
-        let network = u32_at(&self.buf, 16, big).unwrap_or(0);
+        let snaplen = u32_at(self.rec(), 12, big).unwrap_or(0);
+        let network = u32_at(self.rec(), 16, big).unwrap_or(0);
         self.format = Format::Pcap { swapped, nanos };
         self.ifaces = vec![Interface {
             // The upper bits may carry the FCS length.
@@ -267,7 +313,7 @@ impl<R: Read> CaptureReader<R> {
     /// The rest of a section header block whose type (4 bytes) was read at `start`.
     fn read_shb_rest(&mut self, start: u64) -> Result<(), ReadError> {
         self.read_record(start, 8, "section header", false)?;
-        let big = match u32_at(&self.buf, 4, false) {
+        let big = match u32_at(self.rec(), 4, false) {
             Some(PCAPNG_BOM) => false,
             Some(v) if v.swap_bytes() == PCAPNG_BOM => true,
             _ => {
@@ -277,7 +323,7 @@ impl<R: Read> CaptureReader<R> {
                 ))
             }
         };
-        let len = u32_at(&self.buf, 0, big).unwrap_or(0);
+        let len = u32_at(self.rec(), 0, big).unwrap_or(0);
         if len < 28 || !len.is_multiple_of(4) {
             return Err(ReadError::malformed(
                 start,
@@ -300,10 +346,10 @@ impl<R: Read> CaptureReader<R> {
 
     fn check_trailer(&self, start: u64, len: u32, big: bool) -> Result<(), ReadError> {
         let tail = self
-            .buf
+            .rec()
             .len()
             .checked_sub(4)
-            .and_then(|o| u32_at(&self.buf, o, big));
+            .and_then(|o| u32_at(self.rec(), o, big));
         if tail != Some(len) {
             return Err(ReadError::malformed(
                 start,
@@ -326,7 +372,7 @@ impl<R: Read> CaptureReader<R> {
         if !self.read_record(start, 16, "packet record header", true)? {
             return Ok(None);
         }
-        let field = |i: usize| u32_at(&self.buf, i * 4, big).unwrap_or(0);
+        let field = |i: usize| u32_at(self.rec(), i * 4, big).unwrap_or(0);
         let (sec, frac, incl, orig) = (field(0), field(1), field(2), field(3));
         if incl > MAX_RECORD {
             return Err(ReadError::RecordTooLong {
@@ -346,7 +392,7 @@ impl<R: Read> CaptureReader<R> {
             link_type: self.ifaces.first().map(|i| i.link_type),
             ts_ns: Some(u64::from(sec) * 1_000_000_000 + frac_ns),
             orig_len: orig.max(incl),
-            data: &self.buf,
+            data: self.rec(),
             offset: start,
         }))
     }
@@ -360,13 +406,13 @@ impl<R: Read> CaptureReader<R> {
             if !self.read_record(start, 4, "block header", true)? {
                 return Ok(None);
             }
-            let kind = u32_at(&self.buf, 0, big).unwrap_or(0);
+            let kind = u32_at(self.rec(), 0, big).unwrap_or(0);
             if kind == PCAPNG_SHB {
                 self.read_shb_rest(start)?;
                 continue;
             }
             self.read_record(start, 4, "block header", false)?;
-            let len = u32_at(&self.buf, 0, big).unwrap_or(0);
+            let len = u32_at(self.rec(), 0, big).unwrap_or(0);
             if len < 12 || !len.is_multiple_of(4) {
                 return Err(ReadError::malformed(start, format!("block (length {len})")));
             }
@@ -384,7 +430,7 @@ impl<R: Read> CaptureReader<R> {
             self.read_record(start, (len - 8) as usize, "block body", false)?;
             self.check_trailer(start, len, big)?;
             if kind == BLOCK_IDB {
-                let iface = parse_idb(&self.buf, big, start)?;
+                let iface = parse_idb(self.rec(), big, start)?;
                 self.ifaces.push(iface);
                 continue;
             }
@@ -393,12 +439,17 @@ impl<R: Read> CaptureReader<R> {
     }
 
     fn skip(&mut self, start: u64, n: u64) -> Result<(), ReadError> {
-        let got = io::copy(&mut (&mut self.r).take(n), &mut io::sink()).map_err(|source| {
-            ReadError::Io {
-                offset: start,
-                source,
-            }
-        })?;
+        let buffered =
+            usize::try_from(n).map_or(self.end - self.pos, |n| n.min(self.end - self.pos));
+        self.pos += buffered;
+        let rest = n - buffered as u64;
+        let got = buffered as u64
+            + io::copy(&mut (&mut self.r).take(rest), &mut io::sink()).map_err(|source| {
+                ReadError::Io {
+                    offset: start,
+                    source,
+                }
+            })?;
         self.offset += got;
         if got < n {
             return Err(ReadError::Truncated {
@@ -413,7 +464,7 @@ impl<R: Read> CaptureReader<R> {
 
     /// EPB, SPB or obsolete PB whose body (after type and length) is in `buf`.
     fn packet_block(&self, kind: u32, start: u64, big: bool) -> Result<Frame<'_>, ReadError> {
-        let b = &self.buf;
+        let b = self.rec();
         let body = b.len().saturating_sub(4);
         let field = |o: usize| {
             u32_at(b, o, big).ok_or_else(|| ReadError::malformed(start, "packet block (too short)"))
