@@ -31,6 +31,8 @@ use flowlens_correlator::record::ConversationRecord;
 use flowlens_correlator::types::{ContainerMeta, Lookup};
 
 use crate::config::{parse_duration, JsonlTarget};
+use crate::influx::settings::{InfluxArgs, InfluxSettings};
+use crate::influx::sink::InfluxSink;
 use crate::sinks::{JsonlSink, RecordSink, SummarySink};
 
 use flows::FlowAccounts;
@@ -59,6 +61,10 @@ pub struct ReplayArgs {
     /// Conversations shown by the on-screen summary each interval.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,
+    /// InfluxDB output (`--influx-*`, as for `flowlens run`; points keep the
+    /// capture's timestamps).
+    #[command(flatten)]
+    pub influx: Box<InfluxArgs>,
 }
 
 /// Interface names from pcapng `if_name` options (the correlator's lookups).
@@ -261,6 +267,35 @@ fn replay_file(
     Ok(())
 }
 
+/// Every record to every sink; the first error is reported after all were tried.
+struct FanOut(Vec<Box<dyn RecordSink>>);
+
+impl RecordSink for FanOut {
+    fn write_interval(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
+        let mut first = Ok(());
+        for s in &mut self.0 {
+            if let Err(e) = s.write_interval(records) {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+
+    fn close(&mut self) -> io::Result<()> {
+        let mut first = Ok(());
+        for s in &mut self.0 {
+            if let Err(e) = s.close() {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+}
+
 /// `flowlens replay`: returns the process exit code.
 pub fn run(args: &ReplayArgs) -> anyhow::Result<i32> {
     let interval = parse_duration(&args.export_interval)
@@ -271,13 +306,24 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<i32> {
         "-" => JsonlTarget::Stdout,
         p => JsonlTarget::File(PathBuf::from(p)),
     });
-    let sink: Box<dyn RecordSink> = match &target {
-        Some(JsonlTarget::Stdout) => Box::new(JsonlSink::stdout()),
-        Some(JsonlTarget::File(p)) => {
-            Box::new(JsonlSink::file(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?)
-        }
-        None => Box::new(SummarySink::new(args.top)),
-    };
+    // Secrets only from the environment or files, as for `flowlens run`.
+    let influx = InfluxSettings::resolve(&args.influx, None, &|k| std::env::var(k).ok())?
+        .map(InfluxSink::start)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("InfluxDB output: {e}"))?;
+    let mut sinks: Vec<Box<dyn RecordSink>> = Vec::new();
+    match &target {
+        Some(JsonlTarget::Stdout) => sinks.push(Box::new(JsonlSink::stdout())),
+        Some(JsonlTarget::File(p)) => sinks.push(Box::new(
+            JsonlSink::file(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+        )),
+        None if influx.is_none() => sinks.push(Box::new(SummarySink::new(args.top))),
+        None => {}
+    }
+    if let Some(influx) = influx {
+        sinks.push(Box::new(influx));
+    }
+    let sink: Box<dyn RecordSink> = Box::new(FanOut(sinks));
     let host = args.host.clone().unwrap_or_else(|| {
         args.files
             .first()
