@@ -339,11 +339,12 @@ pub(crate) fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-/// Whether a load error means "this kernel cannot run the programs" (no BTF,
-/// verifier refusal, unsupported program or map type: capture with AF_PACKET
-/// instead) rather than "not allowed to" (fail as before).
-pub fn falls_back_to_afpacket(e: &LoadError) -> bool {
-    !matches!(e, LoadError::Permission)
+/// Whether a load error lets flowlens capture with AF_PACKET instead: "this
+/// kernel cannot run the programs" (no BTF, verifier refusal, unsupported
+/// program or map type) always; "not allowed to" (a locked-down host refusing
+/// bpf()) only when packet sockets are allowed.
+pub fn falls_back_to_afpacket(e: &LoadError, afpacket_allowed: bool) -> bool {
+    !matches!(e, LoadError::Permission) || afpacket_allowed
 }
 
 /// Both objects: flow programs loaded, socket programs attached.
@@ -361,7 +362,16 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         let influx_sink = start_influx(&cfg)?;
         return afpacket::run(cfg, explicit, influx_sink);
     }
-    privileges::require_for_run()?;
+    if let Err(e) = privileges::require_for_run() {
+        // Locked-down hosts: no BPF, but packet sockets are allowed.
+        if privileges::require_for_afpacket().is_err() {
+            return Err(e);
+        }
+        warn!(missing = ?privileges::missing_for_run(), "Not allowed to load eBPF programs; falling back to AF_PACKET capture (userspace counting, owners from /proc scans; docs/afpacket.md lists what it cannot see).");
+        let explicit = resolve_explicit(&cfg)?;
+        let influx_sink = start_influx(&cfg)?;
+        return afpacket::run(cfg, explicit, influx_sink);
+    }
     let opts = LoadOptions {
         flow_map_entries: cfg.flow_map_entries,
         ringbuf_bytes: cfg.ringbuf_bytes,
@@ -371,7 +381,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     let (mut flow_bpf, mut sock_bpf) = match load_objects(opts) {
         Ok(objects) => objects,
-        Err(e) if falls_back_to_afpacket(&e) => {
+        Err(e) if falls_back_to_afpacket(&e, privileges::require_for_afpacket().is_ok()) => {
             warn!(error = %e, "The kernel cannot run flowlens' eBPF programs; falling back to AF_PACKET capture (userspace counting, owners from /proc scans; docs/afpacket.md lists what it cannot see).");
             return afpacket::run(cfg, explicit, influx_sink);
         }
@@ -508,16 +518,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_permission_errors_refuse_the_fallback() {
-        assert!(!falls_back_to_afpacket(&LoadError::Permission));
-        assert!(falls_back_to_afpacket(&LoadError::NoBtf("absent".into())));
-        assert!(falls_back_to_afpacket(&LoadError::Program {
-            program: "flowlens_xdp",
-            message: "invalid argument\nverifier log:\n...".into(),
-        }));
-        assert!(falls_back_to_afpacket(&LoadError::Object {
-            object: "flow programs",
-            message: "map type not supported".into(),
-        }));
+    fn permission_errors_fall_back_only_when_packet_sockets_are_allowed() {
+        assert!(!falls_back_to_afpacket(&LoadError::Permission, false));
+        assert!(falls_back_to_afpacket(&LoadError::Permission, true));
+        assert!(falls_back_to_afpacket(
+            &LoadError::NoBtf("absent".into()),
+            false
+        ));
+        assert!(falls_back_to_afpacket(
+            &LoadError::Program {
+                program: "flowlens_xdp",
+                message: "invalid argument\nverifier log:\n...".into(),
+            },
+            false
+        ));
+        assert!(falls_back_to_afpacket(
+            &LoadError::Object {
+                object: "flow programs",
+                message: "map type not supported".into(),
+            },
+            false
+        ));
     }
 }

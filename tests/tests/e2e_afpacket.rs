@@ -215,3 +215,75 @@ fn afpacket_udp_container_client_to_host_server() {
         ck.finish();
     });
 }
+
+/// A host that refuses eBPF (here: root without CAP_BPF, CAP_PERFMON and
+/// CAP_SYS_ADMIN, as on a locked-down node) still gets flows: flowlens says
+/// why it falls back, loads no program, and counts exactly with AF_PACKET.
+#[test]
+fn falls_back_to_afpacket_when_ebpf_is_not_allowed() {
+    scenario(|u| {
+        let s = Setup::new(u);
+        let dump = Tcpdump::start(&s.net.host_if, s.art.path());
+        let drop = "-bpf,-perfmon,-sys_admin";
+        let fl = Flowlens::start_wrapped(
+            s.art.path(),
+            &[&s.net.host_if],
+            &[],
+            &[],
+            &["setpriv", "--bounding-set", drop, "--inh-caps", drop, "--"],
+        );
+        let log = fl.log();
+        assert!(
+            log.contains("falling back to AF_PACKET capture") && log.contains("CAP_BPF"),
+            "flowlens must say why it falls back:\n{log}"
+        );
+        assert_eq!(
+            fl.programs(),
+            Vec::<String>::new(),
+            "no BPF program may be loaded"
+        );
+        let mut srv = agent::udp_server(Place::Host, None, s.host_v4(), 5131, 2, 300);
+        let srv_id = srv.identity();
+        let (cli, cport) = agent::udp_client_paced(
+            Place::In(&s.ctr),
+            None,
+            s.host_v4(),
+            5131,
+            true,
+            &[200, 700],
+            Duration::from_millis(600),
+        );
+        let cli_id = agent::expected(Place::In(&s.ctr), None, cli.pid);
+        srv.wait_success();
+        let (cap, recs) = finish(dump, fl);
+        let (client, server) = (
+            SocketAddr::new(s.peer_v4(), cport),
+            SocketAddr::new(s.host_v4(), 5131),
+        );
+        let (conv, mut ck) = check_conversation(
+            &recs,
+            &cap,
+            &ExpectedConversation {
+                scenario: "fallback: UDP container client -> host server",
+                proto: "udp",
+                client,
+                server,
+                ifaces: &[&s.net.host_if],
+                client_end: Some(s.container_end(cli_id)),
+                server_end: Some(ExpectedEndpoint::host(srv_id)),
+                evidence: Some("ports"),
+            },
+        );
+        ck.eq(
+            "packets c2s/s2c",
+            (conv.packets_c2s, conv.packets_s2c),
+            (2, 2),
+        );
+        ck.eq(
+            "bytes c2s/s2c",
+            (conv.bytes_c2s, conv.bytes_s2c),
+            (228 + 728, 2 * 328),
+        );
+        ck.finish();
+    });
+}

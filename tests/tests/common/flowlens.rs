@@ -46,6 +46,18 @@ impl Flowlens {
         env: &[(&str, &str)],
         extra: &[&str],
     ) -> Self {
+        Self::start_wrapped(dir, ifaces, env, extra, &[])
+    }
+
+    /// [`Flowlens::start_with_args`] with the binary run through `wrapper`
+    /// (e.g. `setpriv --bounding-set -bpf ... --`).
+    pub fn start_wrapped(
+        dir: &Path,
+        ifaces: &[&str],
+        env: &[(&str, &str)],
+        extra: &[&str],
+        wrapper: &[&str],
+    ) -> Self {
         let bin = binary();
         assert!(
             bin.is_file(),
@@ -63,7 +75,14 @@ impl Flowlens {
         args.push(jsonl.to_string_lossy().into_owned());
         let before = flowlens_programs();
         let log = std::fs::File::create(&stderr).expect("create flowlens log");
-        let mut command = Command::new(&bin);
+        let mut command = match wrapper.split_first() {
+            Some((prog, rest)) => {
+                let mut c = Command::new(prog);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
         command
             .args(&args)
             .stdin(Stdio::null())
