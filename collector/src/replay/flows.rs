@@ -2,6 +2,7 @@
 //! fragment ports, L3 bytes, cumulative per-(direction, interface) counters.
 
 use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 use flowlens_correlator::types::{proto, FlowObservation, FlowTuple, Hook};
@@ -54,11 +55,76 @@ struct FragKey {
     proto: u8,
 }
 
+/// A flow entry's key as the parser hands it over: addresses as the kernel
+/// keys them (IPv4-mapped IPv6, see [`super::parse::key_bytes`]), so two raw
+/// keys are equal exactly when their normalized tuples are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct RawKey {
+    src: u128,
+    dst: u128,
+    /// sport << 24 | dport << 8 | proto.
+    ports_proto: u64,
+    ifindex: u32,
+}
+
+impl Hash for RawKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(self.src);
+        state.write_u128(self.dst);
+        state.write_u64(self.ports_proto ^ (u64::from(self.ifindex) << 40));
+    }
+}
+
+fn raw_addr(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(v4) => (0xffff_u128 << 32) | u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+impl RawKey {
+    fn new(proto: u8, src: IpAddr, sport: u16, dst: IpAddr, dport: u16, ifindex: u32) -> Self {
+        Self {
+            src: raw_addr(src),
+            dst: raw_addr(dst),
+            ports_proto: (u64::from(sport) << 24) | (u64::from(dport) << 8) | u64::from(proto),
+            ifindex,
+        }
+    }
+
+    /// Index into the lookup cache: a cheap mix of the 5-tuple's low bits.
+    fn cache_index(&self) -> usize {
+        let x = (self.src as u64)
+            ^ (self.dst as u64).rotate_left(23)
+            ^ self.ports_proto.rotate_left(41)
+            ^ u64::from(self.ifindex);
+        (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - CACHE_BITS)) as usize
+    }
+}
+
+/// Direct-mapped cache of raw key -> slot, checked before the index map.
+const CACHE_BITS: u32 = 10;
+const NO_SLOT: u32 = u32::MAX;
+
+/// One flow entry: the normalized tuple is built once, when it is created.
+#[derive(Debug)]
+struct Slot {
+    key: RawKey,
+    tuple: FlowTuple,
+    counters: FlowCounters,
+    /// Bumped whenever the slot is freed, so stale dirty marks are ignored.
+    generation: u32,
+    live: bool,
+}
+
 /// Flow entries and the fragment map.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FlowAccounts {
-    flows: HashMap<(FlowTuple, u32), FlowCounters>,
-    dirty: Vec<(FlowTuple, u32)>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    index: HashMap<RawKey, u32>,
+    cache: Box<[(RawKey, u32)]>,
+    dirty: Vec<(u32, u32)>,
     frags: HashMap<FragKey, (u16, u16)>,
     frag_order: VecDeque<FragKey>,
     stats: AccountStats,
@@ -68,10 +134,69 @@ fn has_ports(p: u8) -> bool {
     matches!(p, proto::TCP | proto::UDP | proto::ICMP | proto::ICMPV6)
 }
 
+impl Default for FlowAccounts {
+    fn default() -> Self {
+        Self {
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: HashMap::default(),
+            cache: vec![(RawKey::default(), NO_SLOT); 1 << CACHE_BITS].into_boxed_slice(),
+            dirty: Vec::new(),
+            frags: HashMap::default(),
+            frag_order: VecDeque::new(),
+            stats: AccountStats::default(),
+        }
+    }
+}
+
 impl FlowAccounts {
     /// Empty tables.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The slot of `key`, created (with its normalized tuple) if new.
+    #[inline]
+    fn slot_of(&mut self, key: RawKey, m: &ParsedPacket, sport: u16, dport: u16) -> u32 {
+        let ci = key.cache_index();
+        let (ck, cs) = self.cache[ci];
+        if cs != NO_SLOT && ck == key {
+            return cs;
+        }
+        let idx = match self.index.get(&key) {
+            Some(&i) => i,
+            None => self.create(key, m, sport, dport),
+        };
+        self.cache[ci] = (key, idx);
+        idx
+    }
+
+    #[cold]
+    fn create(&mut self, key: RawKey, m: &ParsedPacket, sport: u16, dport: u16) -> u32 {
+        let tuple = FlowTuple::new(m.proto, (m.src, sport), (m.dst, dport));
+        let idx = match self.free.pop() {
+            Some(i) => {
+                let s = &mut self.slots[i as usize];
+                s.key = key;
+                s.tuple = tuple;
+                s.counters = FlowCounters::default();
+                s.live = true;
+                i
+            }
+            None => {
+                let i = u32::try_from(self.slots.len()).expect("fewer than 2^32 flows");
+                self.slots.push(Slot {
+                    key,
+                    tuple,
+                    counters: FlowCounters::default(),
+                    generation: 0,
+                    live: true,
+                });
+                i
+            }
+        };
+        self.index.insert(key, idx);
+        idx
     }
 
     /// Counts one parsed packet of `frame_len` bytes (the frame as it was on
@@ -110,9 +235,10 @@ impl FlowAccounts {
         if truncated {
             self.stats.truncated += 1;
         }
-        let tuple = FlowTuple::new(m.proto, (m.src, sport), (m.dst, dport));
-        let key = (tuple, ifindex);
-        let c = self.flows.entry(key).or_default();
+        let key = RawKey::new(m.proto, m.src, sport, m.dst, dport, ifindex);
+        let idx = self.slot_of(key, m, sport, dport);
+        let slot = &mut self.slots[idx as usize];
+        let c = &mut slot.counters;
         c.packets += 1;
         c.bytes = c.bytes.saturating_add(bytes);
         c.tcp_flags |= m.tcp_flags;
@@ -125,7 +251,7 @@ impl FlowAccounts {
         c.last_seen_ns = c.last_seen_ns.max(ts_ns);
         if !c.dirty {
             c.dirty = true;
-            self.dirty.push(key);
+            self.dirty.push((idx, slot.generation));
         }
         bytes
     }
@@ -146,14 +272,16 @@ impl FlowAccounts {
     /// Cumulative observations of the entries that changed since the last call.
     pub fn take_changed(&mut self) -> Vec<FlowObservation> {
         let mut out = Vec::with_capacity(self.dirty.len());
-        for key in self.dirty.drain(..) {
-            let Some(c) = self.flows.get_mut(&key) else {
+        for (idx, generation) in self.dirty.drain(..) {
+            let slot = &mut self.slots[idx as usize];
+            if !slot.live || slot.generation != generation {
                 continue;
-            };
+            }
+            let c = &mut slot.counters;
             c.dirty = false;
             out.push(FlowObservation {
-                tuple: key.0,
-                ifindex: key.1,
+                tuple: slot.tuple,
+                ifindex: slot.key.ifindex,
                 hook: Hook::Ingress,
                 packets: c.packets,
                 bytes: c.bytes,
@@ -169,22 +297,43 @@ impl FlowAccounts {
 
     /// Deletes an entry the correlator evicted (as the collector deletes kernel entries).
     pub fn forget(&mut self, tuple: &FlowTuple, ifindex: u32) {
-        self.flows.remove(&(*tuple, ifindex));
+        let key = RawKey::new(
+            tuple.proto,
+            tuple.src,
+            tuple.sport,
+            tuple.dst,
+            tuple.dport,
+            ifindex,
+        );
+        let Some(idx) = self.index.remove(&key) else {
+            return;
+        };
+        let ci = key.cache_index();
+        if self.cache[ci].1 == idx {
+            self.cache[ci].1 = NO_SLOT;
+        }
+        let slot = &mut self.slots[idx as usize];
+        slot.live = false;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(idx);
     }
 
     /// Every entry.
     pub fn entries(&self) -> impl Iterator<Item = (&FlowTuple, u32, &FlowCounters)> {
-        self.flows.iter().map(|((t, i), c)| (t, *i, c))
+        self.slots
+            .iter()
+            .filter(|s| s.live)
+            .map(|s| (&s.tuple, s.key.ifindex, &s.counters))
     }
 
     /// Entries tracked now.
     pub fn len(&self) -> usize {
-        self.flows.len()
+        self.index.len()
     }
 
     /// No entries.
     pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
+        self.index.is_empty()
     }
 
     /// The kernel-style counters.
