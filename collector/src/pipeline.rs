@@ -65,6 +65,36 @@ impl Lookup for Lookups<'_> {
     }
 }
 
+/// One interval's records from the table (`last`: the final export, where
+/// nothing waits for its owner), names resolved through the caches.
+pub(crate) fn export_records(
+    table: &mut ConversationTable,
+    users: &mut UserNames,
+    iface_names: &BTreeMap<u32, String>,
+    containers: &ContainerCache,
+    host: &str,
+    last: bool,
+) -> Vec<ConversationRecord> {
+    users.name(0); // refresh /etc/passwd if it changed
+    let lookups = Lookups {
+        users,
+        iface_names,
+        containers,
+    };
+    let export = if last {
+        ConversationTable::export_final
+    } else {
+        ConversationTable::export
+    };
+    export(
+        table,
+        clock::monotonic_ns(),
+        clock::unix_ns(),
+        host,
+        &lookups,
+    )
+}
+
 fn take_map<T>(bpf: &mut Ebpf, name: &'static str) -> anyhow::Result<T>
 where
     T: TryFrom<aya::maps::Map>,
@@ -184,26 +214,14 @@ impl Pipeline {
         for o in &self.obs {
             self.table.observe_flow(o);
         }
-        self.users.name(0); // refresh /etc/passwd if it changed
-        let records: Vec<ConversationRecord> = {
-            let lookups = Lookups {
-                users: &self.users,
-                iface_names: &self.iface_names,
-                containers: &self.containers,
-            };
-            let export = if last {
-                ConversationTable::export_final
-            } else {
-                ConversationTable::export
-            };
-            export(
-                &mut self.table,
-                clock::monotonic_ns(),
-                clock::unix_ns(),
-                &self.cfg.host,
-                &lookups,
-            )
-        };
+        let records = export_records(
+            &mut self.table,
+            &mut self.users,
+            &self.iface_names,
+            &self.containers,
+            &self.cfg.host,
+            last,
+        );
         for (tuple, ifindex, hook) in self.table.take_evicted_flows() {
             self.reader.remove(&tuple, ifindex, hook);
         }

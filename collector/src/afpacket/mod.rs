@@ -22,7 +22,6 @@ use anyhow::Context;
 use flowlens_correlator::{
     cgroup::parse_container,
     conversation::{ConversationTable, TableConfig},
-    record::ConversationRecord,
     types::{FlowObservation, Hook},
 };
 use tracing::{debug, error, info, warn};
@@ -35,7 +34,7 @@ use crate::{
     ifaces::{self, Iface},
     influx::{sink::InfluxSink, stats::InfluxStats},
     metrics::SelfMetrics,
-    pipeline::{open_sinks, stop_on_signals, Lookups},
+    pipeline::{export_records, open_sinks, stop_on_signals},
     procscan,
     replay::{
         flows::FlowAccounts,
@@ -311,26 +310,14 @@ impl AfPacketPipeline {
             }
         }
         self.maybe_rescan();
-        self.users.name(0); // refresh /etc/passwd if it changed
-        let records: Vec<ConversationRecord> = {
-            let lookups = Lookups {
-                users: &self.users,
-                iface_names: &self.iface_names,
-                containers: &self.containers,
-            };
-            let export = if last {
-                ConversationTable::export_final
-            } else {
-                ConversationTable::export
-            };
-            export(
-                &mut self.table,
-                clock::monotonic_ns(),
-                clock::unix_ns(),
-                &self.cfg.host,
-                &lookups,
-            )
-        };
+        let records = export_records(
+            &mut self.table,
+            &mut self.users,
+            &self.iface_names,
+            &self.containers,
+            &self.cfg.host,
+            last,
+        );
         let mut entries = 0usize;
         let evicted = self.table.take_evicted_flows();
         for c in self.captures.values() {
