@@ -322,6 +322,55 @@ pub(crate) fn start_influx(cfg: &Config) -> anyhow::Result<Option<InfluxSink>> {
     }
 }
 
+/// When the export loop polls interfaces (every second) and exports (every
+/// interval, skipping missed ticks rather than bunching them).
+pub(crate) struct Schedule {
+    interval: Duration,
+    next_export: Instant,
+    next_iface_poll: Instant,
+}
+
+impl Schedule {
+    pub(crate) fn new(interval: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            interval,
+            next_export: now + interval,
+            next_iface_poll: now + Duration::from_secs(1),
+        }
+    }
+
+    /// The earliest of the two deadlines.
+    pub(crate) fn next_wake(&self) -> Instant {
+        self.next_export.min(self.next_iface_poll)
+    }
+
+    /// (poll interfaces now, export now), advancing the deadlines that fired.
+    pub(crate) fn due(&mut self, now: Instant) -> (bool, bool) {
+        let poll = now >= self.next_iface_poll;
+        if poll {
+            self.next_iface_poll = now + Duration::from_secs(1);
+        }
+        let export = now >= self.next_export;
+        if export {
+            self.next_export += self.interval;
+            if self.next_export < now {
+                self.next_export = now + self.interval;
+            }
+        }
+        (poll, export)
+    }
+}
+
+/// Closes every output at shutdown (the InfluxDB sink flushes or spools).
+pub(crate) fn close_sinks(sinks: &mut Sinks) {
+    for sink in sinks {
+        if let Err(e) = sink.close() {
+            error!(error = %e, "Closing an output failed.");
+        }
+    }
+}
+
 /// Every output records go to.
 pub(crate) type Sinks = Vec<Box<dyn RecordSink>>;
 
@@ -481,14 +530,10 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         "flowlens running."
     );
 
-    let interval = p.cfg.export_interval;
-    let mut next_export = Instant::now() + interval;
-    let mut next_iface_poll = Instant::now() + Duration::from_secs(1);
+    let mut schedule = Schedule::new(p.cfg.export_interval);
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
-        let wake = next_export
-            .min(next_iface_poll)
-            .min(now + Duration::from_millis(200));
+        let wake = schedule.next_wake().min(now + Duration::from_millis(200));
         match p.rx.recv_timeout(wake.saturating_duration_since(now)) {
             Ok(ev) => {
                 p.handle_event(ev);
@@ -503,17 +548,12 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
-        let now = Instant::now();
-        if now >= next_iface_poll {
+        let (poll, export) = schedule.due(Instant::now());
+        if poll {
             p.refresh_interfaces();
-            next_iface_poll = now + Duration::from_secs(1);
         }
-        if now >= next_export {
+        if export {
             p.export(false);
-            next_export += interval;
-            if next_export < now {
-                next_export = now + interval;
-            }
         }
     }
 
@@ -521,11 +561,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     events.join();
     p.export(true);
     p.attachments.detach_all(&mut p.flow_bpf);
-    for sink in &mut p.sinks {
-        if let Err(e) = sink.close() {
-            error!(error = %e, "Closing an output failed.");
-        }
-    }
+    close_sinks(&mut p.sinks);
     drop(sock_bpf);
     info!("flowlens stopped.");
     Ok(())

@@ -34,7 +34,7 @@ use crate::{
     ifaces::{self, Iface},
     influx::{sink::InfluxSink, stats::InfluxStats},
     metrics::SelfMetrics,
-    pipeline::{export_records, open_sinks, stop_on_signals},
+    pipeline::{close_sinks, export_records, open_sinks, stop_on_signals, Schedule},
     procscan,
     replay::{
         flows::FlowAccounts,
@@ -433,23 +433,16 @@ pub fn run(
         "flowlens running."
     );
 
-    let interval = p.cfg.export_interval;
-    let mut next_export = Instant::now() + interval;
-    let mut next_iface_poll = Instant::now() + Duration::from_secs(1);
+    let mut schedule = Schedule::new(p.cfg.export_interval);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         p.maybe_rescan();
-        let now = Instant::now();
-        if now >= next_iface_poll {
+        let (poll, export) = schedule.due(Instant::now());
+        if poll {
             p.refresh_interfaces();
-            next_iface_poll = now + Duration::from_secs(1);
         }
-        if now >= next_export {
+        if export {
             p.export(false);
-            next_export += interval;
-            if next_export < now {
-                next_export = now + interval;
-            }
         }
     }
 
@@ -458,11 +451,7 @@ pub fn run(
         c.stop();
     }
     p.export(true);
-    for sink in &mut p.sinks {
-        if let Err(e) = sink.close() {
-            error!(error = %e, "Closing an output failed.");
-        }
-    }
+    close_sinks(&mut p.sinks);
     info!("flowlens stopped.");
     Ok(())
 }
