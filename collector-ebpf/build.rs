@@ -46,7 +46,10 @@ fn main() {
             .expect("file name");
         let obj = out.join(format!("{stem}.o"));
         let output = Command::new(&clang)
-            .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
+            // v3 (kernel >= 5.1): fetching atomics (flow slot claims), jmp32.
+            .args([
+                "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror",
+            ])
             .arg(format!("-D__TARGET_ARCH_{arch}"))
             .arg("-I")
             .arg(&include)

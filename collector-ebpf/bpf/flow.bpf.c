@@ -125,6 +125,29 @@ struct {
 	__type(value, struct flow_value);
 } flowlens_flows SEC(".maps");
 
+/*
+ * The flow slots (flow_abi.h): max_entries = nr_cpus << fl_slot_bits, set by
+ * the collector at load time together with fl_slot_bits (0 = no slots:
+ * every flow goes to flowlens_flows) and fl_hash_seed.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct flow_slot);
+} flowlens_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct flow_ctl);
+} flowlens_ctl SEC(".maps");
+
+const volatile __u32 fl_slot_bits = 0;
+const volatile __u64 fl_hash_seed = 0;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
@@ -224,6 +247,92 @@ static __always_inline void update_flow(struct flow_key *key, __u64 packets, __u
 	count(CNT_FLOW_MAP_FULL);
 }
 
+/*
+ * Slot hash: the key's words multiplied in parallel and folded (a few ns;
+ * jhash over 44 bytes costs several times that). Seeded at load time, so the
+ * slot a flow lands in cannot be chosen from outside; a crafted collision
+ * costs a flow its slot, never its count (it goes to the hash).
+ */
+static __always_inline __u32 slot_hash(const struct flow_key *k)
+{
+	const __u64 *w = (const void *)k;
+	__u64 h;
+
+	h = (w[0] ^ w[1] ^ fl_hash_seed) * 0x9E3779B97F4A7C15ULL;
+	h ^= (w[2] ^ w[3]) * 0xC2B2AE3D27D4EB4FULL;
+	h ^= (w[4] ^ ((__u64)k->ifindex << 17)) * 0x165667B19E3779F9ULL;
+	h ^= h >> 29;
+	h *= 0xBF58476D1CE4E5B9ULL;
+	return h >> 32;
+}
+
+static __always_inline int key_eq(const struct flow_key *a, const struct flow_key *b)
+{
+	const __u64 *x = (const void *)a, *y = (const void *)b;
+
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]) | (x[4] ^ y[4]) |
+		(a->ifindex ^ b->ifindex)) == 0;
+}
+
+/*
+ * Counts into this CPU's slots: returns 1 if counted, 0 if the flow has no
+ * slot and no free one in its probe window (the caller uses the hash).
+ * Linear probing without deletions: an unused slot (seq 0) ends the window,
+ * and reclaimed slots stay occupied, so a flow is found where it was put.
+ */
+static __always_inline int slot_count(struct flow_key *key, __u64 packets, __u64 bytes,
+				      __u8 tcp_flags, __u8 flags)
+{
+	__u32 bits = fl_slot_bits;
+	__u32 mask, base, h, seq, zero = 0;
+	struct flow_slot *s, *free = NULL;
+	struct flow_ctl *ctl = NULL;
+
+	if (!bits || bits > 24)
+		return 0;
+	mask = (1U << bits) - 1;
+	base = bpf_get_smp_processor_id() << bits;
+	h = slot_hash(key);
+#pragma unroll
+	for (int i = 0; i < FLOW_SLOT_PROBES; i++) {
+		__u32 idx = base + ((h + i) & mask);
+
+		s = bpf_map_lookup_elem(&flowlens_slots, &idx);
+		if (!s)
+			return 0;
+		if (s->seq == 0) {
+			if (!free)
+				free = s;
+			break;
+		}
+		if (key_eq(&s->key, key)) {
+			add_to(&s->val, packets, bytes, tcp_flags, flags);
+			return 1;
+		}
+		if (!free) {
+			if (!ctl)
+				ctl = bpf_map_lookup_elem(&flowlens_ctl, &zero);
+			if (ctl && s->val.last_seen_ns < ctl->reclaim_before_ns)
+				free = s;
+		}
+	}
+	if (!free) {
+		count(CNT_FLOW_SLOTS_FULL);
+		return 0;
+	}
+	/*
+	 * Odd seq while the slot changes hands: the collector skips it. Fetching
+	 * atomics are fully ordered on every JIT (a plain atomic add is relaxed on
+	 * arm64), so the key and value are written strictly between the two.
+	 */
+	seq = __sync_fetch_and_add(&free->seq, 1);
+	__builtin_memcpy(&free->key, key, sizeof(*key));
+	__builtin_memset(&free->val, 0, sizeof(free->val));
+	add_to(&free->val, packets, bytes, tcp_flags, flags);
+	seq += __sync_fetch_and_add(&free->seq, 1);
+	return seq & 1; /* even + odd: always 1; uses both results, so both fetch */
+}
+
 static __always_inline int has_ports(__u8 proto)
 {
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_ICMP ||
@@ -321,7 +430,8 @@ __noinline int flowlens_account(struct pkt_meta *m)
 		bytes = m->claimed;
 	}
 
-	update_flow(&m->key, packets, bytes, m->tcp_flags, m->flags);
+	if (!slot_count(&m->key, packets, bytes, m->tcp_flags, m->flags))
+		update_flow(&m->key, packets, bytes, m->tcp_flags, m->flags);
 	if (m->truncated)
 		count(CNT_PARSE_TRUNCATED);
 	return 0;

@@ -42,6 +42,32 @@ pub struct FlowValue {
     pub pad: [u8; 6],
 }
 
+/// One slot of the per-CPU flow slot table (`flowlens_slots`, see
+/// `flow_abi.h`): `seq` 0 = never used, odd = changing hands, even = stable;
+/// +2 per claim, so (slot index, seq) names one occupancy.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowSlot {
+    pub seq: u32,
+    pub pad0: u32,
+    pub key: FlowKey,
+    pub pad1: u32,
+    pub val: FlowValue,
+    pub pad2: [u8; 32],
+}
+
+/// Probed slots per lookup.
+pub const FLOW_SLOT_PROBES: u32 = 4;
+
+/// `flowlens_ctl[0]`, written by the collector.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowCtl {
+    /// CLOCK_MONOTONIC ns: a slot whose `last_seen_ns` is older may be reclaimed.
+    pub reclaim_before_ns: u64,
+    pub pad: [u64; 7],
+}
+
 /// Key of the fragment map: one IP datagram.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -80,6 +106,10 @@ unsafe impl aya::Pod for IcmpEchoKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for FlowValue {}
 // SAFETY: as above.
+unsafe impl aya::Pod for FlowSlot {}
+// SAFETY: as above.
+unsafe impl aya::Pod for FlowCtl {}
+// SAFETY: as above.
 unsafe impl aya::Pod for FragKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for FragValue {}
@@ -106,10 +136,13 @@ pub const CNT_SOCK_EVENTS: u32 = 8;
 /// `EV_EXEC` + `EV_EXIT` emit attempts (see [`CNT_SOCK_EVENTS`]).
 pub const CNT_PROC_EVENTS: u32 = 9;
 pub const CNT_ICMP_MAP_FULL: u32 = 10;
+/// Packets of flows without a slot (no free one in their probe window),
+/// counted in the hash instead: informational, nothing is lost.
+pub const CNT_FLOW_SLOTS_FULL: u32 = 11;
 pub const CNT_MAX: u32 = 16;
 
 /// Names of the kernel counters, indexed by `CNT_*`.
-pub const COUNTER_NAMES: [(u32, &str); 11] = [
+pub const COUNTER_NAMES: [(u32, &str); 12] = [
     (CNT_FLOW_MAP_FULL, "flow_map_full"),
     (CNT_FRAG_MAP_FULL, "frag_map_full"),
     (CNT_FRAG_NO_FIRST, "frag_without_first"),
@@ -121,6 +154,7 @@ pub const COUNTER_NAMES: [(u32, &str); 11] = [
     (CNT_SOCK_EVENTS, "sock_events"),
     (CNT_PROC_EVENTS, "proc_events"),
     (CNT_ICMP_MAP_FULL, "icmp_map_full"),
+    (CNT_FLOW_SLOTS_FULL, "flow_slots_full"),
 ];
 
 pub const EV_SOCK: u32 = 1;
@@ -212,6 +246,10 @@ const _: () = {
     assert!(offset_of!(FlowKey, ifindex) == 40);
     assert!(size_of::<FlowValue>() == 40 && align_of::<FlowValue>() == 8);
     assert!(offset_of!(FlowValue, tcp_flags) == 32);
+    assert!(size_of::<FlowSlot>() == 128 && align_of::<FlowSlot>() == 8);
+    assert!(offset_of!(FlowSlot, key) == 8);
+    assert!(offset_of!(FlowSlot, val) == 56);
+    assert!(size_of::<FlowCtl>() == 64);
     assert!(size_of::<FragKey>() == 40);
     assert!(offset_of!(FragKey, id) == 32);
     assert!(size_of::<FragValue>() == 8);

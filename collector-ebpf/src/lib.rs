@@ -33,6 +33,16 @@ pub mod flow {
     pub const PROG_TC_INGRESS: &str = "flowlens_tc_ingress";
     /// `BPF_MAP_TYPE_PERCPU_HASH` FlowKey -> FlowValue.
     pub const MAP_FLOWS: &str = "flowlens_flows";
+    /// `BPF_MAP_TYPE_ARRAY` (`BPF_F_MMAPABLE`) of FlowSlot: `nr_cpus << slot_bits` entries.
+    pub const MAP_SLOTS: &str = "flowlens_slots";
+    /// `BPF_MAP_TYPE_ARRAY` of one FlowCtl.
+    pub const MAP_CTL: &str = "flowlens_ctl";
+    /// `const volatile u32`: log2 of the slots per CPU; 0 = no slots.
+    pub const GLOBAL_SLOT_BITS: &str = "fl_slot_bits";
+    /// `const volatile u64`: seed of the slot hash.
+    pub const GLOBAL_HASH_SEED: &str = "fl_hash_seed";
+    /// Largest `fl_slot_bits` the programs accept.
+    pub const MAX_SLOT_BITS: u32 = 24;
     /// `BPF_MAP_TYPE_LRU_HASH` FragKey -> FragValue.
     pub const MAP_FRAGS: &str = "flowlens_frags";
     /// `BPF_MAP_TYPE_PERCPU_ARRAY` of u64 drop/health counters (`CNT_*`).

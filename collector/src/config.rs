@@ -118,6 +118,8 @@ pub struct FileConfig {
 pub struct LimitsFile {
     /// Kernel flow map entries (per direction, interface and hook).
     pub flow_map_entries: Option<u32>,
+    /// Flow slots per CPU in front of the flow map (power of two; 0 = off).
+    pub flow_slots_per_cpu: Option<u32>,
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub ringbuf_bytes: Option<u32>,
     /// Conversations tracked at once in userspace.
@@ -154,6 +156,8 @@ pub struct Config {
     pub top: usize,
     /// Kernel flow map entries.
     pub flow_map_entries: u32,
+    /// Flow slots per CPU (0 = hash only).
+    pub flow_slots_per_cpu: u32,
     /// Ring buffer bytes.
     pub ringbuf_bytes: u32,
     /// Userspace conversation cap.
@@ -309,6 +313,21 @@ impl Config {
                 message: "must be at least 16".into(),
             });
         }
+        let flow_slots_per_cpu = limits
+            .flow_slots_per_cpu
+            .unwrap_or_else(|| default_flow_slots_per_cpu(crate::loader::possible_cpus()));
+        if flow_slots_per_cpu != 0
+            && (!flow_slots_per_cpu.is_power_of_two()
+                || !(4..=1 << flowlens_ebpf::flow::MAX_SLOT_BITS).contains(&flow_slots_per_cpu))
+        {
+            return Err(ConfigError::Invalid {
+                what: "limits.flow_slots_per_cpu",
+                message: format!(
+                    "{flow_slots_per_cpu} must be 0 (off) or a power of two from 4 to {}",
+                    1u32 << flowlens_ebpf::flow::MAX_SLOT_BITS
+                ),
+            });
+        }
         Ok(Self {
             ifaces,
             export_interval,
@@ -321,6 +340,7 @@ impl Config {
                 .unwrap_or_else(system_host_name),
             top: args.top.or(file.top).unwrap_or(10),
             flow_map_entries,
+            flow_slots_per_cpu,
             ringbuf_bytes,
             max_conversations: limits.max_conversations.unwrap_or(100_000).max(1),
             max_sockets: limits.max_sockets.unwrap_or(200_000).max(1),
@@ -346,6 +366,15 @@ fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })
 }
 
+/// Default flow slots per CPU: a 32 MiB table (128 bytes a slot) shared out
+/// over the CPUs, between 1,024 and 131,072 per CPU (a power of two).
+pub fn default_flow_slots_per_cpu(cpus: usize) -> u32 {
+    const BUDGET_SLOTS: usize = (32 << 20) / 128;
+    let per_cpu = (BUDGET_SLOTS / cpus.max(1)).clamp(1024, 131_072);
+    // Largest power of two not above per_cpu.
+    1u32 << (usize::BITS - 1 - per_cpu.leading_zeros())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +389,47 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn flow_slot_defaults_share_a_32_mib_budget() {
+        assert_eq!(default_flow_slots_per_cpu(1), 131_072);
+        assert_eq!(default_flow_slots_per_cpu(2), 131_072);
+        assert_eq!(default_flow_slots_per_cpu(3), 65_536);
+        assert_eq!(default_flow_slots_per_cpu(64), 4096);
+        assert_eq!(default_flow_slots_per_cpu(1024), 1024);
+    }
+
+    #[test]
+    fn flow_slots_must_be_a_power_of_two_or_zero() {
+        let dir = std::env::temp_dir().join(format!("flowlens-slots-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let p = dir.join("slots.toml");
+        for (v, ok) in [
+            (0u32, true),
+            (4, true),
+            (1024, true),
+            (3, false),
+            (2, false),
+            (1000, false),
+        ] {
+            std::fs::write(&p, format!("[limits]\nflow_slots_per_cpu = {v}\n")).expect("write");
+            let args = RunArgs {
+                config: Some(p.clone()),
+                ..Default::default()
+            };
+            match Config::from_args(&args) {
+                Ok(c) => {
+                    assert!(ok, "{v} accepted");
+                    assert_eq!(c.flow_slots_per_cpu, v);
+                }
+                Err(e) => {
+                    assert!(!ok, "{v} refused: {e}");
+                    assert!(e.to_string().contains("flow_slots_per_cpu"), "{e}");
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

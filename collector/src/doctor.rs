@@ -87,6 +87,7 @@ pub fn checks() -> Vec<Check> {
     ));
     let opts = loader::LoadOptions {
         flow_map_entries: 1024,
+        flow_slots_per_cpu: 1024,
         ringbuf_bytes: 1 << 16,
     };
     match loader::load_flow_object(opts) {

@@ -111,13 +111,63 @@ pub struct LoadOptions {
     pub flow_map_entries: u32,
     /// Bytes of the event ring buffer.
     pub ringbuf_bytes: u32,
+    /// Flow slots per CPU (a power of two, or 0: hash only).
+    pub flow_slots_per_cpu: u32,
+}
+
+/// Possible CPUs (bpf_get_smp_processor_id() is below this).
+pub fn possible_cpus() -> usize {
+    aya::util::nr_cpus().unwrap_or(1).max(1)
+}
+
+/// Entries of the slot table for `slots_per_cpu` (0 when off).
+pub fn slot_entries(slots_per_cpu: u32) -> usize {
+    possible_cpus().saturating_mul(slots_per_cpu as usize)
+}
+
+fn random_seed() -> u64 {
+    let mut seed = [0u8; 8];
+    // SAFETY: writes at most 8 bytes into seed.
+    let n = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    if n == 8 {
+        u64::from_ne_bytes(seed)
+    } else {
+        // No entropy source: the seed only spreads flows over slots.
+        std::process::id() as u64 ^ 0x9E37_79B9_7F4A_7C15
+    }
 }
 
 /// The loaded packet-flow object.
 pub fn load_flow_object(opts: LoadOptions) -> Result<Ebpf, LoadError> {
+    load_flow_object_from(FLOW_OBJ, opts)
+}
+
+/// Loads another build of `flow.bpf.c` (same maps and programs) the way
+/// [`load_flow_object`] loads the embedded one: benchmarks compare builds.
+pub fn load_flow_object_from(object: &[u8], opts: LoadOptions) -> Result<Ebpf, LoadError> {
+    let slots_per_cpu = opts.flow_slots_per_cpu;
+    let bits = if slots_per_cpu == 0 {
+        0
+    } else {
+        slots_per_cpu.trailing_zeros()
+    };
+    if slots_per_cpu != 0 && (!slots_per_cpu.is_power_of_two() || bits > flow::MAX_SLOT_BITS) {
+        return Err(LoadError::Object {
+            object: "flow programs",
+            message: format!(
+                "flow slots per CPU must be 0 or a power of two up to 2^{}, not {slots_per_cpu}",
+                flow::MAX_SLOT_BITS
+            ),
+        });
+    }
+    let entries = u32::try_from(slot_entries(slots_per_cpu).max(1)).unwrap_or(u32::MAX);
+    let seed = random_seed();
     let mut bpf = EbpfLoader::new()
         .map_max_entries(flow::MAP_FLOWS, opts.flow_map_entries)
-        .load(FLOW_OBJ)
+        .map_max_entries(flow::MAP_SLOTS, entries)
+        .override_global(flow::GLOBAL_SLOT_BITS, &bits, true)
+        .override_global(flow::GLOBAL_HASH_SEED, &seed, true)
+        .load(object)
         .map_err(|e| object_error("flow programs", e))?;
     {
         let xdp: &mut Xdp = bpf

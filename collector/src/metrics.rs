@@ -18,8 +18,16 @@ pub struct SelfMetrics {
     pub records_exported: u64,
     /// Records a sink failed to write.
     pub records_lost_sink: u64,
-    /// Kernel flow entries read at the last interval.
+    /// Kernel flow keys (direction × interface × hook) with new packets at the last interval.
     pub kernel_flow_entries: u64,
+    /// Flow keys whose totals the reader keeps (bounded by the conversation cap).
+    pub flow_keys_tracked: u64,
+    /// Flow slots skipped because they were changing hands while read (their
+    /// new flow is read at the next interval; not a loss).
+    pub flow_slot_reads_busy: u64,
+    /// Failed writes of the slot reclaim horizon (slots then keep their
+    /// flows, new flows go to the hash; not a loss by itself).
+    pub flow_ctl_errors: u64,
     /// Interfaces monitored now.
     pub interfaces_monitored: u64,
     /// Interface attach failures.

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context};
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
     Ebpf,
 };
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
@@ -21,10 +21,7 @@ use flowlens_correlator::{
     record::ConversationRecord,
     types::{ContainerMeta, FlowObservation, Lookup},
 };
-use flowlens_ebpf::{
-    abi::{FlowKey, FlowValue, IcmpEchoKey},
-    flow, sock,
-};
+use flowlens_ebpf::{abi::IcmpEchoKey, flow, sock};
 use tracing::{error, info, warn};
 
 use crate::{
@@ -256,6 +253,9 @@ impl Pipeline {
             m.events_sync_timeouts = s.sync_timeouts.load(Ordering::Relaxed);
             m.preexisting_sockets = s.preexisting_sockets.load(Ordering::Relaxed);
             m.flow_read_races = self.reader.read_races;
+            m.flow_keys_tracked = self.reader.tracked_keys() as u64;
+            m.flow_slot_reads_busy = self.reader.slots_busy;
+            m.flow_ctl_errors = self.reader.ctl_errors;
             m.kernel = kernel;
             m.table = self.table.stats();
             m.influx = self.influx.as_ref().map(|s| s.snapshot());
@@ -441,6 +441,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let opts = LoadOptions {
         flow_map_entries: cfg.flow_map_entries,
+        flow_slots_per_cpu: cfg.flow_slots_per_cpu,
         ringbuf_bytes: cfg.ringbuf_bytes,
     };
     let explicit = resolve_explicit(&cfg)?;
@@ -454,8 +455,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
-    let flows: PerCpuHashMap<MapData, FlowKey, FlowValue> =
-        take_map(&mut flow_bpf, flow::MAP_FLOWS)?;
+    let reader = FlowMapReader::from_object(&mut flow_bpf, cfg.flow_slots_per_cpu)
+        .map_err(|e| anyhow!("flow maps: {e}"))?;
     let flow_counters: PerCpuArray<MapData, u64> = take_map(&mut flow_bpf, flow::MAP_COUNTERS)?;
     let sock_counters: PerCpuArray<MapData, u64> = take_map(&mut sock_bpf, sock::MAP_COUNTERS)?;
     let ring: RingBuf<MapData> = take_map(&mut sock_bpf, sock::MAP_EVENTS)?;
@@ -489,7 +490,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         cfg,
         flow_bpf,
         attachments: FlowAttachments::new(),
-        reader: FlowMapReader::new(flows),
+        reader,
         flow_counters,
         sock_counters,
         icmp_echo,

@@ -6,10 +6,16 @@ use std::{
     net::{IpAddr, Ipv6Addr},
 };
 
-use aya::maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap};
+use std::{
+    mem::size_of,
+    os::fd::{AsFd, AsRawFd},
+    sync::atomic::{fence, AtomicU32, Ordering},
+};
+
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap};
 use flowlens_correlator::types::{FlowObservation, FlowTuple, Hook, Role, TcpStateChange};
 use flowlens_ebpf::abi::{
-    self, FlowKey, FlowValue, IcmpEchoKey, ProcEvent, SockEvent, TcpStateEvent,
+    self, FlowCtl, FlowKey, FlowSlot, FlowValue, IcmpEchoKey, ProcEvent, SockEvent, TcpStateEvent,
 };
 
 /// Converts a stored (IPv4-mapped or IPv6) address to the domain form.
@@ -96,45 +102,450 @@ pub fn flow_key(tuple: &FlowTuple, ifindex: u32, hook: Hook) -> FlowKey {
     }
 }
 
-/// Reads and prunes the per-CPU flow map.
+/// The slot table mapped into this process (`BPF_F_MMAPABLE`): read in place,
+/// without a syscall per slot.
+struct SlotView {
+    /// Keeps the map (and so the mapping's object) alive.
+    _map: MapData,
+    ptr: *mut FlowSlot,
+    len_bytes: usize,
+    slots: usize,
+}
+
+// SAFETY: the mapping is process-wide memory; all access goes through
+// volatile/atomic reads (and writes in `clear`), never through references
+// that assume exclusivity.
+unsafe impl Send for SlotView {}
+
+impl SlotView {
+    fn new(map: MapData, slots: usize) -> std::io::Result<Self> {
+        let size = slots
+            .checked_mul(size_of::<FlowSlot>())
+            .ok_or_else(|| std::io::Error::other("slot table size overflows"))?;
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let len_bytes = size.div_ceil(page) * page;
+        // SAFETY: a fresh shared mapping of the map's fd; the kernel checks
+        // the length against the array and the fd against BPF_F_MMAPABLE.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len_bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self {
+            _map: map,
+            ptr: ptr.cast(),
+            len_bytes,
+            slots,
+        })
+    }
+
+    /// A consistent copy of slot `i`, or None while it is unused (seq 0) or
+    /// changing hands (odd seq, or seq changed during the copy).
+    fn read(&self, i: usize) -> Option<FlowSlot> {
+        match self.read_slot(i) {
+            SlotRead::Stable(s) => Some(s),
+            SlotRead::Unused | SlotRead::Busy => None,
+        }
+    }
+
+    fn read_slot(&self, i: usize) -> SlotRead {
+        if i >= self.slots {
+            return SlotRead::Unused;
+        }
+        // SAFETY: i < slots, so the slot lies inside the mapping; seq is the
+        // slot's first field, 4-byte aligned (slots are 128-byte aligned).
+        let slot = unsafe { self.ptr.add(i) };
+        // SAFETY: as above; AtomicU32 has the layout of u32.
+        let seq = unsafe { &*(slot.cast::<AtomicU32>()) };
+        let before = seq.load(Ordering::Acquire);
+        if before == 0 {
+            return SlotRead::Unused;
+        }
+        if before & 1 == 1 {
+            return SlotRead::Busy;
+        }
+        // SAFETY: in bounds; FlowSlot is plain old data, any bytes are valid.
+        let copy = unsafe { std::ptr::read_volatile(slot) };
+        fence(Ordering::Acquire);
+        if seq.load(Ordering::Relaxed) == before {
+            SlotRead::Stable(copy)
+        } else {
+            SlotRead::Busy
+        }
+    }
+
+    /// Zeroes every slot (benchmarks and tests, with no program running).
+    pub fn clear(&mut self) {
+        // SAFETY: the whole mapping is ours to write; zero is a valid FlowSlot.
+        unsafe {
+            std::ptr::write_bytes(self.ptr.cast::<u8>(), 0, self.slots * size_of::<FlowSlot>())
+        };
+    }
+}
+
+impl Drop for SlotView {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len_bytes are exactly what mmap returned.
+        unsafe { libc::munmap(self.ptr.cast(), self.len_bytes) };
+    }
+}
+
+enum SlotRead {
+    Unused,
+    /// Changing hands: its new occupant is read next time.
+    Busy,
+    Stable(FlowSlot),
+}
+
+/// What was last read from one slot occupancy.
+#[derive(Clone, Copy, Default)]
+struct SlotMirror {
+    seq: u32,
+    packets: u64,
+    bytes: u64,
+}
+
+/// Cumulative totals of one flow key over the slots and the hash.
+#[derive(Clone, Copy, Default)]
+struct FlowAcc {
+    packets: u64,
+    bytes: u64,
+    first_seen_ns: u64,
+    last_seen_ns: u64,
+    tcp_flags: u8,
+    flags: u8,
+    /// Changed in the current read.
+    touched: bool,
+}
+
+impl FlowAcc {
+    fn add(&mut self, packets: u64, bytes: u64, v: &FlowValue) {
+        self.packets = self.packets.saturating_add(packets);
+        self.bytes = self.bytes.saturating_add(bytes);
+        if v.first_seen_ns != 0 && (self.first_seen_ns == 0 || v.first_seen_ns < self.first_seen_ns)
+        {
+            self.first_seen_ns = v.first_seen_ns;
+        }
+        self.last_seen_ns = self.last_seen_ns.max(v.last_seen_ns);
+        self.tcp_flags |= v.tcp_flags;
+        self.flags |= v.flags;
+        self.touched |= packets != 0 || bytes != 0;
+    }
+}
+
+/// How long a slot must have been idle before a read (on top of the
+/// kernel's tick-granular last_seen) for the kernel to reclaim it.
+const RECLAIM_MARGIN_NS: u64 = 1_000_000_000;
+
+/// Reads the kernel flow table: the per-CPU slots (mmapped) and the per-CPU
+/// overflow hash. A key's packets may sit in several places (a slot on each
+/// CPU, the hash) and slots change hands, so the reader tracks what it last
+/// read from each slot occupancy and each hash entry and keeps per-key
+/// totals that only grow: the correlator sees one cumulative observation per
+/// key, as from a single map.
+///
+/// After each complete read it publishes `reclaim_before_ns` = read start − 1 s:
+/// a slot idle since before then has been read with its final values, so the
+/// kernel may give it to a new flow.
 pub struct FlowMapReader {
     map: PerCpuHashMap<MapData, FlowKey, FlowValue>,
+    slots: Option<SlotView>,
+    ctl: Option<Array<MapData, FlowCtl>>,
+    mirror: Vec<SlotMirror>,
+    hash_last: std::collections::HashMap<FlowKey, (u64, u64)>,
+    acc: std::collections::HashMap<FlowKey, FlowAcc>,
     /// Entries that vanished between listing and lookup (normal under churn).
     pub read_races: u64,
     /// Deletes that failed for another reason than "already gone".
     pub delete_errors: u64,
+    /// Slots skipped because they were changing hands during the read.
+    pub slots_busy: u64,
+    /// How long a slot must have been idle before a read for the kernel to
+    /// reclaim it (default 1 s; must exceed one kernel tick).
+    pub reclaim_margin_ns: u64,
+    /// Failed writes of the reclaim horizon (slots then stay with their flows).
+    pub ctl_errors: u64,
 }
 
 impl FlowMapReader {
-    /// Wraps the map.
+    /// The hash only (no slot table).
     pub fn new(map: PerCpuHashMap<MapData, FlowKey, FlowValue>) -> Self {
         Self {
             map,
+            slots: None,
+            ctl: None,
+            mirror: Vec::new(),
+            hash_last: std::collections::HashMap::new(),
+            acc: std::collections::HashMap::new(),
             read_races: 0,
             delete_errors: 0,
+            slots_busy: 0,
+            reclaim_margin_ns: RECLAIM_MARGIN_NS,
+            ctl_errors: 0,
         }
     }
 
-    /// Appends one observation per kernel entry to `out`; returns how many.
+    /// The hash plus the slot table (`slots` entries: nr_cpus << slot_bits)
+    /// and its control map.
+    pub fn with_slots(
+        map: PerCpuHashMap<MapData, FlowKey, FlowValue>,
+        slots_map: MapData,
+        slots: usize,
+        ctl: Array<MapData, FlowCtl>,
+    ) -> std::io::Result<Self> {
+        let mut r = Self::new(map);
+        r.slots = Some(SlotView::new(slots_map, slots)?);
+        r.mirror = vec![SlotMirror::default(); slots];
+        r.ctl = Some(ctl);
+        Ok(r)
+    }
+
+    /// Takes the flow maps out of a loaded `flow.bpf.o`; `slots_per_cpu` as
+    /// it was loaded with (0: hash only).
+    pub fn from_object(bpf: &mut aya::Ebpf, slots_per_cpu: u32) -> Result<Self, String> {
+        use flowlens_ebpf::flow;
+        let take = |bpf: &mut aya::Ebpf, name: &str| {
+            bpf.take_map(name)
+                .ok_or_else(|| format!("map {name} missing from the object"))
+        };
+        let hash = PerCpuHashMap::try_from(take(bpf, flow::MAP_FLOWS)?)
+            .map_err(|e| format!("map {}: {e}", flow::MAP_FLOWS))?;
+        if slots_per_cpu == 0 {
+            return Ok(Self::new(hash));
+        }
+        let slots = match take(bpf, flow::MAP_SLOTS)? {
+            aya::maps::Map::Array(data) => data,
+            _ => return Err(format!("map {} is not an array", flow::MAP_SLOTS)),
+        };
+        let ctl = Array::try_from(take(bpf, flow::MAP_CTL)?)
+            .map_err(|e| format!("map {}: {e}", flow::MAP_CTL))?;
+        let entries = crate::loader::slot_entries(slots_per_cpu);
+        Self::with_slots(hash, slots, entries, ctl)
+            .map_err(|e| format!("mapping {} ({entries} slots): {e}", flow::MAP_SLOTS))
+    }
+
+    /// Appends one observation (cumulative totals) per flow key that counted
+    /// packets since the last call to `out`; returns how many.
     pub fn drain(&mut self, out: &mut Vec<FlowObservation>) -> usize {
-        let before = out.len();
+        let started = monotonic_ns();
+        if let Some(view) = &self.slots {
+            for (i, m) in self.mirror.iter_mut().enumerate() {
+                let slot = match view.read_slot(i) {
+                    SlotRead::Stable(s) => s,
+                    SlotRead::Unused => continue,
+                    SlotRead::Busy => {
+                        self.slots_busy += 1;
+                        continue;
+                    }
+                };
+                let (dp, db) = if slot.seq == m.seq {
+                    (
+                        slot.val.packets.saturating_sub(m.packets),
+                        slot.val.bytes.saturating_sub(m.bytes),
+                    )
+                } else {
+                    (slot.val.packets, slot.val.bytes)
+                };
+                *m = SlotMirror {
+                    seq: slot.seq,
+                    packets: slot.val.packets,
+                    bytes: slot.val.bytes,
+                };
+                if dp != 0 || db != 0 {
+                    self.acc.entry(slot.key).or_default().add(dp, db, &slot.val);
+                }
+            }
+        }
         for item in self.map.iter() {
             match item {
-                Ok((key, values)) => out.push(observation(&key, &values)),
+                Ok((key, values)) => {
+                    let sum = sum_per_cpu(&values);
+                    let last = self.hash_last.entry(key).or_default();
+                    // A smaller total is a new entry (deleted and re-created).
+                    let (dp, db) = if sum.packets < last.0 || sum.bytes < last.1 {
+                        (sum.packets, sum.bytes)
+                    } else {
+                        (sum.packets - last.0, sum.bytes - last.1)
+                    };
+                    *last = (sum.packets, sum.bytes);
+                    if dp != 0 || db != 0 {
+                        self.acc.entry(key).or_default().add(dp, db, &sum);
+                    }
+                }
                 Err(_) => self.read_races += 1,
             }
+        }
+        self.publish_reclaim(started);
+        let before = out.len();
+        for (key, a) in self.acc.iter_mut() {
+            if !std::mem::take(&mut a.touched) {
+                continue;
+            }
+            out.push(observation_of(key, a));
         }
         out.len() - before
     }
 
-    /// Deletes an entry whose conversation was evicted.
+    fn publish_reclaim(&mut self, started: u64) {
+        let Some(ctl) = self.ctl.as_mut() else {
+            return;
+        };
+        let v = FlowCtl {
+            reclaim_before_ns: started.saturating_sub(self.reclaim_margin_ns),
+            pad: [0; 7],
+        };
+        if ctl.set(0, v, 0).is_err() {
+            self.ctl_errors += 1;
+        }
+    }
+
+    /// Deletes an entry whose conversation was evicted, and forgets its
+    /// totals: packets it counts from now on start a new conversation.
     pub fn remove(&mut self, tuple: &FlowTuple, ifindex: u32, hook: Hook) {
-        match self.map.remove(&flow_key(tuple, ifindex, hook)) {
+        let key = flow_key(tuple, ifindex, hook);
+        self.acc.remove(&key);
+        self.hash_last.remove(&key);
+        match self.map.remove(&key) {
             Ok(()) => {}
             Err(MapError::KeyNotFound) => {}
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
             Err(_) => self.delete_errors += 1,
         }
+    }
+
+    /// Slots per CPU (0 without a slot table): slot `i` belongs to CPU `i / slots_per_cpu`.
+    pub fn slots_per_cpu(&self) -> usize {
+        self.slots
+            .as_ref()
+            .map_or(0, |v| v.slots / crate::loader::possible_cpus())
+    }
+
+    /// Keys the reader holds totals for (bounded by the correlator's table,
+    /// which removes every key it evicts).
+    pub fn tracked_keys(&self) -> usize {
+        self.acc.len()
+    }
+
+    /// Every hash entry with its per-CPU values: for tests and tools.
+    pub fn hash_snapshot(&self) -> Vec<(FlowKey, Vec<FlowValue>)> {
+        self.map
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (k, v.iter().copied().collect()))
+            .collect()
+    }
+
+    /// Every stable slot in use, as (index, copy): for tests and tools.
+    pub fn slot_snapshot(&self) -> Vec<(usize, FlowSlot)> {
+        let Some(view) = &self.slots else {
+            return Vec::new();
+        };
+        (0..view.slots)
+            .filter_map(|i| view.read(i).map(|s| (i, s)))
+            .collect()
+    }
+
+    /// Empties the slots, the hash and the reader's memory (benchmarks and
+    /// tests; no program may be running on the maps).
+    pub fn clear(&mut self) {
+        if let Some(view) = self.slots.as_mut() {
+            view.clear();
+        }
+        self.mirror
+            .iter_mut()
+            .for_each(|m| *m = SlotMirror::default());
+        let keys: Vec<FlowKey> = self.map.keys().filter_map(Result::ok).collect();
+        for k in &keys {
+            let _ = self.map.remove(k);
+        }
+        self.hash_last.clear();
+        self.acc.clear();
+    }
+
+    /// Forgets the per-key totals and what was read (not the kernel's
+    /// counts): the next drain reports every key with everything it holds.
+    pub fn clear_totals(&mut self) {
+        self.mirror
+            .iter_mut()
+            .for_each(|m| *m = SlotMirror::default());
+        self.hash_last.clear();
+        self.acc.clear();
+    }
+
+    /// Sets the reclaim horizon directly (tests): slots idle since before
+    /// `ns` (CLOCK_MONOTONIC) may be reclaimed by the kernel.
+    pub fn set_reclaim_before(&mut self, ns: u64) {
+        if let Some(ctl) = self.ctl.as_mut() {
+            let v = FlowCtl {
+                reclaim_before_ns: ns,
+                pad: [0; 7],
+            };
+            if ctl.set(0, v, 0).is_err() {
+                self.ctl_errors += 1;
+            }
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in ns (the clock of bpf_ktime_get_ns).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
+}
+
+fn sum_per_cpu(per_cpu: &[FlowValue]) -> FlowValue {
+    let mut s = FlowValue::default();
+    for v in per_cpu {
+        if v.packets == 0 {
+            continue;
+        }
+        s.packets = s.packets.saturating_add(v.packets);
+        s.bytes = s.bytes.saturating_add(v.bytes);
+        if s.first_seen_ns == 0 || (v.first_seen_ns != 0 && v.first_seen_ns < s.first_seen_ns) {
+            s.first_seen_ns = v.first_seen_ns;
+        }
+        s.last_seen_ns = s.last_seen_ns.max(v.last_seen_ns);
+        s.tcp_flags |= v.tcp_flags;
+        s.flags |= v.flags;
+    }
+    s
+}
+
+fn observation_of(key: &FlowKey, a: &FlowAcc) -> FlowObservation {
+    FlowObservation {
+        tuple: FlowTuple {
+            proto: key.proto,
+            src: mapped_to_ip(key.src),
+            dst: mapped_to_ip(key.dst),
+            sport: key.sport,
+            dport: key.dport,
+        },
+        ifindex: key.ifindex,
+        hook: hook_of(key.hook),
+        packets: a.packets,
+        bytes: a.bytes,
+        first_seen_ns: a.first_seen_ns,
+        last_seen_ns: a.last_seen_ns,
+        tcp_flags: a.tcp_flags,
+        initiator: a.flags & abi::FLOW_F_INITIATOR != 0,
+        responder: a.flags & abi::FLOW_F_RESPONDER != 0,
     }
 }
 

@@ -826,3 +826,240 @@ fn tc_ingress_counts_as_ingress_with_segments() {
         "{flows:?}"
     );
 }
+
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: set is a zeroed cpu_set_t, CPU_SET writes inside it, and
+    // sched_setaffinity reads exactly size_of::<cpu_set_t>() bytes.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(rc, 0, "pinning to CPU {cpu}");
+}
+
+fn unpin() {
+    // SAFETY: as in pin_to_cpu.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in 0..flowlens_collector::loader::possible_cpus() {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn totals_by_key(obs: &[flowlens_correlator::types::FlowObservation]) -> HashMap<u16, (u64, u64)> {
+    obs.iter()
+        .map(|o| (o.tuple.sport, (o.packets, o.bytes)))
+        .collect()
+}
+
+/// Four slots per CPU (one probe window): the fifth new flow goes to the
+/// hash (counted as flow_slots_full, not lost), the hash's overflow is
+/// flow_map_full; once the collector has read the slots and published its
+/// horizon, idle slots are reclaimed for new flows and the reader neither
+/// loses nor repeats a count of the flows that left them.
+#[test]
+fn slot_window_overflow_and_reclaim() {
+    pin_to_cpu(0);
+    let h = Harness::with_slots(4, 2);
+    let flow = |sport| v4(A4, B4, IPPROTO_UDP, &udp(sport, 53, &[0; 4]));
+    for sport in 1..=7 {
+        h.xdp(&flow(sport));
+    }
+    h.xdp(&flow(1));
+    // 1..=4 in the slots, 5 and 6 in the hash, 7 lost (hash full).
+    h.expect(
+        &[
+            (key4(A4, B4, 1, 53, IPPROTO_UDP), tot(2, 64, 0, 0)),
+            (key4(A4, B4, 2, 53, IPPROTO_UDP), tot(1, 32, 0, 0)),
+            (key4(A4, B4, 3, 53, IPPROTO_UDP), tot(1, 32, 0, 0)),
+            (key4(A4, B4, 4, 53, IPPROTO_UDP), tot(1, 32, 0, 0)),
+            (key4(A4, B4, 5, 53, IPPROTO_UDP), tot(1, 32, 0, 0)),
+            (key4(A4, B4, 6, 53, IPPROTO_UDP), tot(1, 32, 0, 0)),
+        ],
+        &[
+            (CNT_PACKETS_SEEN, 8),
+            (CNT_FLOW_SLOTS_FULL, 3),
+            (CNT_FLOW_MAP_FULL, 1),
+        ],
+    );
+    let in_slots = |h: &Harness| -> Vec<(u16, u32)> {
+        let mut v: Vec<(u16, u32)> = h
+            .reader()
+            .slot_snapshot()
+            .iter()
+            .map(|(_, s)| (s.key.sport, s.seq))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(in_slots(&h), vec![(1, 2), (2, 2), (3, 2), (4, 2)]);
+
+    // The collector reads everything, then lets go of what was idle before now.
+    let mut obs = Vec::new();
+    let mut reader = h.reader();
+    reader.clear_totals();
+    reader.drain(&mut obs);
+    let first = totals_by_key(&obs);
+    assert_eq!(first.len(), 6);
+    assert_eq!(first[&1], (2, 64));
+    reader.set_reclaim_before(flowlens_collector::readers::monotonic_ns() + 1);
+    drop(reader);
+
+    // Flow 8 takes a reclaimed slot instead of going to the (full) hash.
+    h.xdp(&flow(8));
+    let slots = in_slots(&h);
+    assert_eq!(slots.len(), 4);
+    assert!(
+        slots.contains(&(8, 4)),
+        "flow 8 reclaimed a slot: {slots:?}"
+    );
+    let gone: Vec<u16> = [1u16, 2, 3, 4]
+        .into_iter()
+        .filter(|p| !slots.iter().any(|(s, _)| s == p))
+        .collect();
+    assert_eq!(gone.len(), 1, "exactly one flow left the slots: {slots:?}");
+    // Flow 1 again: its slot may have gone; either way it is counted once more.
+    h.xdp(&flow(1));
+    let mut obs = Vec::new();
+    h.reader().drain(&mut obs);
+    let second = totals_by_key(&obs);
+    assert_eq!(second.get(&8), Some(&(1, 32)), "{second:?}");
+    assert_eq!(
+        second.get(&1),
+        Some(&(3, 96)),
+        "cumulative over both occupancies: {second:?}"
+    );
+    for p in [2u16, 3, 4, 5, 6] {
+        assert!(
+            !second.contains_key(&p),
+            "{p} did not change, so it is not reported: {second:?}"
+        );
+    }
+    let c = h.counters();
+    assert_eq!(c[CNT_FLOW_MAP_FULL as usize], 1, "nothing else was lost");
+    assert_eq!(c[CNT_FLOW_SLOTS_FULL as usize], 3);
+    unpin();
+}
+
+/// The same flow on two CPUs lives in a slot of each; the reader reports
+/// one key with the sum.
+#[test]
+fn one_flow_on_two_cpus_is_summed() {
+    if flowlens_collector::loader::possible_cpus() < 2 {
+        eprintln!("one CPU: nothing to test");
+        return;
+    }
+    let h = Harness::with_slots(1024, 64);
+    let f = v4(
+        A4,
+        B4,
+        IPPROTO_TCP,
+        &tcp(40000, 80, TCP_ACK, &[], &filler(10)),
+    );
+    pin_to_cpu(0);
+    h.xdp(&f);
+    h.xdp(&f);
+    pin_to_cpu(1);
+    h.xdp(&f);
+    unpin();
+    let slots = h.reader().slot_snapshot();
+    let cpus: Vec<usize> = slots.iter().map(|(i, _)| i / 1024).collect();
+    assert_eq!(cpus.len(), 2, "one slot on each CPU: {slots:?}");
+    assert_ne!(cpus[0], cpus[1]);
+    h.expect(
+        &[(
+            key4(A4, B4, 40000, 80, IPPROTO_TCP),
+            tot(3, 3 * 50, TCP_ACK, 0),
+        )],
+        &[(CNT_PACKETS_SEEN, 3)],
+    );
+}
+
+/// The reader drains and publishes its horizon from another thread while
+/// packets of ever new flows run through four slots per CPU (so slots are
+/// reclaimed all the time, some during a read): at the end every packet is
+/// reported exactly once per key.
+#[test]
+fn concurrent_reads_and_reclaims_count_every_packet_once() {
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    };
+    pin_to_cpu(0);
+    let h = Harness::with_slots(4, 4096);
+    let done = Arc::new(AtomicBool::new(false));
+    let mut reader = h.take_reader();
+    reader.reclaim_margin_ns = 20_000_000; // 20 ms: > 1 tick at HZ >= 100
+    let stop = Arc::clone(&done);
+    let reading = std::thread::spawn(move || {
+        pin_to_cpu(1 % flowlens_collector::loader::possible_cpus());
+        let mut latest: HashMap<u16, (u64, u64)> = HashMap::new();
+        let mut obs = Vec::new();
+        let mut reads = 0u64;
+        loop {
+            let last = stop.load(Ordering::Acquire);
+            obs.clear();
+            reader.drain(&mut obs);
+            reads += 1;
+            for o in &obs {
+                let e = latest.entry(o.tuple.sport).or_default();
+                assert!(
+                    o.packets >= e.0,
+                    "totals only grow: {} < {}",
+                    o.packets,
+                    e.0
+                );
+                *e = (o.packets, o.bytes);
+            }
+            if last {
+                let max_seq = reader.slot_snapshot().iter().map(|(_, s)| s.seq).max();
+                return (latest, reads, reader.slots_busy, max_seq);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(3));
+        }
+    });
+    // Phases of 4 new flows, each sent for ~30 ms: older slots go idle and
+    // are reclaimed by later phases.
+    let mut sent: HashMap<u16, u64> = HashMap::new();
+    for phase in 0..20u16 {
+        let t0 = std::time::Instant::now();
+        let mut i = 0u16;
+        while t0.elapsed() < std::time::Duration::from_millis(30) {
+            let sport = 1000 + phase * 4 + i % 4;
+            h.xdp(&v4(A4, B4, IPPROTO_UDP, &udp(sport, 53, &[0; 4])));
+            *sent.entry(sport).or_default() += 1;
+            i = i.wrapping_add(1);
+        }
+    }
+    // Let the reader see the end state after the last packet.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    done.store(true, Ordering::Release);
+    let (latest, reads, busy, max_seq) = reading.join().expect("reader thread");
+    unpin();
+    let c = h.counters();
+    assert_eq!(c[CNT_FLOW_MAP_FULL as usize], 0);
+    assert!(
+        reads > 20,
+        "the reader ran during the phases ({reads} reads)"
+    );
+    let got: HashMap<u16, u64> = latest.iter().map(|(k, v)| (*k, v.0)).collect();
+    assert_eq!(
+        got, sent,
+        "per-flow packets reported vs sent ({busy} busy slot reads)"
+    );
+    for (k, (p, b)) in &latest {
+        assert_eq!(*b, p * 32, "bytes of {k}");
+    }
+    // Each claim adds 2 to a slot's seq: 4 slots served 80 flows.
+    assert!(
+        max_seq.unwrap_or(0) >= 2 * 10,
+        "slots were reclaimed again and again: highest seq {max_seq:?}"
+    );
+    assert!(
+        c[CNT_FLOW_SLOTS_FULL as usize] > 0,
+        "and some packets waited in the hash"
+    );
+}

@@ -22,17 +22,19 @@
 
 use anyhow::{bail, Context};
 use aya::{
-    maps::{PerCpuArray, PerCpuHashMap},
+    maps::PerCpuArray,
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
-    Ebpf, EbpfLoader,
+    Ebpf,
 };
 use flowlens_bench::{
     arg_u64, arg_value, frames, goal_max, median, pin_to_cpu, print_table, smoke_requested, Row,
 };
-use flowlens_ebpf::{
-    abi::{FlowKey, FlowValue, CNT_FLOW_MAP_FULL},
-    bench_empty, flow, BENCH_EMPTY_OBJ, FLOW_OBJ,
+use flowlens_collector::{
+    config::default_flow_slots_per_cpu,
+    loader::{load_flow_object_from, possible_cpus, LoadOptions},
+    readers::FlowMapReader,
 };
+use flowlens_ebpf::{abi::CNT_FLOW_MAP_FULL, bench_empty, flow, BENCH_EMPTY_OBJ, FLOW_OBJ};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Hook {
@@ -52,6 +54,7 @@ impl Hook {
 struct Objects {
     flow: Ebpf,
     empty: Ebpf,
+    reader: FlowMapReader,
 }
 
 fn load(bpf: &mut Ebpf, xdp: &str, tc: &str) -> anyhow::Result<()> {
@@ -63,17 +66,23 @@ fn load(bpf: &mut Ebpf, xdp: &str, tc: &str) -> anyhow::Result<()> {
 }
 
 impl Objects {
-    fn new(flow_entries: u32, flow_obj: &[u8]) -> anyhow::Result<Self> {
-        let mut flow_bpf = EbpfLoader::new()
-            .map_max_entries(flow::MAP_FLOWS, flow_entries)
-            .load(flow_obj)
-            .context("loading flow.bpf.o (needs root)")?;
-        load(&mut flow_bpf, flow::PROG_XDP, flow::PROG_TC)?;
+    fn new(flow_entries: u32, slots_per_cpu: u32, flow_obj: &[u8]) -> anyhow::Result<Self> {
+        // The collector's loader: slot table, seed and every program loaded.
+        let opts = LoadOptions {
+            flow_map_entries: flow_entries,
+            flow_slots_per_cpu: slots_per_cpu,
+            ringbuf_bytes: 1 << 16,
+        };
+        let mut flow_bpf =
+            load_flow_object_from(flow_obj, opts).context("loading flow.bpf.o (needs root)")?;
+        let reader = FlowMapReader::from_object(&mut flow_bpf, slots_per_cpu)
+            .map_err(|e| anyhow::anyhow!("flow maps: {e}"))?;
         let mut empty = Ebpf::load(BENCH_EMPTY_OBJ).context("loading bench_empty.bpf.o")?;
         load(&mut empty, bench_empty::PROG_XDP, bench_empty::PROG_TC)?;
         Ok(Self {
             flow: flow_bpf,
             empty,
+            reader,
         })
     }
 
@@ -124,24 +133,16 @@ impl Objects {
         Ok(total as f64 / (order.len() as u64 * passes) as f64)
     }
 
-    fn flows(&self) -> anyhow::Result<PerCpuHashMap<&aya::maps::MapData, FlowKey, FlowValue>> {
-        Ok(PerCpuHashMap::try_from(
-            self.flow.map(flow::MAP_FLOWS).context("flow map")?,
-        )?)
+    /// Distinct flow keys counted so far (slots and hash).
+    fn flow_count(&mut self) -> usize {
+        let mut obs = Vec::new();
+        self.reader.clear_totals();
+        self.reader.drain(&mut obs);
+        obs.len()
     }
 
-    fn flow_count(&self) -> anyhow::Result<usize> {
-        Ok(self.flows()?.keys().count())
-    }
-
-    fn clear_flows(&mut self) -> anyhow::Result<()> {
-        let keys: Vec<FlowKey> = self.flows()?.keys().filter_map(Result::ok).collect();
-        let mut map: PerCpuHashMap<&mut aya::maps::MapData, FlowKey, FlowValue> =
-            PerCpuHashMap::try_from(self.flow.map_mut(flow::MAP_FLOWS).context("flow map")?)?;
-        for k in &keys {
-            map.remove(k)?;
-        }
-        Ok(())
+    fn clear_flows(&mut self) {
+        self.reader.clear();
     }
 
     fn map_full(&self) -> anyhow::Result<u64> {
@@ -187,13 +188,18 @@ fn main() -> anyhow::Result<()> {
     let passes = arg_u64("passes", if smoke { 1 } else { 4 });
     let new_rounds = arg_u64("new-rounds", if smoke { 1 } else { 5 });
     pin_to_cpu(usize::try_from(arg_u64("cpu", 1))?);
+    // `--slots-per-cpu=N`: the flow slot table (0 = hash only); default as the collector's.
+    let slots_per_cpu = u32::try_from(arg_u64(
+        "slots-per-cpu",
+        u64::from(default_flow_slots_per_cpu(possible_cpus())),
+    ))?;
 
     // `--flow-obj=PATH`: measure another build of flow.bpf.c (same names).
     let custom = arg_value("flow-obj")
         .map(|p| std::fs::read(&p).with_context(|| p.clone()))
         .transpose()?;
     let flow_obj = custom.unwrap_or_else(|| FLOW_OBJ.to_vec());
-    let mut objs = Objects::new(u32::try_from(nflows.max(1024))?, &flow_obj)?;
+    let mut objs = Objects::new(u32::try_from(nflows.max(1024))?, slots_per_cpu, &flow_obj)?;
     let hooks = [Hook::Xdp, Hook::Tc];
     let hot: Vec<(&str, Vec<u8>)> = vec![
         (
@@ -252,10 +258,10 @@ fn main() -> anyhow::Result<()> {
     // does not arrive in allocation order, so the sweeps use another shuffle.
     let sweep_order = frames::shuffled(nflows, 0xbeef);
     for hook in hooks {
-        objs.clear_flows()?;
+        objs.clear_flows();
         // Steady state: fill, then sweep.
         objs.sweep(false, hook, &many, &order, 1)?;
-        let filled = objs.flow_count()?;
+        let filled = objs.flow_count();
         let mut steady = Pair::new();
         for round in 0..rounds {
             for empty in [round % 2 == 0, round % 2 == 1] {
@@ -278,7 +284,7 @@ fn main() -> anyhow::Result<()> {
         // New flows into an empty map.
         let mut fresh = Pair::new();
         for round in 0..new_rounds {
-            objs.clear_flows()?;
+            objs.clear_flows();
             let order = frames::shuffled(nflows, 0x5eed + round);
             for empty in [round % 2 == 0, round % 2 == 1] {
                 let ns = objs.sweep(empty, hook, &many, &order, 1)?;

@@ -70,6 +70,7 @@ fn main() -> anyhow::Result<()> {
     let rounds = arg_u64("rounds", if smoke { 1 } else { 5 });
     let opts = LoadOptions {
         flow_map_entries: 65_536,
+        flow_slots_per_cpu: 0,
         ringbuf_bytes: 4 << 20,
     };
     let _stats_fd = enable_stats(Stats::RunTime).context("BPF_ENABLE_STATS (needs root)")?;

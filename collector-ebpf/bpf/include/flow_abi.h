@@ -56,6 +56,38 @@ struct flow_value {
 };
 #define FLOW_VALUE_SIZE 40
 
+/*
+ * The flow slots: a per-CPU open-addressing table in front of the hash
+ * (BPF_MAP_TYPE_ARRAY, BPF_F_MMAPABLE, nr_cpus << slot_bits entries; CPU c
+ * owns entries [c << slot_bits, (c + 1) << slot_bits) and is the only writer
+ * of them). A flow is looked up in FLOW_SLOT_PROBES consecutive slots from
+ * its hash; a miss with no free slot goes to the per-CPU hash instead.
+ * A slot is never emptied: the kernel reclaims it for a new key once its
+ * last_seen_ns is below flow_ctl.reclaim_before_ns, which the collector
+ * publishes after each complete read (so a reclaimed occupant's final values
+ * have been read). Values are cumulative for one occupancy of one slot.
+ *
+ * seq: 0 = never used; odd = being (re)claimed, skip; even = stable. It grows
+ * by 2 per claim, so (slot, seq) names one occupancy.
+ */
+struct flow_slot {
+	__u32 seq;
+	__u32 pad0;
+	struct flow_key key;
+	__u32 pad1;
+	struct flow_value val;
+	__u8 pad2[32]; /* two whole cache lines per slot */
+};
+#define FLOW_SLOT_SIZE 128
+#define FLOW_SLOT_PROBES 4
+
+/* flowlens_ctl[0], written by the collector. */
+struct flow_ctl {
+	__u64 reclaim_before_ns; /* CLOCK_MONOTONIC; 0 = reclaim nothing */
+	__u64 pad[7];
+};
+#define FLOW_CTL_SIZE 64
+
 /* IP fragment tracking: datagram id -> ports of its first fragment. */
 struct frag_key {
 	__u8 src[16];
@@ -101,6 +133,7 @@ struct icmp_echo_key {
 #define CNT_PROC_EVENTS 9        /* EV_EXEC + EV_EXIT emit attempts (incl. ring buffer full) */
 /* delivered events = CNT_SOCK_EVENTS + CNT_PROC_EVENTS - CNT_RINGBUF_FULL */
 #define CNT_ICMP_MAP_FULL 10     /* an echo request's socket could not be remembered */
+#define CNT_FLOW_SLOTS_FULL 11   /* packet of a flow without a slot: counted in the hash (not a loss) */
 #define CNT_MAX 16
 
 /* ---- events (ring buffer "flowlens_events") --------------------------- */
@@ -182,6 +215,8 @@ struct flowlens_proc_event { /* not proc_event: vmlinux.h has cn_proc's */
 
 _Static_assert(sizeof(struct flow_key) == FLOW_KEY_SIZE, "flow_key size");
 _Static_assert(sizeof(struct flow_value) == FLOW_VALUE_SIZE, "flow_value size");
+_Static_assert(sizeof(struct flow_slot) == FLOW_SLOT_SIZE, "flow_slot size");
+_Static_assert(sizeof(struct flow_ctl) == FLOW_CTL_SIZE, "flow_ctl size");
 _Static_assert(sizeof(struct frag_key) == FRAG_KEY_SIZE, "frag_key size");
 _Static_assert(sizeof(struct frag_value) == FRAG_VALUE_SIZE, "frag_value size");
 _Static_assert(sizeof(struct icmp_echo_key) == ICMP_ECHO_KEY_SIZE, "icmp_echo_key size");

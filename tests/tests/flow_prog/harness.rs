@@ -3,12 +3,20 @@
 
 use std::collections::HashMap;
 
+use std::cell::RefCell;
+
 use aya::{
-    maps::{HashMap as BpfHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap as BpfHashMap, PerCpuArray},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
-    Ebpf, EbpfLoader,
+    Ebpf,
 };
-use flowlens_ebpf::{abi::*, flow, FLOW_OBJ};
+use flowlens_collector::{
+    config::default_flow_slots_per_cpu,
+    loader::{load_flow_object, possible_cpus, LoadOptions},
+    readers::{ip_to_mapped, FlowMapReader},
+};
+use flowlens_correlator::types::Hook;
+use flowlens_ebpf::{abi::*, flow};
 
 const XDP_PASS: u32 = 2;
 /// `TC_ACT_UNSPEC` (-1) as the kernel reports it.
@@ -89,51 +97,62 @@ pub fn on_both(flows: &[(FlowKey, Totals)]) -> Vec<(FlowKey, Totals)> {
         .collect()
 }
 
-/// One loaded copy of `flow.bpf.o` with fresh maps.
+/// One loaded copy of `flow.bpf.o` with fresh maps, loaded by the collector's
+/// loader and read back through the collector's reader.
 pub struct Harness {
     ebpf: Ebpf,
+    reader: RefCell<Option<FlowMapReader>>,
     started_ns: u64,
 }
 
 impl Harness {
+    /// The collector's defaults: flow slots in front of a 65,536-entry hash.
     pub fn new() -> Self {
-        Self::load(EbpfLoader::new())
+        Self::load(65_536, default_flow_slots_per_cpu(possible_cpus()))
     }
 
+    /// The hash alone (no slots), with `entries` entries.
     pub fn with_flow_capacity(entries: u32) -> Self {
-        let mut loader = EbpfLoader::new();
-        loader.map_max_entries(flow::MAP_FLOWS, entries);
-        Self::load(loader)
+        Self::load(entries, 0)
     }
 
-    fn load(mut loader: EbpfLoader<'_>) -> Self {
+    /// `slots_per_cpu` slots in front of a hash of `entries`.
+    pub fn with_slots(slots_per_cpu: u32, entries: u32) -> Self {
+        Self::load(entries, slots_per_cpu)
+    }
+
+    fn load(entries: u32, slots_per_cpu: u32) -> Self {
         let started_ns = monotonic_ns();
-        let mut ebpf = loader
-            .load(FLOW_OBJ)
-            .unwrap_or_else(|e| panic!("loading flow.bpf.o (needs root): {e:#}"));
-        let xdp: &mut Xdp = ebpf
-            .program_mut(flow::PROG_XDP)
-            .expect("XDP program")
-            .try_into()
-            .expect("XDP program type");
-        xdp.load()
-            .unwrap_or_else(|e| panic!("verifier, XDP: {e:#}\n{e:?}"));
-        let tc: &mut SchedClassifier = ebpf
-            .program_mut(flow::PROG_TC)
-            .expect("TC program")
-            .try_into()
-            .expect("TC program type");
-        tc.load()
-            .unwrap_or_else(|e| panic!("verifier, TC: {e:#}\n{e:?}"));
-        let tc_in: &mut SchedClassifier = ebpf
-            .program_mut(flow::PROG_TC_INGRESS)
-            .expect("TC ingress program")
-            .try_into()
-            .expect("TC program type");
-        tc_in
-            .load()
-            .unwrap_or_else(|e| panic!("verifier, TC ingress: {e:#}\n{e:?}"));
-        Self { ebpf, started_ns }
+        let opts = LoadOptions {
+            flow_map_entries: entries,
+            flow_slots_per_cpu: slots_per_cpu,
+            ringbuf_bytes: 1 << 16,
+        };
+        let mut ebpf = load_flow_object(opts)
+            .unwrap_or_else(|e| panic!("loading flow.bpf.o (needs root; verifier): {e:#}"));
+        let reader = FlowMapReader::from_object(&mut ebpf, slots_per_cpu)
+            .unwrap_or_else(|e| panic!("flow maps: {e}"));
+        Self {
+            ebpf,
+            reader: RefCell::new(Some(reader)),
+            started_ns,
+        }
+    }
+
+    /// The collector's reader over this copy's maps.
+    pub fn reader(&self) -> std::cell::RefMut<'_, FlowMapReader> {
+        std::cell::RefMut::map(self.reader.borrow_mut(), |r| {
+            r.as_mut().expect("the reader was taken")
+        })
+    }
+
+    /// Moves the reader out (to read from another thread); `flows()` and
+    /// `expect()` cannot be used afterwards.
+    pub fn take_reader(&self) -> FlowMapReader {
+        self.reader
+            .borrow_mut()
+            .take()
+            .expect("the reader was taken")
     }
 
     pub fn xdp_prog(&self) -> &Xdp {
@@ -252,41 +271,89 @@ impl Harness {
         }
     }
 
-    /// The flow map summed over CPUs; checks padding and timestamps on the way.
+    /// Every flow counted since load: slots and hash summed per key; checks
+    /// padding, unused per-CPU values and timestamps on the way, and that the
+    /// collector's reader reports the same totals.
     pub fn flows(&self) -> HashMap<FlowKey, Totals> {
-        let map: PerCpuHashMap<_, FlowKey, FlowValue> =
-            PerCpuHashMap::try_from(self.ebpf.map(flow::MAP_FLOWS).expect("flow map"))
-                .expect("flow map type");
         let now = monotonic_ns();
-        let mut flows = HashMap::new();
-        for item in map.iter() {
-            let (key, per_cpu) = item.expect("flow map entry");
+        let mut flows: HashMap<FlowKey, Totals> = HashMap::new();
+        let started = self.started_ns;
+        let mut add = |key: FlowKey, v: &FlowValue| {
             assert_eq!(key.pad, 0, "key padding {key:?}");
-            let mut t = tot(0, 0, 0, 0);
-            for v in per_cpu.iter() {
+            assert_eq!(v.pad, [0; 6], "value padding {key:?}");
+            assert!(v.packets > 0, "an entry with no packets: {key:?}");
+            assert!(
+                started <= v.first_seen_ns
+                    && v.first_seen_ns <= v.last_seen_ns
+                    && v.last_seen_ns <= now,
+                "timestamps of {key:?}: {v:?} not within [{started}, {now}]"
+            );
+            let t = flows.entry(key).or_insert(tot(0, 0, 0, 0));
+            t.packets += v.packets;
+            t.bytes += v.bytes;
+            t.tcp_flags |= v.tcp_flags;
+            t.flags |= v.flags;
+        };
+        let mut reader = self.reader();
+        for (key, per_cpu) in reader.hash_snapshot() {
+            for v in &per_cpu {
                 if v.packets == 0 {
                     assert_eq!(
                         *v,
                         FlowValue::default(),
-                        "an unused CPU slot must stay zero: {key:?}"
+                        "an unused CPU value must stay zero: {key:?}"
                     );
                     continue;
                 }
-                assert_eq!(v.pad, [0; 6], "value padding {key:?}");
-                assert!(
-                    self.started_ns <= v.first_seen_ns
-                        && v.first_seen_ns <= v.last_seen_ns
-                        && v.last_seen_ns <= now,
-                    "timestamps of {key:?}: {v:?} not within [{}, {now}]",
-                    self.started_ns
-                );
-                t.packets += v.packets;
-                t.bytes += v.bytes;
-                t.tcp_flags |= v.tcp_flags;
-                t.flags |= v.flags;
+                add(key, v);
             }
-            assert!(t.packets > 0, "an entry with no packets: {key:?}");
-            assert!(flows.insert(key, t).is_none(), "duplicate key {key:?}");
+        }
+        let mut in_slots = std::collections::HashSet::new();
+        for (idx, slot) in reader.slot_snapshot() {
+            assert_eq!(
+                (slot.pad0, slot.pad1, slot.pad2),
+                (0, 0, [0; 32]),
+                "slot padding"
+            );
+            assert_eq!(slot.seq % 2, 0, "a stable slot has an even seq");
+            let cpu = idx / reader.slots_per_cpu().max(1);
+            assert!(
+                in_slots.insert((cpu, slot.key)),
+                "{:?} twice in the slots of CPU {cpu}",
+                slot.key
+            );
+            add(slot.key, &slot.val);
+        }
+        // The reader, from scratch, must agree key by key.
+        reader.clear_totals();
+        let mut obs = Vec::new();
+        reader.drain(&mut obs);
+        reader.set_reclaim_before(0); // keep every slot's flow for later reads
+        assert_eq!(obs.len(), flows.len(), "reader keys vs raw keys");
+        for o in &obs {
+            let hook = if o.hook == Hook::Egress {
+                FLOW_HOOK_TC_EGRESS
+            } else {
+                FLOW_HOOK_XDP_INGRESS
+            };
+            let key = FlowKey {
+                src: ip_to_mapped(o.tuple.src),
+                dst: ip_to_mapped(o.tuple.dst),
+                sport: o.tuple.sport,
+                dport: o.tuple.dport,
+                proto: o.tuple.proto,
+                hook,
+                pad: 0,
+                ifindex: o.ifindex,
+            };
+            let t = flows
+                .get(&key)
+                .unwrap_or_else(|| panic!("reader reported {key:?}, not in the maps"));
+            assert_eq!(
+                (o.packets, o.bytes, o.tcp_flags),
+                (t.packets, t.bytes, t.tcp_flags),
+                "{key:?}"
+            );
         }
         flows
     }
