@@ -2,9 +2,18 @@
 /*
  * flow.bpf.c - packet flows: XDP on ingress, TC on egress, one parser.
  *
- * Every packet is counted into flowlens_flows (per-CPU hash, struct flow_key
- * -> struct flow_value, see flow_abi.h). The programs never drop or modify a
+ * Every packet is counted into this CPU's flow slots (flowlens_slots, see
+ * flow_abi.h: an mmapped array, FLOW_SLOT_PROBES slots from a seeded hash of
+ * the key, values inline) or, when its flow has no slot and no free slot is in
+ * its window, into flowlens_flows (per-CPU hash, struct flow_key -> struct
+ * flow_value). The programs never drop or modify a
  * packet: XDP returns XDP_PASS and TC returns TC_ACT_UNSPEC on every path.
+ *
+ * Why slots: a hash lookup of the 44-byte key cost ~1.4x the empty program
+ * on its own, and with 64k flows three cache misses per packet (bucket,
+ * element, per-CPU value). A slot is one inlined array lookup, a cheap hash
+ * and two adjacent cache lines; userspace reads all slots through mmap
+ * without a syscall per entry. BENCHMARKS.md has the numbers.
  *
  * Parsing: Ethernet with up to two VLAN tags (802.1Q, 802.1ad), IPv4 (options
  * skipped with ihl), IPv6 (up to IPV6_MAX_EXT_HDRS extension headers:
@@ -76,7 +85,8 @@
  * (struct pkt_meta) to the global function flowlens_account(), which the
  * verifier checks once instead of once per parser path (the unrolled IPv6
  * walk has many). Per packet: two PERCPU_ARRAY lookups (counter, clock;
- * inlined by the verifier), bpf_jiffies64() (inlined), one hash lookup; plus
+ * inlined by the verifier), bpf_jiffies64() (inlined), one to four slot
+ * lookups (ARRAY, inlined), and a hash lookup only for a flow without a slot; plus
  * bpf_ktime_get_ns() once per tick per CPU and on a slot's first packet, a
  * map update for a new flow and one fragment-map operation per port-carrying
  * fragment.
