@@ -72,21 +72,37 @@ tcp_bps() { # $1: "" (ns -> root) or "-R" (root -> ns); bits/s received
 }
 
 iperf3 -s -B $HIP -D -I "$TMP/iperf.pid" >/dev/null; sleep 0.3; IPERF_PID=$(cat "$TMP/iperf.pid")
-declare -A OFF ON
+# The floor of any TC-based monitor: the empty classifier of the kernel-program
+# benchmark (returns TC_ACT_UNSPEC) on the same veth, ingress and egress.
+EMPTY_OBJ=$(ls -t target/release/build/flowlens-ebpf-*/out/bench_empty.bpf.o 2>/dev/null | head -1)
+[ -n "$EMPTY_OBJ" ] || { echo "error: bench_empty.bpf.o missing: cargo build --release -p flowlens-bench" >&2; exit 1; }
+declare -A OFF ON EMPTY
 CPU_TICKS=0 CPU_SECS=0
-measure() { # $1 = off|on; appends to the arrays
+measure() { # $1 = off|on|empty; appends to the arrays
 	local u t r c0 c1
 	[ "$1" = on ] && { start_flowlens; c0=$(cpu_ticks $FL_PID); }
-	u=$(udp_pps); t=$(tcp_bps ""); r=$(tcp_bps -R)
-	if [ "$1" = on ]; then
-		c1=$(cpu_ticks $FL_PID); CPU_TICKS=$((CPU_TICKS + c1 - c0)); CPU_SECS=$((CPU_SECS + 3 * SECS))
-		ON[udp]+="$u " ON[tcp]+="$t " ON[tcpr]+="$r "; stop_flowlens
-	else
-		OFF[udp]+="$u " OFF[tcp]+="$t " OFF[tcpr]+="$r "
+	if [ "$1" = empty ]; then
+		tc qdisc add dev $H clsact
+		tc filter add dev $H ingress bpf da obj "$EMPTY_OBJ" sec classifier
+		tc filter add dev $H egress bpf da obj "$EMPTY_OBJ" sec classifier
 	fi
+	u=$(udp_pps); t=$(tcp_bps ""); r=$(tcp_bps -R)
+	case $1 in
+	on)
+		c1=$(cpu_ticks $FL_PID); CPU_TICKS=$((CPU_TICKS + c1 - c0)); CPU_SECS=$((CPU_SECS + 3 * SECS))
+		ON[udp]+="$u " ON[tcp]+="$t " ON[tcpr]+="$r "; stop_flowlens ;;
+	empty)
+		tc qdisc del dev $H clsact
+		EMPTY[udp]+="$u " EMPTY[tcp]+="$t " EMPTY[tcpr]+="$r " ;;
+	*) OFF[udp]+="$u " OFF[tcp]+="$t " OFF[tcpr]+="$r " ;;
+	esac
 }
 for round in $(seq "$ROUNDS"); do
-	if [ $((round % 2)) = 1 ]; then measure off; measure on; else measure on; measure off; fi
+	case $((round % 3)) in
+	1) measure off; measure on; measure empty ;;
+	2) measure on; measure empty; measure off ;;
+	*) measure empty; measure off; measure on ;;
+	esac
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{if(NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 HZ=$(getconf CLK_TCK)
@@ -97,9 +113,18 @@ row() { # name unit scale off on
 		printf "| live | %s | %.2f %s with flowlens | %.2f %s without | %.1f%% | ≥ 97%%: %s |\n", n, on/s, u, off/s, u, 100*r, (r>=0.97)?"met":"MISSED"}'
 }
 [ -n "${NOHEADER:-}" ] || { echo "| section | case | measured | baseline (same run) | ratio | goal |"; echo "|---|---|---|---|---|---|"; }
+floor() { # name unit scale off empty: an empty TC program, the floor of any TC hook
+	local off em
+	off=$(echo "$4" | median); em=$(echo "$5" | median)
+	awk -v n="$1" -v u="$2" -v s="$3" -v off="$off" -v em="$em" 'BEGIN{r=(off>0)?em/off:0;
+		printf "| live | %s, floor: empty TC programs only | %.2f %s with empty programs | %.2f %s without | %.1f%% | |\n", n, em/s, u, off/s, u, 100*r}'
+}
 row "UDP flood 64 B frames ns→root (TC ingress), 4 flows, median of $ROUNDS×${SECS}s" "Mpps" 1e6 "${OFF[udp]}" "${ON[udp]}"
+floor "UDP flood 64 B frames ns→root" "Mpps" 1e6 "${OFF[udp]}" "${EMPTY[udp]}"
 row "TCP bulk ns→root (iperf3, TC ingress)" "Gbit/s" 1e9 "${OFF[tcp]}" "${ON[tcp]}"
+floor "TCP bulk ns→root" "Gbit/s" 1e9 "${OFF[tcp]}" "${EMPTY[tcp]}"
 row "TCP bulk root→ns (iperf3 -R, TC egress)" "Gbit/s" 1e9 "${OFF[tcpr]}" "${ON[tcpr]}"
+floor "TCP bulk root→ns" "Gbit/s" 1e9 "${OFF[tcpr]}" "${EMPTY[tcpr]}"
 awk -v t=$CPU_TICKS -v hz=$HZ -v s=$CPU_SECS 'BEGIN{printf "| live | flowlens CPU during the traffic above | %.1f%% of one core | %d s of traffic | | |\n", 100*t/hz/s, s}'
 
 # Churn: flowlens on, many processes making short connections.
