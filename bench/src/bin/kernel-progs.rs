@@ -34,7 +34,10 @@ use flowlens_collector::{
     loader::{load_flow_object_from, possible_cpus, LoadOptions},
     readers::FlowMapReader,
 };
-use flowlens_ebpf::{abi::CNT_FLOW_MAP_FULL, bench_empty, flow, BENCH_EMPTY_OBJ, FLOW_OBJ};
+use flowlens_ebpf::{
+    abi::{CNT_FLOW_MAP_FULL, CNT_FLOW_SLOTS_FULL},
+    bench_empty, flow, BENCH_EMPTY_OBJ, FLOW_OBJ,
+};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Hook {
@@ -145,10 +148,14 @@ impl Objects {
         self.reader.clear();
     }
 
-    fn map_full(&self) -> anyhow::Result<u64> {
+    fn counter(&self, idx: u32) -> anyhow::Result<u64> {
         let c: PerCpuArray<_, u64> =
             PerCpuArray::try_from(self.flow.map(flow::MAP_COUNTERS).context("counters")?)?;
-        Ok(c.get(&CNT_FLOW_MAP_FULL, 0)?.iter().sum())
+        Ok(c.get(&idx, 0)?.iter().sum())
+    }
+
+    fn map_full(&self) -> anyhow::Result<u64> {
+        self.counter(CNT_FLOW_MAP_FULL)
     }
 }
 
@@ -260,8 +267,11 @@ fn main() -> anyhow::Result<()> {
     for hook in hooks {
         objs.clear_flows();
         // Steady state: fill, then sweep.
+        let hashed_before = objs.counter(CNT_FLOW_SLOTS_FULL)?;
         objs.sweep(false, hook, &many, &order, 1)?;
         let filled = objs.flow_count();
+        // One packet per flow in the fill: packets counted in the hash = flows there.
+        let in_hash = objs.counter(CNT_FLOW_SLOTS_FULL)? - hashed_before;
         let mut steady = Pair::new();
         for round in 0..rounds {
             for empty in [round % 2 == 0, round % 2 == 1] {
@@ -275,7 +285,7 @@ fn main() -> anyhow::Result<()> {
         }
         rows.push(steady.row(
             format!(
-                "{} {filled} flows steady state (1 run/pkt, {} pkts/round)",
+                "{} {filled} flows steady state ({in_hash} of them in the hash, {slots_per_cpu} slots/CPU; 1 run/pkt, {} pkts/round)",
                 hook.name(),
                 nflows as u64 * passes
             ),
