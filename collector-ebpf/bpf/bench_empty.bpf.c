@@ -22,3 +22,57 @@ int bench_empty_tc(struct __sk_buff *skb)
 {
 	return -1; /* TC_ACT_UNSPEC, as flowlens_tc */
 }
+
+/*
+ * The same floor for the socket and process hooks of sock.bpf.c: one empty
+ * program per hook, attached where flowlens attaches its own, so the
+ * sock-hooks benchmark reports each hook's cost beside the cost of running
+ * any program there (dispatch, and bpf_stats' own clock reads).
+ */
+SEC("tp_btf/sock_send_length")
+int bench_empty_sock_send(void *ctx)
+{
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int bench_empty_sock_recv(void *ctx)
+{
+	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int bench_empty_sock_state(void *ctx)
+{
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int bench_empty_exec(void *ctx)
+{
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int bench_empty_exit(void *ctx)
+{
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int bench_empty_accept4(void *ctx)
+{
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int bench_empty_accept(void *ctx)
+{
+	return 0;
+}
+
+SEC("cgroup_skb/egress")
+int bench_empty_icmp_egress(struct __sk_buff *skb)
+{
+	return 1;
+}

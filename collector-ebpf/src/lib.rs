@@ -20,6 +20,18 @@ pub mod bench_empty {
     pub const PROG_XDP: &str = "bench_empty_xdp";
     /// TC classifier returning `TC_ACT_UNSPEC`.
     pub const PROG_TC: &str = "bench_empty_tc";
+    /// Empty programs on the socket/process hooks, as (empty program,
+    /// flowlens program it stands beside).
+    pub const SOCK_HOOKS: [(&str, &str); 8] = [
+        ("bench_empty_sock_send", super::sock::PROG_SEND),
+        ("bench_empty_sock_recv", super::sock::PROG_RECV),
+        ("bench_empty_sock_state", super::sock::PROG_STATE),
+        ("bench_empty_exec", super::sock::PROG_EXEC),
+        ("bench_empty_exit", super::sock::PROG_EXIT),
+        ("bench_empty_accept4", super::sock::PROG_ACCEPT4),
+        ("bench_empty_accept", super::sock::PROG_ACCEPT),
+        ("bench_empty_icmp_egress", super::sock::PROG_ICMP_EGRESS),
+    ];
 }
 
 /// Program and map names inside [`FLOW_OBJ`].

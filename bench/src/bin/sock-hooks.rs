@@ -5,6 +5,13 @@
 //! wall time with the hooks attached against the same workload without them,
 //! interleaved round by round. Needs root.
 //!
+//! Each hook is reported beside an empty program attached to the same hook
+//! (bench_empty.bpf.o) and measured the same way in the same run: the floor
+//! of running any program there, bpf_stats' own clock reads included. A
+//! second workload, one connected UDP socket pair sending and receiving,
+//! measures the send/recv fast path (a socket already reported) and the
+//! per-packet cgroup_skb program.
+//!
 //! `sock-hooks [--conns=2000] [--execs=200] [--rounds=5] [--smoke]`.
 
 use std::collections::BTreeMap;
@@ -14,10 +21,69 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use aya::maps::{MapData, RingBuf};
+use aya::programs::{
+    links::CgroupAttachMode, BtfTracePoint, CgroupSkb, CgroupSkbAttachType, TracePoint,
+};
 use aya::sys::{enable_stats, Stats};
+use aya::{Btf, Ebpf, EbpfLoader};
 use flowlens_bench::{arg_u64, median, print_table, smoke_requested, Row};
 use flowlens_collector::loader::{load_sock_object, LoadOptions};
-use flowlens_ebpf::sock;
+use flowlens_ebpf::{bench_empty, sock, BENCH_EMPTY_OBJ};
+
+/// The empty programs of bench_empty.bpf.o, attached where flowlens attaches
+/// its socket/process hooks.
+fn load_empty() -> anyhow::Result<Ebpf> {
+    let btf = Btf::from_sys_fs().context("kernel BTF")?;
+    let mut bpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .load(BENCH_EMPTY_OBJ)
+        .context("loading bench_empty.bpf.o")?;
+    for (empty, real) in bench_empty::SOCK_HOOKS {
+        if let Some((_, tp)) = sock::TP_BTF.iter().find(|(p, _)| *p == real) {
+            let p: &mut BtfTracePoint = bpf.program_mut(empty).context(empty)?.try_into()?;
+            p.load(tp, &btf)
+                .with_context(|| format!("loading {empty}"))?;
+            p.attach()?;
+        } else if let Some((_, cat, tp)) = sock::TRACEPOINTS.iter().find(|(p, _, _)| *p == real) {
+            let p: &mut TracePoint = bpf.program_mut(empty).context(empty)?.try_into()?;
+            p.load()?;
+            p.attach(cat, tp)?;
+        } else {
+            let p: &mut CgroupSkb = bpf.program_mut(empty).context(empty)?.try_into()?;
+            p.load()?;
+            let root = flowlens_collector::enrich::cgroup2_mount().context("cgroup v2 mount")?;
+            let dir = std::fs::File::open(&root)?;
+            p.attach(&dir, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)?;
+        }
+    }
+    Ok(bpf)
+}
+
+fn stats_of(
+    bpf: &Ebpf,
+    names: &[&'static str],
+) -> anyhow::Result<BTreeMap<&'static str, (u64, u64)>> {
+    let mut m = BTreeMap::new();
+    for &name in names {
+        let info = bpf.program(name).context(name)?.info()?;
+        let ns = u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX);
+        m.insert(name, (ns, info.run_count()));
+    }
+    Ok(m)
+}
+
+fn add_delta(
+    into: &mut BTreeMap<&'static str, (u64, u64)>,
+    before: &BTreeMap<&'static str, (u64, u64)>,
+    after: BTreeMap<&'static str, (u64, u64)>,
+) {
+    for (name, (ns, cnt)) in after {
+        let (ns0, cnt0) = before.get(name).copied().unwrap_or((0, 0));
+        let e = into.entry(name).or_insert((0, 0));
+        e.0 += ns.saturating_sub(ns0);
+        e.1 += cnt.saturating_sub(cnt0);
+    }
+}
 
 fn workload(conns: u64, execs: u64) -> anyhow::Result<Duration> {
     let l = TcpListener::bind("127.0.0.1:0")?;
@@ -47,20 +113,26 @@ fn workload(conns: u64, execs: u64) -> anyhow::Result<Duration> {
     Ok(start.elapsed())
 }
 
+/// Steady traffic on one socket pair: the send/recv fast path (a socket
+/// already reported). `n` datagrams of 64 bytes over loopback UDP.
+fn workload_steady(n: u64) -> anyhow::Result<Duration> {
+    let a = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let b = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    a.connect(b.local_addr()?)?;
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    for _ in 0..n {
+        a.send(&buf)?;
+        b.recv(&mut buf)?;
+    }
+    Ok(start.elapsed())
+}
+
 fn all_progs() -> Vec<&'static str> {
     let mut v: Vec<&str> = sock::TP_BTF.iter().map(|(p, _)| *p).collect();
     v.extend(sock::TRACEPOINTS.iter().map(|(p, _, _)| *p));
+    v.push(sock::PROG_ICMP_EGRESS);
     v
-}
-
-fn stats(bpf: &aya::Ebpf) -> anyhow::Result<BTreeMap<&'static str, (u64, u64)>> {
-    let mut m = BTreeMap::new();
-    for name in all_progs() {
-        let info = bpf.program(name).context(name)?.info()?;
-        let ns = u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX);
-        m.insert(name, (ns, info.run_count()));
-    }
-    Ok(m)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -78,27 +150,39 @@ fn main() -> anyhow::Result<()> {
     let (mut off, mut on) = (Vec::new(), Vec::new());
     let mut per_prog: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     let mut events = 0u64;
+    let mut per_empty: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let (mut steady_prog, mut steady_empty) = (BTreeMap::new(), BTreeMap::new());
+    let steady = conns * 10;
+    let empties: Vec<&'static str> = bench_empty::SOCK_HOOKS.iter().map(|(e, _)| *e).collect();
     for round in 0..rounds {
-        for hooks in [round % 2 == 1, round % 2 == 0] {
-            if !hooks {
-                off.push(workload(conns, execs)?.as_secs_f64());
-                continue;
-            }
-            let mut bpf = load_sock_object(opts, true)?;
-            let mut ring: RingBuf<MapData> =
-                RingBuf::try_from(bpf.take_map(sock::MAP_EVENTS).context("ring buffer")?)?;
-            let before = stats(&bpf)?;
-            on.push(workload(conns, execs)?.as_secs_f64());
-            let after = stats(&bpf)?;
-            while let Some(item) = ring.next() {
-                drop(item);
-                events += 1;
-            }
-            for (name, (ns, cnt)) in after {
-                let (ns0, cnt0) = before.get(name).copied().unwrap_or((0, 0));
-                let e = per_prog.entry(name).or_insert((0, 0));
-                e.0 += ns - ns0;
-                e.1 += cnt - cnt0;
+        // off, flowlens, empty programs: the order rotates by round.
+        for phase in 0..3 {
+            match (phase + round) % 3 {
+                0 => off.push(workload(conns, execs)?.as_secs_f64()),
+                1 => {
+                    let mut bpf = load_sock_object(opts, true)?;
+                    let mut ring: RingBuf<MapData> =
+                        RingBuf::try_from(bpf.take_map(sock::MAP_EVENTS).context("ring buffer")?)?;
+                    let before = stats_of(&bpf, &all_progs())?;
+                    on.push(workload(conns, execs)?.as_secs_f64());
+                    let after = stats_of(&bpf, &all_progs())?;
+                    workload_steady(steady)?;
+                    add_delta(&mut steady_prog, &after, stats_of(&bpf, &all_progs())?);
+                    while let Some(item) = ring.next() {
+                        drop(item);
+                        events += 1;
+                    }
+                    add_delta(&mut per_prog, &before, after);
+                }
+                _ => {
+                    let bpf = load_empty()?;
+                    let before = stats_of(&bpf, &empties)?;
+                    workload(conns, execs)?;
+                    let after = stats_of(&bpf, &empties)?;
+                    workload_steady(steady)?;
+                    add_delta(&mut steady_empty, &after, stats_of(&bpf, &empties)?);
+                    add_delta(&mut per_empty, &before, after);
+                }
             }
         }
     }
@@ -107,12 +191,39 @@ fn main() -> anyhow::Result<()> {
     for (name, (ns, cnt)) in &per_prog {
         tot_ns += ns;
         tot_cnt += cnt;
+        let per_run = *ns as f64 / (*cnt).max(1) as f64;
+        let empty = bench_empty::SOCK_HOOKS
+            .iter()
+            .find(|(_, real)| real == name)
+            .and_then(|(e, _)| per_empty.get(e))
+            .map(|(ns, cnt)| *ns as f64 / (*cnt).max(1) as f64);
         rows.push(Row {
             section: "hooks",
             case: format!("{name}: ns per run (bpf_stats)"),
-            value: format!("{:.0} ns", *ns as f64 / (*cnt).max(1) as f64),
-            baseline: String::new(),
-            ratio: format!("{cnt} runs"),
+            value: format!("{per_run:.0} ns ({cnt} runs)"),
+            baseline: empty.map_or(String::new(), |e| format!("empty program {e:.0} ns")),
+            ratio: empty.map_or(String::new(), |e| format!("{:.2}×", per_run / e.max(1.0))),
+            goal: String::new(),
+        });
+    }
+    for (name, empty) in [
+        (sock::PROG_SEND, "bench_empty_sock_send"),
+        (sock::PROG_RECV, "bench_empty_sock_recv"),
+        (sock::PROG_ICMP_EGRESS, "bench_empty_icmp_egress"),
+    ] {
+        let per = |m: &BTreeMap<&str, (u64, u64)>, k: &str| {
+            m.get(k)
+                .map_or(0.0, |(ns, cnt)| *ns as f64 / (*cnt).max(1) as f64)
+        };
+        let (f, e) = (per(&steady_prog, name), per(&steady_empty, empty));
+        rows.push(Row {
+            section: "hooks",
+            case: format!(
+                "{name} on steady traffic (socket already reported): one connected UDP socket pair, {steady} × (send + recv 64 B)"
+            ),
+            value: format!("{f:.0} ns per run"),
+            baseline: format!("empty program {e:.0} ns"),
+            ratio: format!("{:.2}×", f / e.max(1.0)),
             goal: String::new(),
         });
     }
