@@ -45,44 +45,10 @@ fn hook_of(h: u8) -> Hook {
 
 /// Sums the per-CPU values of one flow into an observation.
 pub fn observation(key: &FlowKey, per_cpu: &[FlowValue]) -> FlowObservation {
-    let mut packets = 0u64;
-    let mut bytes = 0u64;
-    let mut first = u64::MAX;
-    let mut last = 0u64;
-    let mut tcp_flags = 0u8;
-    let mut flags = 0u8;
-    for v in per_cpu {
-        if v.packets == 0 {
-            continue;
-        }
-        packets = packets.saturating_add(v.packets);
-        bytes = bytes.saturating_add(v.bytes);
-        first = first.min(v.first_seen_ns);
-        last = last.max(v.last_seen_ns);
-        tcp_flags |= v.tcp_flags;
-        flags |= v.flags;
-    }
-    if first == u64::MAX {
-        first = 0;
-    }
-    FlowObservation {
-        tuple: FlowTuple {
-            proto: key.proto,
-            src: mapped_to_ip(key.src),
-            dst: mapped_to_ip(key.dst),
-            sport: key.sport,
-            dport: key.dport,
-        },
-        ifindex: key.ifindex,
-        hook: hook_of(key.hook),
-        packets,
-        bytes,
-        first_seen_ns: first,
-        last_seen_ns: last,
-        tcp_flags,
-        initiator: flags & abi::FLOW_F_INITIATOR != 0,
-        responder: flags & abi::FLOW_F_RESPONDER != 0,
-    }
+    let sum = sum_per_cpu(per_cpu);
+    let mut acc = FlowAcc::default();
+    acc.add(sum.packets, sum.bytes, &sum);
+    observation_of(key, &acc)
 }
 
 /// The kernel key of an observation, for deleting evicted entries.

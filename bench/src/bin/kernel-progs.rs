@@ -136,6 +136,25 @@ impl Objects {
         Ok(total as f64 / (order.len() as u64 * passes) as f64)
     }
 
+    /// ms of a full drain (every key reported, as after a restart of the
+    /// reader) and of an idle drain (nothing new), medians of `rounds`.
+    fn drain_ms(&mut self, rounds: u64) -> (f64, f64, usize) {
+        let (mut full, mut idle, mut n) = (Vec::new(), Vec::new(), 0);
+        let mut obs = Vec::new();
+        for _ in 0..rounds {
+            obs.clear();
+            self.reader.clear_totals();
+            let t = std::time::Instant::now();
+            n = self.reader.drain(&mut obs);
+            full.push(t.elapsed().as_secs_f64() * 1e3);
+            obs.clear();
+            let t = std::time::Instant::now();
+            self.reader.drain(&mut obs);
+            idle.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        (median(&full), median(&idle), n)
+    }
+
     /// Distinct flow keys counted so far (slots and hash).
     fn flow_count(&mut self) -> usize {
         let mut obs = Vec::new();
@@ -185,6 +204,42 @@ impl Pair {
             goal: goal.map(|g| goal_max(ratio, g)).unwrap_or_default(),
         }
     }
+}
+
+/// The collector's reader over the filled table, beside a plain copy of as
+/// many bytes as it scans (the floor of any full read).
+fn drain_rows(objs: &mut Objects, rounds: u64, slots_per_cpu: u32) -> Vec<Row> {
+    let slots = possible_cpus() * slots_per_cpu as usize;
+    let bytes = slots * 128;
+    let src = vec![1u8; bytes.max(1)];
+    let mut dst = vec![0u8; bytes.max(1)];
+    let mut copy = Vec::new();
+    for _ in 0..rounds {
+        let t = std::time::Instant::now();
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&dst);
+        copy.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let floor = median(&copy);
+    let (full, idle, n) = objs.drain_ms(rounds);
+    let row = |case: String, ms: f64| Row {
+        section: "kernel",
+        case,
+        value: format!("{ms:.2} ms"),
+        baseline: format!("copy of {} MiB {floor:.2} ms", bytes >> 20),
+        ratio: format!("{:.2}×", ms / floor.max(1e-6)),
+        goal: String::new(),
+    };
+    vec![
+        row(
+            format!("reader: drain of {n} flows from {slots} slots + hash, every key reported"),
+            full,
+        ),
+        row(
+            format!("reader: drain of the same table with no new packets ({slots} slots scanned)"),
+            idle,
+        ),
+    ]
 }
 
 fn main() -> anyhow::Result<()> {
@@ -272,6 +327,9 @@ fn main() -> anyhow::Result<()> {
         let filled = objs.flow_count();
         // One packet per flow in the fill: packets counted in the hash = flows there.
         let in_hash = objs.counter(CNT_FLOW_SLOTS_FULL)? - hashed_before;
+        if hook == Hook::Xdp {
+            rows.extend(drain_rows(&mut objs, rounds, slots_per_cpu));
+        }
         let mut steady = Pair::new();
         for round in 0..rounds {
             for empty in [round % 2 == 0, round % 2 == 1] {
