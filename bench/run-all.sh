@@ -23,9 +23,10 @@ for b in "flowlens-correlator correlator" "flowlens-collector readers"; do
 	cargo bench -q -p "$1" --bench "$2" -- "${CRIT[@]}" >"$OUT" 2>/dev/null
 	# "name\n  time: [lo mid hi]\n  thrpt: [lo mid hi]" -> one row per benchmark.
 	awk -v crate="$1" '
-		/^[a-z_]+\/[A-Za-z0-9_]+/ { name = $1 }
-		/time:/ { sub(/.*time: *\[/, ""); split($0, t, " "); time = t[3] " " t[4] }
-		/thrpt:/ { sub(/.*thrpt: *\[/, ""); split($0, r, " "); printf "| userspace | %s %s | %s | | %s %s | |\n", crate, name, time, r[3], r[4] }
+		/^[a-z_]+\/[A-Za-z0-9_]+/ { name = $1; skip = 0 }
+		/change:/ { skip = 1 } # the comparison with the previous run: not a measurement
+		/time:/ && !skip { sub(/.*time: *\[/, ""); split($0, t, " "); time = t[3] " " t[4] }
+		/thrpt:/ && !skip { sub(/.*thrpt: *\[/, ""); split($0, r, " "); printf "| userspace | %s %s | %s | | %s %s | |\n", crate, name, time, r[3], r[4] }
 		/^Testing / { printf "| userspace | %s %s | ran (smoke) | | | |\n", crate, $2 }
 	' "$OUT"
 done
