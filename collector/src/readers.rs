@@ -85,27 +85,9 @@ unsafe impl Send for SlotView {}
 
 impl SlotView {
     fn new(map: MapData, slots: usize) -> std::io::Result<Self> {
-        let size = slots
-            .checked_mul(size_of::<FlowSlot>())
-            .ok_or_else(|| std::io::Error::other("slot table size overflows"))?;
-        // SAFETY: sysconf has no memory-safety preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        let len_bytes = size.div_ceil(page) * page;
-        // SAFETY: a fresh shared mapping of the map's fd; the kernel checks
-        // the length against the array and the fd against BPF_F_MMAPABLE.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len_bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
+        let len_bytes = mapping_len(slots)?;
+        // Read-only: the collector never writes the kernel's counters.
+        let ptr = map_fd(&map, len_bytes, libc::PROT_READ)?;
         Ok(Self {
             _map: map,
             ptr: ptr.cast(),
@@ -149,12 +131,21 @@ impl SlotView {
         }
     }
 
-    /// Zeroes every slot (benchmarks and tests, with no program running).
-    pub fn clear(&mut self) {
-        // SAFETY: the whole mapping is ours to write; zero is a valid FlowSlot.
+    /// Zeroes every slot through a second, writable mapping (benchmarks and
+    /// tests, with no program running); the reading mapping stays read-only.
+    fn clear(&mut self) -> std::io::Result<()> {
+        let w = map_fd(
+            &self._map,
+            self.len_bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+        )?;
+        // SAFETY: w maps len_bytes >= slots * size_of::<FlowSlot>() bytes; zero
+        // is a valid FlowSlot; w is unmapped right after.
         unsafe {
-            std::ptr::write_bytes(self.ptr.cast::<u8>(), 0, self.slots * size_of::<FlowSlot>())
-        };
+            std::ptr::write_bytes(w.cast::<u8>(), 0, self.slots * size_of::<FlowSlot>());
+            libc::munmap(w, self.len_bytes);
+        }
+        Ok(())
     }
 }
 
@@ -162,6 +153,37 @@ impl Drop for SlotView {
     fn drop(&mut self) {
         // SAFETY: ptr/len_bytes are exactly what mmap returned.
         unsafe { libc::munmap(self.ptr.cast(), self.len_bytes) };
+    }
+}
+
+/// Page-rounded length of a mapping of `slots` slots.
+fn mapping_len(slots: usize) -> std::io::Result<usize> {
+    let size = slots
+        .checked_mul(size_of::<FlowSlot>())
+        .ok_or_else(|| std::io::Error::other("slot table size overflows"))?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    Ok(size.div_ceil(page) * page)
+}
+
+/// A shared mapping of a `BPF_F_MMAPABLE` map's values.
+fn map_fd(map: &MapData, len: usize, prot: libc::c_int) -> std::io::Result<*mut libc::c_void> {
+    // SAFETY: a fresh shared mapping of the map's fd; the kernel checks the
+    // length against the array and the fd against BPF_F_MMAPABLE.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            map.fd().as_fd().as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(ptr)
     }
 }
 
@@ -422,9 +444,9 @@ impl FlowMapReader {
 
     /// Empties the slots, the hash and the reader's memory (benchmarks and
     /// tests; no program may be running on the maps).
-    pub fn clear(&mut self) {
+    pub fn clear(&mut self) -> std::io::Result<()> {
         if let Some(view) = self.slots.as_mut() {
-            view.clear();
+            view.clear()?;
         }
         self.mirror
             .iter_mut()
@@ -435,6 +457,7 @@ impl FlowMapReader {
         }
         self.hash_last.clear();
         self.acc.clear();
+        Ok(())
     }
 
     /// Forgets the per-key totals and what was read (not the kernel's

@@ -163,8 +163,8 @@ impl Objects {
         obs.len()
     }
 
-    fn clear_flows(&mut self) {
-        self.reader.clear();
+    fn clear_flows(&mut self) -> anyhow::Result<()> {
+        self.reader.clear().context("emptying the flow slots")
     }
 
     fn counter(&self, idx: u32) -> anyhow::Result<u64> {
@@ -320,7 +320,7 @@ fn main() -> anyhow::Result<()> {
     // does not arrive in allocation order, so the sweeps use another shuffle.
     let sweep_order = frames::shuffled(nflows, 0xbeef);
     for hook in hooks {
-        objs.clear_flows();
+        objs.clear_flows()?;
         // Steady state: fill, then sweep.
         let hashed_before = objs.counter(CNT_FLOW_SLOTS_FULL)?;
         objs.sweep(false, hook, &many, &order, 1)?;
@@ -352,7 +352,7 @@ fn main() -> anyhow::Result<()> {
         // New flows into an empty map.
         let mut fresh = Pair::new();
         for round in 0..new_rounds {
-            objs.clear_flows();
+            objs.clear_flows()?;
             let order = frames::shuffled(nflows, 0x5eed + round);
             for empty in [round % 2 == 0, round % 2 == 1] {
                 let ns = objs.sweep(empty, hook, &many, &order, 1)?;
