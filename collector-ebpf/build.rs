@@ -46,7 +46,8 @@ fn main() {
             .expect("file name");
         let obj = out.join(format!("{stem}.o"));
         let output = Command::new(&clang)
-            // v3 (kernel >= 5.1): fetching atomics (flow slot claims), jmp32.
+            // v3: jmp32 and fetching atomics (flow slot claims; the kernel needs
+            // >= 5.12 to accept those, below the 6.3 the socket hooks need).
             .args([
                 "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror",
             ])

@@ -148,8 +148,10 @@ struct {
 	__type(value, struct flow_slot);
 } flowlens_slots SEC(".maps");
 
+/* Written by the collector through mmap with one aligned 8-byte store. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct flow_ctl);
@@ -276,6 +278,8 @@ static __always_inline __u32 slot_hash(const struct flow_key *k)
 	return h >> 32;
 }
 
+#define READ_ONCE_U64(x) (*(volatile __u64 *)&(x))
+
 static __always_inline int key_eq(const struct flow_key *a, const struct flow_key *b)
 {
 	const __u64 *x = (const void *)a, *y = (const void *)b;
@@ -308,8 +312,11 @@ static __always_inline int slot_count(struct flow_key *key, __u64 packets, __u64
 		__u32 idx = base + ((h + i) & mask);
 
 		s = bpf_map_lookup_elem(&flowlens_slots, &idx);
-		if (!s)
+		if (!s) {
+			/* a CPU beyond the table (not sized for it): the hash counts it */
+			count(CNT_FLOW_SLOTS_FULL);
 			return 0;
+		}
 		if (s->seq == 0) {
 			if (!free)
 				free = s;
@@ -322,7 +329,7 @@ static __always_inline int slot_count(struct flow_key *key, __u64 packets, __u64
 		if (!free) {
 			if (!ctl)
 				ctl = bpf_map_lookup_elem(&flowlens_ctl, &zero);
-			if (ctl && s->val.last_seen_ns < ctl->reclaim_before_ns)
+			if (ctl && s->val.last_seen_ns < READ_ONCE_U64(ctl->reclaim_before_ns))
 				free = s;
 		}
 	}

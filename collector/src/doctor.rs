@@ -50,8 +50,8 @@ pub fn checks() -> Vec<Check> {
     let mut out = Vec::new();
     let rel = kernel_release();
     out.push(check(
-        "kernel >= 5.8 (ring buffer, CAP_BPF)",
-        kernel_at_least(&rel, 5, 8),
+        "kernel >= 6.3 (sock_send/recv_length tracepoints; older kernels fall back to AF_PACKET)",
+        kernel_at_least(&rel, 6, 3),
         true,
         format!("running {rel}"),
     ));
@@ -202,7 +202,8 @@ mod tests {
 
     #[test]
     fn kernel_versions_compare() {
-        assert!(kernel_at_least("6.18.44-fc-v657", 5, 8));
+        assert!(kernel_at_least("6.18.44-fc-v657", 6, 3));
+        assert!(!kernel_at_least("6.1.0-18-amd64", 6, 3));
         assert!(kernel_at_least("5.8.0", 5, 8));
         assert!(!kernel_at_least("5.4.0-100-generic", 5, 8));
         assert!(!kernel_at_least("garbage", 5, 8));

@@ -115,9 +115,27 @@ pub struct LoadOptions {
     pub flow_slots_per_cpu: u32,
 }
 
-/// Possible CPUs (bpf_get_smp_processor_id() is below this).
+/// Highest possible CPU id + 1 (bpf_get_smp_processor_id() is below this;
+/// with holes in the possible set it exceeds the number of CPUs).
 pub fn possible_cpus() -> usize {
-    aya::util::nr_cpus().unwrap_or(1).max(1)
+    std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|s| cpu_list_end(&s))
+        .unwrap_or_else(|| aya::util::nr_cpus().unwrap_or(1))
+        .max(1)
+}
+
+/// Highest id + 1 of a kernel CPU list ("0-3", "0,2-3", "0").
+pub fn cpu_list_end(list: &str) -> Option<usize> {
+    list.trim()
+        .split(',')
+        .map(|part| {
+            part.rsplit('-')
+                .next()
+                .and_then(|n| n.trim().parse::<usize>().ok())
+        })
+        .try_fold(0usize, |max, n| n.map(|n| max.max(n + 1)))
+        .filter(|n| *n > 0)
 }
 
 /// Entries of the slot table for `slots_per_cpu` (0 when off).
@@ -463,4 +481,19 @@ impl Default for FlowAttachments {
 /// Logs a warning once per interface that cannot be monitored.
 pub fn warn_attach(iface: &Iface, e: &LoadError) {
     warn!(iface = %iface.name, error = %e, "Cannot monitor interface; its traffic is not counted.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_end_after_their_highest_id() {
+        assert_eq!(cpu_list_end("0-1\n"), Some(2));
+        assert_eq!(cpu_list_end("0"), Some(1));
+        assert_eq!(cpu_list_end("0,2-3"), Some(4));
+        assert_eq!(cpu_list_end("0-3,8-11"), Some(12));
+        assert_eq!(cpu_list_end(""), None);
+        assert_eq!(cpu_list_end("x"), None);
+    }
 }

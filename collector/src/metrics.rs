@@ -25,9 +25,7 @@ pub struct SelfMetrics {
     /// Flow slots skipped because they were changing hands while read (their
     /// new flow is read at the next interval; not a loss).
     pub flow_slot_reads_busy: u64,
-    /// Failed writes of the slot reclaim horizon (slots then keep their
-    /// flows, new flows go to the hash; not a loss by itself).
-    pub flow_ctl_errors: u64,
+
     /// Interfaces monitored now.
     pub interfaces_monitored: u64,
     /// Interface attach failures.

@@ -255,7 +255,6 @@ impl Pipeline {
             m.flow_read_races = self.reader.read_races;
             m.flow_keys_tracked = self.reader.tracked_keys() as u64;
             m.flow_slot_reads_busy = self.reader.slots_busy;
-            m.flow_ctl_errors = self.reader.ctl_errors;
             m.kernel = kernel;
             m.table = self.table.stats();
             m.influx = self.influx.as_ref().map(|s| s.snapshot());

@@ -9,10 +9,10 @@ use std::{
 use std::{
     mem::size_of,
     os::fd::{AsFd, AsRawFd},
-    sync::atomic::{fence, AtomicU32, Ordering},
+    sync::atomic::{fence, AtomicU32, AtomicU64, Ordering},
 };
 
-use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap};
+use aya::maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap};
 use flowlens_correlator::types::{FlowObservation, FlowTuple, Hook, Role, TcpStateChange};
 use flowlens_ebpf::abi::{
     self, FlowCtl, FlowKey, FlowSlot, FlowValue, IcmpEchoKey, ProcEvent, SockEvent, TcpStateEvent,
@@ -122,7 +122,19 @@ impl SlotView {
             return SlotRead::Busy;
         }
         // SAFETY: in bounds; FlowSlot is plain old data, any bytes are valid.
-        let copy = unsafe { std::ptr::read_volatile(slot) };
+        let mut copy = unsafe { std::ptr::read_volatile(slot) };
+        // The counters again, each as one 8-byte load (the kernel adds to them
+        // while we read; a byte-wise torn copy could run ahead of the truth).
+        // SAFETY: in bounds; the fields are 8-byte aligned (slot offset 56 +
+        // 8k in a 128-byte-aligned slot) and AtomicU64 has the layout of u64.
+        unsafe {
+            let val = std::ptr::addr_of!((*slot).val);
+            let load = |p: *const u64| (*p.cast::<AtomicU64>()).load(Ordering::Relaxed);
+            copy.val.packets = load(std::ptr::addr_of!((*val).packets));
+            copy.val.bytes = load(std::ptr::addr_of!((*val).bytes));
+            copy.val.first_seen_ns = load(std::ptr::addr_of!((*val).first_seen_ns));
+            copy.val.last_seen_ns = load(std::ptr::addr_of!((*val).last_seen_ns));
+        }
         fence(Ordering::Acquire);
         if seq.load(Ordering::Relaxed) == before {
             SlotRead::Stable(copy)
@@ -150,6 +162,48 @@ impl SlotView {
 }
 
 impl Drop for SlotView {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len_bytes are exactly what mmap returned.
+        unsafe { libc::munmap(self.ptr.cast(), self.len_bytes) };
+    }
+}
+
+/// `flowlens_ctl` mapped writable: the reclaim horizon is published with
+/// one aligned 8-byte store, which the kernel's 8-byte load cannot see torn
+/// (an update through the bpf() syscall copies bytes).
+struct CtlView {
+    /// Keeps the map alive.
+    _map: MapData,
+    ptr: *mut FlowCtl,
+    len_bytes: usize,
+}
+
+// SAFETY: as for SlotView.
+unsafe impl Send for CtlView {}
+
+impl CtlView {
+    fn new(map: MapData) -> std::io::Result<Self> {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let len_bytes = size_of::<FlowCtl>().div_ceil(page) * page;
+        let ptr = map_fd(&map, len_bytes, libc::PROT_READ | libc::PROT_WRITE)?;
+        Ok(Self {
+            _map: map,
+            ptr: ptr.cast(),
+            len_bytes,
+        })
+    }
+
+    fn store_reclaim_before(&self, ns: u64) {
+        // SAFETY: ptr maps at least one FlowCtl; its first field is an aligned
+        // u64 (page-aligned mapping), and AtomicU64 has the layout of u64.
+        let field =
+            unsafe { &*std::ptr::addr_of!((*self.ptr).reclaim_before_ns).cast::<AtomicU64>() };
+        field.store(ns, Ordering::Release);
+    }
+}
+
+impl Drop for CtlView {
     fn drop(&mut self) {
         // SAFETY: ptr/len_bytes are exactly what mmap returned.
         unsafe { libc::munmap(self.ptr.cast(), self.len_bytes) };
@@ -198,8 +252,11 @@ enum SlotRead {
 #[derive(Clone, Copy, Default)]
 struct SlotMirror {
     seq: u32,
+    tcp_flags: u8,
+    flags: u8,
     packets: u64,
     bytes: u64,
+    last_seen_ns: u64,
 }
 
 /// Cumulative totals of one flow key over the slots and the hash.
@@ -247,7 +304,7 @@ const RECLAIM_MARGIN_NS: u64 = 1_000_000_000;
 pub struct FlowMapReader {
     map: PerCpuHashMap<MapData, FlowKey, FlowValue>,
     slots: Option<SlotView>,
-    ctl: Option<Array<MapData, FlowCtl>>,
+    ctl: Option<CtlView>,
     mirror: Vec<SlotMirror>,
     hash_last: std::collections::HashMap<FlowKey, (u64, u64)>,
     acc: std::collections::HashMap<FlowKey, FlowAcc>,
@@ -260,8 +317,6 @@ pub struct FlowMapReader {
     /// How long a slot must have been idle before a read for the kernel to
     /// reclaim it (default 1 s; must exceed one kernel tick).
     pub reclaim_margin_ns: u64,
-    /// Failed writes of the reclaim horizon (slots then stay with their flows).
-    pub ctl_errors: u64,
 }
 
 impl FlowMapReader {
@@ -278,7 +333,6 @@ impl FlowMapReader {
             delete_errors: 0,
             slots_busy: 0,
             reclaim_margin_ns: RECLAIM_MARGIN_NS,
-            ctl_errors: 0,
         }
     }
 
@@ -288,12 +342,12 @@ impl FlowMapReader {
         map: PerCpuHashMap<MapData, FlowKey, FlowValue>,
         slots_map: MapData,
         slots: usize,
-        ctl: Array<MapData, FlowCtl>,
+        ctl: MapData,
     ) -> std::io::Result<Self> {
         let mut r = Self::new(map);
         r.slots = Some(SlotView::new(slots_map, slots)?);
         r.mirror = vec![SlotMirror::default(); slots];
-        r.ctl = Some(ctl);
+        r.ctl = Some(CtlView::new(ctl)?);
         Ok(r)
     }
 
@@ -314,8 +368,10 @@ impl FlowMapReader {
             aya::maps::Map::Array(data) => data,
             _ => return Err(format!("map {} is not an array", flow::MAP_SLOTS)),
         };
-        let ctl = Array::try_from(take(bpf, flow::MAP_CTL)?)
-            .map_err(|e| format!("map {}: {e}", flow::MAP_CTL))?;
+        let ctl = match take(bpf, flow::MAP_CTL)? {
+            aya::maps::Map::Array(data) => data,
+            _ => return Err(format!("map {} is not an array", flow::MAP_CTL)),
+        };
         let entries = crate::loader::slot_entries(slots_per_cpu);
         Self::with_slots(hash, slots, entries, ctl)
             .map_err(|e| format!("mapping {} ({entries} slots): {e}", flow::MAP_SLOTS))
@@ -335,7 +391,8 @@ impl FlowMapReader {
                         continue;
                     }
                 };
-                let (dp, db) = if slot.seq == m.seq {
+                let same = slot.seq == m.seq;
+                let (dp, db) = if same {
                     (
                         slot.val.packets.saturating_sub(m.packets),
                         slot.val.bytes.saturating_sub(m.bytes),
@@ -343,14 +400,30 @@ impl FlowMapReader {
                 } else {
                     (slot.val.packets, slot.val.bytes)
                 };
+                if dp != 0 || db != 0 {
+                    let mut v = slot.val;
+                    if same && m.packets != 0 && !self.acc.contains_key(&slot.key) {
+                        // The key's conversation was evicted (remove()) while this slot
+                        // kept counting it: the new conversation starts after what was
+                        // read, and carries no flags seen before (a flag set both then
+                        // and now is lost, never a stale one reported).
+                        v.first_seen_ns = v
+                            .first_seen_ns
+                            .max(m.last_seen_ns.saturating_add(1))
+                            .min(v.last_seen_ns);
+                        v.tcp_flags &= !m.tcp_flags;
+                        v.flags &= !m.flags;
+                    }
+                    self.acc.entry(slot.key).or_default().add(dp, db, &v);
+                }
                 *m = SlotMirror {
                     seq: slot.seq,
+                    tcp_flags: slot.val.tcp_flags,
+                    flags: slot.val.flags,
                     packets: slot.val.packets,
                     bytes: slot.val.bytes,
+                    last_seen_ns: slot.val.last_seen_ns,
                 };
-                if dp != 0 || db != 0 {
-                    self.acc.entry(slot.key).or_default().add(dp, db, &slot.val);
-                }
             }
         }
         for item in self.map.iter() {
@@ -384,15 +457,8 @@ impl FlowMapReader {
     }
 
     fn publish_reclaim(&mut self, started: u64) {
-        let Some(ctl) = self.ctl.as_mut() else {
-            return;
-        };
-        let v = FlowCtl {
-            reclaim_before_ns: started.saturating_sub(self.reclaim_margin_ns),
-            pad: [0; 7],
-        };
-        if ctl.set(0, v, 0).is_err() {
-            self.ctl_errors += 1;
+        if let Some(ctl) = &self.ctl {
+            ctl.store_reclaim_before(started.saturating_sub(self.reclaim_margin_ns));
         }
     }
 
@@ -401,12 +467,17 @@ impl FlowMapReader {
     pub fn remove(&mut self, tuple: &FlowTuple, ifindex: u32, hook: Hook) {
         let key = flow_key(tuple, ifindex, hook);
         self.acc.remove(&key);
-        self.hash_last.remove(&key);
-        match self.map.remove(&key) {
-            Ok(()) => {}
-            Err(MapError::KeyNotFound) => {}
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(_) => self.delete_errors += 1,
+        let gone = match self.map.remove(&key) {
+            Ok(()) | Err(MapError::KeyNotFound) => true,
+            Err(MapError::SyscallError(e)) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+            Err(_) => false,
+        };
+        if gone {
+            self.hash_last.remove(&key);
+        } else {
+            // The entry stays: keep what was read of it, so only packets
+            // added from now on count (for a new conversation).
+            self.delete_errors += 1;
         }
     }
 
@@ -473,14 +544,8 @@ impl FlowMapReader {
     /// Sets the reclaim horizon directly (tests): slots idle since before
     /// `ns` (CLOCK_MONOTONIC) may be reclaimed by the kernel.
     pub fn set_reclaim_before(&mut self, ns: u64) {
-        if let Some(ctl) = self.ctl.as_mut() {
-            let v = FlowCtl {
-                reclaim_before_ns: ns,
-                pad: [0; 7],
-            };
-            if ctl.set(0, v, 0).is_err() {
-                self.ctl_errors += 1;
-            }
+        if let Some(ctl) = &self.ctl {
+            ctl.store_reclaim_before(ns);
         }
     }
 }

@@ -1063,3 +1063,56 @@ fn concurrent_reads_and_reclaims_count_every_packet_once() {
         "and some packets waited in the hash"
     );
 }
+
+/// A conversation the collector evicted while its slot kept the key: when
+/// the flow comes back, the reader reports only what came after — its
+/// packets, bytes, a first_seen after the old last packet and no flags from
+/// before — as a new conversation.
+#[test]
+fn evicted_flow_that_returns_starts_fresh() {
+    pin_to_cpu(0);
+    let h = Harness::with_slots(1024, 64);
+    let syn = v4(A4, B4, IPPROTO_TCP, &tcp(40000, 80, TCP_SYN, &[], &[]));
+    let ack = v4(
+        A4,
+        B4,
+        IPPROTO_TCP,
+        &tcp(40000, 80, TCP_ACK, &[], &filler(10)),
+    );
+    h.xdp(&syn);
+    let mut obs = Vec::new();
+    h.reader().drain(&mut obs);
+    assert_eq!(obs.len(), 1);
+    let old = obs[0];
+    assert_eq!(
+        (old.packets, old.tcp_flags, old.initiator),
+        (1, TCP_SYN, true)
+    );
+    // The correlator evicts the conversation; the slot keeps the key.
+    h.reader().remove(&old.tuple, old.ifindex, old.hook);
+    assert_eq!(h.reader().tracked_keys(), 0);
+    std::thread::sleep(std::time::Duration::from_millis(20)); // a few ticks
+    h.xdp(&ack);
+    obs.clear();
+    h.reader().drain(&mut obs);
+    unpin();
+    assert_eq!(obs.len(), 1, "{obs:?}");
+    let new = obs[0];
+    assert_eq!((new.packets, new.bytes), (1, 50), "only the new packet");
+    assert_eq!(
+        new.tcp_flags, TCP_ACK,
+        "no SYN from the evicted conversation"
+    );
+    assert!(!new.initiator);
+    assert!(
+        new.first_seen_ns > old.last_seen_ns,
+        "first_seen {} must follow the evicted conversation's last packet {}",
+        new.first_seen_ns,
+        old.last_seen_ns
+    );
+    assert_eq!(
+        h.reader().slot_snapshot().len(),
+        1,
+        "still one slot: the same occupancy"
+    );
+}
