@@ -9,8 +9,10 @@
  * collector joins it by cookie.
  *
  * flowlens_sock_seen: cookie -> (tuple hash & ~ROLE_MASK) | role. A socket
- * is reported again only when its tuple changes (UDP connect after sends);
- * the role decided first sticks to the cookie.
+ * is reported again when its tuple changes (UDP connect after sends), and by
+ * send/recv when it is still in use fl_refresh_ns after its last report (the
+ * collector forgets owners nothing referenced for a while, e.g. of a
+ * connection idle for minutes); the role decided first sticks to the cookie.
  *
  * ICMP: raw and ping sockets are reported at send time (the owner's context)
  * with role client; ping sockets carry the echo identifier as their local
@@ -59,13 +61,55 @@ struct {
 	__type(value, __u64);
 } flowlens_icmp_echo SEC(".maps");
 
-/* Per-socket copy of the reported tuple hash: the send/recv fast path. */
+/*
+ * Per-socket copy of what was reported and when: the send/recv fast path. A
+ * socket in use is reported again once fl_refresh_ns has passed, so the
+ * collector, which forgets owners it has not needed for a while, learns an
+ * idle connection's owner again when it wakes up.
+ */
+struct sk_local {
+	__u64 hash;        /* tuple_hash() as reported */
+	__u64 reported_ns; /* tick_ns() of the report */
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, __u64);
+	__type(value, struct sk_local);
 } flowlens_sk_seen SEC(".maps");
+
+/* Set by the collector at load time (must stay below its owner grace period). */
+const volatile __u64 fl_refresh_ns = 60000000000ULL;
+
+/* Per-CPU clock cache, as in flow.bpf.c: no clock read per call. */
+struct sock_clock {
+	__u64 jiffies;
+	__u64 ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sock_clock);
+} flowlens_sock_clock SEC(".maps");
+
+/* CLOCK_MONOTONIC at most one tick old (bpf_jiffies64() is inlined to a load). */
+static __always_inline __u64 tick_ns(void)
+{
+	__u32 zero = 0;
+	struct sock_clock *c = bpf_map_lookup_elem(&flowlens_sock_clock, &zero);
+	__u64 j = bpf_jiffies64();
+
+	if (!c)
+		return bpf_ktime_get_ns();
+	if (c->jiffies != j) {
+		c->jiffies = j;
+		c->ns = bpf_ktime_get_ns();
+	}
+	return c->ns;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -230,7 +274,9 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, __u8 hook)
 {
 	struct sk_tuple t;
 	__u16 family, proto;
-	__u64 cookie, hash, *seen, *local;
+	__u64 cookie, hash, now, *seen;
+	struct sk_local *local;
+	int refresh = 0;
 	__u8 role;
 
 	/* a failed call (EAGAIN on an empty socket ...) says nothing about the role */
@@ -260,13 +306,17 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, __u8 hook)
 		t.rport = 0;
 	}
 	hash = tuple_hash(&t);
+	now = tick_ns();
 	local = bpf_sk_storage_get(&flowlens_sk_seen, sk, 0, 0);
-	if (local && *local == hash)
-		return 0;
+	if (local && local->hash == hash) {
+		if (now - local->reported_ns < fl_refresh_ns)
+			return 0;
+		refresh = 1; /* in use long after its report: report it again */
+	}
 	cookie = bpf_get_socket_cookie(sk);
 	seen = bpf_map_lookup_elem(&flowlens_sock_seen, &cookie);
 	if (seen) {
-		if ((*seen & ~ROLE_MASK) == hash)
+		if ((*seen & ~ROLE_MASK) == hash && !refresh)
 			goto remember; /* reported by connect/accept, or storage was full */
 		role = *seen & ROLE_MASK;
 	} else if (proto != IPPROTO_TCP) {
@@ -278,10 +328,12 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, __u8 hook)
 		return 0;
 remember:
 	local = bpf_sk_storage_get(&flowlens_sk_seen, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (local)
-		*local = hash;
-	else
+	if (local) {
+		local->hash = hash;
+		local->reported_ns = now;
+	} else {
 		count(CNT_SOCK_MAP_FULL);
+	}
 	return 0;
 }
 

@@ -63,6 +63,8 @@ pub mod flow {
 
 /// Program and map names inside [`SOCK_OBJ`].
 pub mod sock {
+    /// `const volatile u64`: a socket in use is reported again this long after its last report (ns).
+    pub const GLOBAL_REFRESH_NS: &str = "fl_refresh_ns";
     /// `tp_btf/sock_send_length`.
     pub const PROG_SEND: &str = "flowlens_sock_send";
     /// `tp_btf/sock_recv_length`.

@@ -88,6 +88,7 @@ pub fn checks() -> Vec<Check> {
     let opts = loader::LoadOptions {
         flow_map_entries: 1024,
         flow_slots_per_cpu: 1024,
+        owner_refresh_ns: crate::loader::OWNER_REFRESH_NS,
         ringbuf_bytes: 1 << 16,
     };
     match loader::load_flow_object(opts) {

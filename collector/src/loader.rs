@@ -113,7 +113,13 @@ pub struct LoadOptions {
     pub ringbuf_bytes: u32,
     /// Flow slots per CPU (a power of two, or 0: hash only).
     pub flow_slots_per_cpu: u32,
+    /// A socket still in use is reported again this long after its last
+    /// report (ns); must stay below the correlator's owner grace period.
+    pub owner_refresh_ns: u64,
 }
+
+/// Default [`LoadOptions::owner_refresh_ns`]: 60 s.
+pub const OWNER_REFRESH_NS: u64 = 60_000_000_000;
 
 /// Highest possible CPU id + 1 (bpf_get_smp_processor_id() is below this;
 /// with holes in the possible set it exceeds the number of CPUs).
@@ -239,9 +245,11 @@ pub fn ensure_tracefs() -> Result<(), String> {
 /// long as the returned object).
 pub fn load_sock_object(opts: LoadOptions, attach: bool) -> Result<Ebpf, LoadError> {
     let btf = Btf::from_sys_fs().map_err(|e| LoadError::NoBtf(e.to_string()))?;
+    let refresh = opts.owner_refresh_ns.max(1);
     let mut bpf = EbpfLoader::new()
         .btf(Some(&btf))
         .map_max_entries(sock::MAP_EVENTS, opts.ringbuf_bytes)
+        .override_global(sock::GLOBAL_REFRESH_NS, &refresh, true)
         .load(SOCK_OBJ)
         .map_err(|e| object_error("socket programs", e))?;
     for (name, tp) in sock::TP_BTF {

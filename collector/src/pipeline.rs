@@ -441,6 +441,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let opts = LoadOptions {
         flow_map_entries: cfg.flow_map_entries,
         flow_slots_per_cpu: cfg.flow_slots_per_cpu,
+        owner_refresh_ns: crate::loader::OWNER_REFRESH_NS,
         ringbuf_bytes: cfg.ringbuf_bytes,
     };
     let explicit = resolve_explicit(&cfg)?;
@@ -479,11 +480,16 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     let (sinks, influx) = open_sinks(&cfg, influx_sink)?;
 
+    let defaults = TableConfig::default();
     let table = ConversationTable::new(TableConfig {
         max_conversations: cfg.max_conversations,
         max_sockets: cfg.max_sockets,
         idle_timeout_ns: cfg.idle_timeout.as_nanos() as u64,
-        ..TableConfig::default()
+        // Two export intervals + the owner wait, at least 10 s.
+        closed_owner_grace_ns: (2 * cfg.export_interval.as_nanos() as u64)
+            .saturating_add(defaults.owner_wait_ns)
+            .max(10_000_000_000),
+        ..defaults
     });
     let mut p = Pipeline {
         cfg,

@@ -37,8 +37,13 @@ pub struct TableConfig {
     pub max_sockets: usize,
     /// A conversation without packets for longer is evicted (ns).
     pub idle_timeout_ns: u64,
-    /// An owner is kept this long after its socket was last referenced or closed (ns).
+    /// An owner is kept this long after its socket was last referenced (ns).
+    /// The kernel reports a socket in use again after 60 s, so this must be longer.
     pub owner_grace_ns: u64,
+    /// A closed TCP socket's owner is kept this long after the close (ns): long
+    /// enough for its conversation's next export to find it (two export
+    /// intervals + `owner_wait_ns` or more).
+    pub closed_owner_grace_ns: u64,
     /// A state change whose owner event has not arrived is kept this long (ns).
     pub pending_state_ns: u64,
     /// A TCP/UDP conversation younger than this (since its first packet) whose
@@ -56,6 +61,7 @@ impl Default for TableConfig {
             max_sockets: 200_000,
             idle_timeout_ns: 60 * SEC,
             owner_grace_ns: 120 * SEC,
+            closed_owner_grace_ns: 30 * SEC,
             pending_state_ns: 10 * SEC,
             owner_wait_ns: 2 * SEC,
         }
@@ -497,8 +503,12 @@ impl ConversationTable {
         self.last_export_ns = Some(now_mono_ns);
         self.evict_idle(now_mono_ns);
         let c = &self.config;
-        self.owners
-            .expire(now_mono_ns, c.owner_grace_ns, c.pending_state_ns);
+        self.owners.expire(
+            now_mono_ns,
+            c.owner_grace_ns,
+            c.closed_owner_grace_ns,
+            c.pending_state_ns,
+        );
         records
     }
 

@@ -50,6 +50,8 @@ struct Owner {
     role: Role,
     identity: Arc<OwnerIdentity>,
     last_ref_ns: u64,
+    /// When the TCP socket reached CLOSE: no new conversation can start on it.
+    closed_ns: Option<u64>,
 }
 
 /// A state change that came before its owner event.
@@ -57,6 +59,12 @@ struct Owner {
 struct PendingState {
     change: TcpStateChange,
     role: Role,
+    /// A parked change was the socket's CLOSE (at this time).
+    closed_ns: Option<u64>,
+}
+
+fn closed_at(ev: &TcpStateChange) -> Option<u64> {
+    (ev.new_state == crate::types::tcp_state::CLOSE).then_some(ev.ts_ns)
 }
 
 #[derive(Debug)]
@@ -169,11 +177,15 @@ impl OwnerIndex {
             role: ev.role,
             identity,
             last_ref_ns: ev.ts_ns,
+            closed_ns: None,
         };
         self.index(ev.cookie, &owner);
         self.owners.insert(ev.cookie, owner);
         if let Some(p) = self.pending.remove(&ev.cookie) {
             self.apply_state(p.change, p.role);
+            if let (Some(t), Some(o)) = (p.closed_ns, self.owners.get_mut(&ev.cookie)) {
+                o.closed_ns = Some(t);
+            }
         }
     }
 
@@ -193,6 +205,7 @@ impl OwnerIndex {
                 if role != Role::Unknown {
                     p.role = role;
                 }
+                p.closed_ns = p.closed_ns.or(closed_at(&ev));
                 if ev.local.1 != 0 || p.change.local.1 == 0 {
                     p.change = ev;
                 } else {
@@ -203,8 +216,14 @@ impl OwnerIndex {
                 self.counters.state_changes_dropped += 1;
             }
             None => {
-                self.pending
-                    .insert(ev.cookie, PendingState { change: ev, role });
+                self.pending.insert(
+                    ev.cookie,
+                    PendingState {
+                        change: ev,
+                        role,
+                        closed_ns: closed_at(&ev),
+                    },
+                );
             }
         }
     }
@@ -217,6 +236,7 @@ impl OwnerIndex {
         if role != Role::Unknown {
             owner.role = role;
         }
+        owner.closed_ns = owner.closed_ns.or(closed_at(&ev));
         // A listener's change has no remote; anything without a local port is not bound yet.
         if ev.local.1 == 0 {
             return;
@@ -319,12 +339,17 @@ impl OwnerIndex {
         }
     }
 
-    /// Forgets owners unreferenced for `grace_ns`, state changes parked for `pending_ns`,
-    /// exited processes and local addresses unused for longer than `grace_ns`.
-    pub fn expire(&mut self, now_ns: u64, grace_ns: u64, pending_ns: u64) {
+    /// Forgets owners unreferenced for `grace_ns` and closed TCP sockets
+    /// `closed_grace_ns` after their close (conversations keep the identity
+    /// they were given; a closed socket starts no new one), state changes
+    /// parked for `pending_ns`, exited processes and local addresses unused for
+    /// longer than `grace_ns`.
+    pub fn expire(&mut self, now_ns: u64, grace_ns: u64, closed_grace_ns: u64, pending_ns: u64) {
         let before = self.owners.len();
-        self.owners
-            .retain(|_, o| now_ns.saturating_sub(o.last_ref_ns) <= grace_ns);
+        self.owners.retain(|_, o| match o.closed_ns {
+            Some(closed) => now_ns.saturating_sub(closed) <= closed_grace_ns.min(grace_ns),
+            None => now_ns.saturating_sub(o.last_ref_ns) <= grace_ns,
+        });
         let evicted = before - self.owners.len();
         if evicted > 0 {
             self.counters.owners_evicted += evicted as u64;

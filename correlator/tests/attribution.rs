@@ -491,3 +491,51 @@ impl FlowObservationExt for flowlens_correlator::types::FlowObservation {
         self
     }
 }
+
+/// A closed TCP socket's owner goes `closed_owner_grace_ns` after the close
+/// (its conversation keeps the identity it was given); an open socket's owner
+/// stays for `owner_grace_ns` after its last reference. A CLOSE that came
+/// before the owner event counts too.
+#[test]
+fn closed_sockets_free_their_owner_early() {
+    let (c, s) = (v4(10, 0, 0, 1, 40000), v4(10, 0, 0, 2, 443));
+    let (c2, s2) = (v4(10, 0, 0, 1, 40001), v4(10, 0, 0, 2, 443));
+    let (c3, s3) = (v4(10, 0, 0, 1, 40002), v4(10, 0, 0, 2, 443));
+    let cfg = TableConfig {
+        owner_grace_ns: 100 * S,
+        closed_owner_grace_ns: 5 * S,
+        ..TableConfig::default()
+    };
+    let mut t = ConversationTable::new(cfg);
+    let l = FakeLookup::standard();
+    let p = || process(42, "curl", 1000, None);
+    t.observe_owner(owner(1, 6, c, Some(s), Role::Client, p(), 1));
+    t.observe_owner(owner(2, 6, c2, Some(s2), Role::Client, p(), 1));
+    // The CLOSE of socket 3 arrives before its owner event.
+    t.observe_tcp_state(state(3, c3, s3, 1, 7, 2));
+    t.observe_owner(owner(3, 6, c3, Some(s3), Role::Client, p(), 2));
+    t.observe_tcp_state(state(1, c, s, 1, 7, 2));
+    t.observe_flow(&tcp(c, s, 3, 180, (1, 2)));
+    let r = only(export_at(&mut t, 3, &l));
+    assert_eq!(
+        r.client.process.map(|p| p.pid),
+        Some(42),
+        "found before it went"
+    );
+    assert_eq!(t.stats().sockets_tracked, 3);
+    // 8 s: 6 s after the closes (> 5 s), far within the open socket's 100 s.
+    assert!(export_at(&mut t, 8, &l).is_empty());
+    assert_eq!(
+        (t.stats().sockets_tracked, t.stats().owners_evicted),
+        (1, 2),
+        "the two closed sockets went, the open one stays"
+    );
+    // The conversation of socket 1 keeps its owner for its last packets.
+    t.observe_flow(&tcp(c, s, 4, 220, (1, 8)));
+    let r = only(export_at(&mut t, 9, &l));
+    assert_eq!(r.client.process.map(|p| p.pid), Some(42));
+    // The open socket's flows still find their owner.
+    t.observe_flow(&tcp(c2, s2, 1, 60, (9, 9)));
+    let r = only(export_at(&mut t, 10, &l));
+    assert_eq!(r.client.process.map(|p| p.pid), Some(42));
+}

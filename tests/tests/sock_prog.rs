@@ -300,6 +300,62 @@ fn udp_unconnected_then_connected() {
     probe.assert_no_loss();
 }
 
+/// The collector forgets owners nothing referenced for a while (a connection
+/// idle for minutes); so a socket still in use `fl_refresh_ns` after its
+/// report is reported again, and not before.
+#[test]
+fn socket_in_use_is_reported_again_after_the_refresh_period() {
+    let mut probe = SockProbe::attach_with(None, Some(300_000_000));
+    let rx = UdpSocket::bind("127.0.0.1:0").expect("bind rx");
+    let tx = UdpSocket::bind("127.0.0.1:0").expect("bind tx");
+    let (rx_addr, tx_addr) = (rx.local_addr().expect("rx"), tx.local_addr().expect("tx"));
+    tx.connect(rx_addr).expect("connect");
+    let mut buf = [0u8; 16];
+    let ping = |n: usize, buf: &mut [u8]| {
+        for _ in 0..n {
+            tx.send(b"ping").expect("send");
+            rx.recv_from(buf).expect("recv_from");
+        }
+    };
+    ping(5, &mut buf); // reported once, at the first send / recv
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    ping(5, &mut buf); // reported again at the first, then quiet
+    let mut events = Vec::new();
+    wait_for_marker(&mut probe, &mut events);
+    let of_port = |port: u16| -> Vec<SockEvent> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Sock(s) if s.pid == our_pid() && s.lport == port => Some(*s),
+                _ => None,
+            })
+            .collect()
+    };
+    let sent = of_port(tx_addr.port());
+    let received = of_port(rx_addr.port());
+    assert_eq!(sent.len(), 2, "report + one refresh: {sent:#?}");
+    assert_eq!(received.len(), 2, "report + one refresh: {received:#?}");
+    for (evs, role, hook) in [
+        (&sent, ROLE_CLIENT, SOCK_HOOK_SEND),
+        (&received, ROLE_SERVER, SOCK_HOOK_RECV),
+    ] {
+        assert_eq!(evs[0].cookie, evs[1].cookie, "the same socket");
+        for e in evs.iter() {
+            assert_eq!(
+                (e.role, e.hook, e.proto),
+                (role, hook, IPPROTO_UDP),
+                "{e:#?}"
+            );
+        }
+        let gap = evs[1].hdr.ts_ns - evs[0].hdr.ts_ns;
+        assert!(
+            gap >= 600_000_000,
+            "the refresh came after the pause: {gap} ns"
+        );
+    }
+    probe.assert_no_loss();
+}
+
 #[test]
 fn exec_and_exit_of_a_child() {
     let mut probe = SockProbe::attach(None);

@@ -74,6 +74,7 @@ impl Objects {
         let opts = LoadOptions {
             flow_map_entries: flow_entries,
             flow_slots_per_cpu: slots_per_cpu,
+            owner_refresh_ns: flowlens_collector::loader::OWNER_REFRESH_NS,
             ringbuf_bytes: 1 << 16,
         };
         let mut flow_bpf =

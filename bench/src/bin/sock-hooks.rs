@@ -143,6 +143,7 @@ fn main() -> anyhow::Result<()> {
     let opts = LoadOptions {
         flow_map_entries: 65_536,
         flow_slots_per_cpu: 0,
+        owner_refresh_ns: flowlens_collector::loader::OWNER_REFRESH_NS,
         ringbuf_bytes: 4 << 20,
     };
     let _stats_fd = enable_stats(Stats::RunTime).context("BPF_ENABLE_STATS (needs root)")?;

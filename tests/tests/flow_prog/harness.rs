@@ -126,6 +126,7 @@ impl Harness {
         let opts = LoadOptions {
             flow_map_entries: entries,
             flow_slots_per_cpu: slots_per_cpu,
+            owner_refresh_ns: flowlens_collector::loader::OWNER_REFRESH_NS,
             ringbuf_bytes: 1 << 16,
         };
         let mut ebpf = load_flow_object(opts)

@@ -95,6 +95,12 @@ pub struct SockProbe {
 impl SockProbe {
     /// Loads and attaches the object; `ring_bytes` overrides the ring size.
     pub fn attach(ring_bytes: Option<u32>) -> Self {
+        Self::attach_with(ring_bytes, None)
+    }
+
+    /// As `attach`; `refresh_ns` overrides how long after its report a socket
+    /// in use is reported again (`fl_refresh_ns`, 60 s by default).
+    pub fn attach_with(ring_bytes: Option<u32>, refresh_ns: Option<u64>) -> Self {
         ensure_tracefs();
         let btf = Btf::from_sys_fs().expect("kernel BTF");
         let mut loader = EbpfLoader::new();
@@ -102,6 +108,8 @@ impl SockProbe {
         if let Some(bytes) = ring_bytes {
             loader.map_max_entries(sock::MAP_EVENTS, bytes);
         }
+        let refresh = refresh_ns.unwrap_or(60_000_000_000);
+        loader.override_global(sock::GLOBAL_REFRESH_NS, &refresh, true);
         let mut ebpf = loader.load(SOCK_OBJ).expect("load sock.bpf.o");
         for (name, tracepoint) in sock::TP_BTF {
             let prog: &mut BtfTracePoint = ebpf
