@@ -74,8 +74,9 @@ impl Setup {
 fn finish(dump: Tcpdump, fl: Flowlens) -> (Capture, Vec<Value>) {
     sleep_ms(300);
     let cap = dump.stop();
-    let log = fl.log();
-    let recs = fl.stop();
+    // The log after the exit: it ends with the interval flushed at shutdown
+    // (read before, it may hold no exported interval yet on a slow run).
+    let (recs, log) = fl.stop_with_log();
     let last = log
         .lines()
         .rev()

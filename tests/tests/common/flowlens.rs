@@ -196,6 +196,15 @@ impl Flowlens {
         read_jsonl(&self.jsonl)
     }
 
+    /// [`Self::stop`], and the whole log read after the exit (so it holds the
+    /// final interval, flushed at shutdown).
+    pub fn stop_with_log(self) -> (Vec<Value>, String) {
+        let path = self.stderr.clone();
+        let recs = self.stop();
+        let log = std::fs::read_to_string(&path).unwrap_or_default();
+        (recs, log)
+    }
+
     fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
         cmd::kill(child.id(), libc::SIGTERM);
