@@ -20,36 +20,24 @@ for a in "$@"; do
 done
 [ "$(id -u)" = 0 ] || { echo "error: needs root" >&2; exit 1; }
 BIN=target/release
-for b in flowlens conn-churn; do
-	[ -x $BIN/$b ] || { echo "error: $BIN/$b missing: cargo build --release -p flowlens-collector -p flowlens-bench" >&2; exit 1; }
-done
+. bench/lib.sh
+require_bins flowlens conn-churn
 NS=flsoak H=flsoh N=flson HIP=10.204.0.1 NIP=10.204.0.2
 TMP=$(mktemp -d /tmp/flowlens-soak.XXXXXX)
 FL_PID=""
 cleanup() {
 	[ -n "$FL_PID" ] && kill -INT "$FL_PID" 2>/dev/null && wait "$FL_PID" 2>/dev/null || true
-	ip link del $H 2>/dev/null || true
-	ip netns del $NS 2>/dev/null || true
+	veth_down $NS $H
 	[ -n "${KEEP:-}" ] && cp "$TMP/flowlens.log" /tmp/soak-flowlens.log && cp "$TMP/records.jsonl" /tmp/soak-records.jsonl; rm -rf "$TMP"
 }
 trap cleanup EXIT
-ip netns del $NS 2>/dev/null || true
-ip link del $H 2>/dev/null || true
-ip netns add $NS
-ip link add $H type veth peer name $N
-ip link set $N netns $NS
-ip addr add $HIP/24 dev $H && ip link set $H up
-ip -n $NS addr add $NIP/24 dev $N && ip -n $NS link set $N up && ip -n $NS link set lo up
+veth_up $NS $H $N $HIP $NIP
 sleep 0.5
 JSONL=/dev/null; [ -n "${KEEP:-}" ] && JSONL=$TMP/records.jsonl # KEEP=1: keep the log and records in /tmp/soak-*
 FLOWLENS_LOG=info $BIN/flowlens run --iface $H --export-interval 1s --idle-timeout 10s \
 	--jsonl "$JSONL" --host soak >/dev/null 2>"$TMP/flowlens.log" &
 FL_PID=$!
-for _ in $(seq 100); do
-	grep -q "Interval exported" "$TMP/flowlens.log" 2>/dev/null && break
-	kill -0 $FL_PID 2>/dev/null || { cat "$TMP/flowlens.log" >&2; exit 1; }
-	sleep 0.1
-done
+wait_exported $FL_PID "$TMP/flowlens.log"
 $BIN/conn-churn server --bind=$HIP:7777 --secs=$((SECS + 3)) >"$TMP/served" &
 SRV=$!; sleep 0.3
 ip netns exec $NS $BIN/conn-churn client --dst=$HIP:7777 --secs=$SECS --procs=$PROCS >"$TMP/client" &

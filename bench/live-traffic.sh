@@ -23,27 +23,19 @@ done
 [ "$(id -u)" = 0 ] || { echo "error: needs root" >&2; exit 1; }
 command -v iperf3 >/dev/null || { echo "error: apt-get install iperf3" >&2; exit 1; }
 BIN=target/release
-for b in flowlens udp-flood conn-churn; do
-	[ -x $BIN/$b ] || { echo "error: $BIN/$b missing: cargo build --release -p flowlens-collector -p flowlens-bench" >&2; exit 1; }
-done
+. bench/lib.sh
+require_bins flowlens udp-flood conn-churn
 NS=flbench H=flbh N=flbn HIP=10.200.0.1 NIP=10.200.0.2
 TMP=$(mktemp -d /tmp/flowlens-live.XXXXXX)
 FL_PID=""
 cleanup() {
 	[ -n "$FL_PID" ] && kill -INT "$FL_PID" 2>/dev/null && wait "$FL_PID" 2>/dev/null || true
 	[ -n "${IPERF_PID:-}" ] && kill "$IPERF_PID" 2>/dev/null || true
-	ip link del $H 2>/dev/null || true
-	ip netns del $NS 2>/dev/null || true
+	veth_down $NS $H
 	rm -rf "$TMP"
 }
 trap cleanup EXIT
-ip netns del $NS 2>/dev/null || true
-ip link del $H 2>/dev/null || true
-ip netns add $NS
-ip link add $H type veth peer name $N
-ip link set $N netns $NS
-ip addr add $HIP/24 dev $H && ip link set $H up
-ip -n $NS addr add $NIP/24 dev $N && ip -n $NS link set $N up && ip -n $NS link set lo up
+veth_up $NS $H $N $HIP $NIP
 sleep 1
 
 start_flowlens() {
@@ -51,12 +43,7 @@ start_flowlens() {
 	FLOWLENS_LOG=info $BIN/flowlens run --iface $H --export-interval 1s --jsonl "$TMP/records.jsonl" \
 		--host bench >/dev/null 2>"$TMP/flowlens.log" &
 	FL_PID=$!
-	for _ in $(seq 100); do
-		grep -q "Interval exported" "$TMP/flowlens.log" 2>/dev/null && return 0
-		kill -0 $FL_PID 2>/dev/null || { cat "$TMP/flowlens.log" >&2; exit 1; }
-		sleep 0.1
-	done
-	echo "error: flowlens did not start" >&2; cat "$TMP/flowlens.log" >&2; exit 1
+	wait_exported $FL_PID "$TMP/flowlens.log"
 }
 stop_flowlens() { kill -INT "$FL_PID"; wait "$FL_PID" || true; FL_PID=""; }
 cpu_ticks() { awk '{print $14+$15}' /proc/$1/stat; }

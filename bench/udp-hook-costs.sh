@@ -12,25 +12,19 @@ SECS=4
 for a in "$@"; do case $a in --secs=*) SECS=${a#*=} ;; *) echo "usage: $0 [--secs=S]" >&2; exit 2 ;; esac; done
 [ "$(id -u)" = 0 ] || { echo "error: needs root" >&2; exit 1; }
 BIN=target/release
-for b in flowlens udp-flood; do
-	[ -x $BIN/$b ] || { echo "error: $BIN/$b missing: cargo build --release -p flowlens-collector -p flowlens-bench" >&2; exit 1; }
-done
+. bench/lib.sh
+require_bins flowlens udp-flood
 NS=flhcost H=flhch N=flhcn HIP=10.203.0.1 NIP=10.203.0.2
 TMP=$(mktemp -d /tmp/flowlens-hooks.XXXXXX)
 FL_PID=""
 cleanup() {
 	[ -n "$FL_PID" ] && kill -INT "$FL_PID" 2>/dev/null && wait "$FL_PID" 2>/dev/null || true
 	sysctl -qw kernel.bpf_stats_enabled=0 || true
-	ip link del $H 2>/dev/null || true
-	ip netns del $NS 2>/dev/null || true
+	veth_down $NS $H
 	rm -rf "$TMP"
 }
 trap cleanup EXIT
-ip netns add $NS
-ip link add $H type veth peer name $N
-ip link set $N netns $NS
-ip addr add $HIP/24 dev $H && ip link set $H up
-ip -n $NS addr add $NIP/24 dev $N && ip -n $NS link set $N up
+veth_up $NS $H $N $HIP $NIP
 sleep 0.5
 FLOWLENS_LOG=warn $BIN/flowlens run --iface $H --export-interval 1s --jsonl /dev/null 2>"$TMP/log" &
 FL_PID=$!

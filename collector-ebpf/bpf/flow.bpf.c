@@ -95,6 +95,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "flow_abi.h"
+#include "tick_clock.h"
 
 #define FL_ETH_P_IP 0x0800
 #define FL_ETH_P_IPV6 0x86DD
@@ -174,19 +175,6 @@ struct {
 	__type(value, __u64);
 } flowlens_counters SEC(".maps");
 
-/* Per-CPU clock cache: bpf_ktime_get_ns() at the first packet of the current jiffy. */
-struct fl_clock {
-	__u64 jiffies;
-	__u64 ns;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct fl_clock);
-} flowlens_clock SEC(".maps");
-
 struct fl_vlan_hdr {
 	__be16 tci;
 	__be16 proto;
@@ -198,22 +186,6 @@ static __always_inline void count(__u32 idx)
 
 	if (c)
 		*c += 1;
-}
-
-/* A CLOCK_MONOTONIC time at most one tick old, without a clock read per packet. */
-static __always_inline __u64 tick_ns(void)
-{
-	__u32 zero = 0;
-	struct fl_clock *c = bpf_map_lookup_elem(&flowlens_clock, &zero);
-	__u64 j = bpf_jiffies64();
-
-	if (!c)
-		return bpf_ktime_get_ns();
-	if (c->jiffies != j) {
-		c->jiffies = j;
-		c->ns = bpf_ktime_get_ns();
-	}
-	return c->ns;
 }
 
 static __always_inline void add_to(struct flow_value *v, __u64 packets, __u64 bytes, __u8 tcp_flags,

@@ -31,6 +31,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "flow_abi.h"
+#include "tick_clock.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -81,35 +82,6 @@ struct {
 
 /* Set by the collector at load time (must stay below its owner grace period). */
 const volatile __u64 fl_refresh_ns = 60000000000ULL;
-
-/* Per-CPU clock cache, as in flow.bpf.c: no clock read per call. */
-struct sock_clock {
-	__u64 jiffies;
-	__u64 ns;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct sock_clock);
-} flowlens_sock_clock SEC(".maps");
-
-/* CLOCK_MONOTONIC at most one tick old (bpf_jiffies64() is inlined to a load). */
-static __always_inline __u64 tick_ns(void)
-{
-	__u32 zero = 0;
-	struct sock_clock *c = bpf_map_lookup_elem(&flowlens_sock_clock, &zero);
-	__u64 j = bpf_jiffies64();
-
-	if (!c)
-		return bpf_ktime_get_ns();
-	if (c->jiffies != j) {
-		c->jiffies = j;
-		c->ns = bpf_ktime_get_ns();
-	}
-	return c->ns;
-}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

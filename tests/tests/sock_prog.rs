@@ -223,6 +223,17 @@ fn tcp_v6_connect_and_accept_owners() {
     tcp_owner_case(IpAddr::V6(Ipv6Addr::LOCALHOST));
 }
 
+/// This process's EV_SOCK events for local port `port`, in order.
+fn sock_events_of(events: &[Event], port: u16) -> Vec<SockEvent> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Sock(s) if s.pid == our_pid() && s.lport == port => Some(*s),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Sends one datagram from a fresh socket to itself and waits for its event:
 /// everything this thread did before is in the ring buffer by then.
 fn wait_for_marker(probe: &mut SockProbe, events: &mut Vec<Event>) {
@@ -254,15 +265,7 @@ fn udp_unconnected_then_connected() {
     let mut events = Vec::new();
     wait_for_marker(&mut probe, &mut events);
 
-    let of_port = |port: u16| -> Vec<SockEvent> {
-        events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Sock(s) if s.pid == our_pid() && s.lport == port => Some(*s),
-                _ => None,
-            })
-            .collect()
-    };
+    let of_port = |port: u16| sock_events_of(&events, port);
     let loopback = abi_addr(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let sent = of_port(tx_addr.port());
     assert_eq!(sent.len(), 2, "one per tuple: {sent:#?}");
@@ -322,15 +325,7 @@ fn socket_in_use_is_reported_again_after_the_refresh_period() {
     ping(5, &mut buf); // reported again at the first, then quiet
     let mut events = Vec::new();
     wait_for_marker(&mut probe, &mut events);
-    let of_port = |port: u16| -> Vec<SockEvent> {
-        events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Sock(s) if s.pid == our_pid() && s.lport == port => Some(*s),
-                _ => None,
-            })
-            .collect()
-    };
+    let of_port = |port: u16| sock_events_of(&events, port);
     let sent = of_port(tx_addr.port());
     let received = of_port(rx_addr.port());
     assert_eq!(sent.len(), 2, "report + one refresh: {sent:#?}");
