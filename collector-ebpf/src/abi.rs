@@ -57,7 +57,7 @@ pub struct FlowSlot {
 }
 
 /// Probed slots per lookup.
-pub const FLOW_SLOT_PROBES: u32 = 4;
+pub const FLOW_SLOT_PROBES: u32 = 8;
 
 /// `flowlens_ctl[0]`, written by the collector.
 #[repr(C)]

@@ -855,7 +855,7 @@ fn totals_by_key(obs: &[flowlens_correlator::types::FlowObservation]) -> HashMap
         .collect()
 }
 
-/// Four slots per CPU (one probe window): the fifth new flow goes to the
+/// Four slots per CPU (fewer than a probe window: every window covers them all): the fifth new flow goes to the
 /// hash (counted as flow_slots_full, not lost), the hash's overflow is
 /// flow_map_full; once the collector has read the slots and published its
 /// horizon, idle slots are reclaimed for new flows and the reader neither

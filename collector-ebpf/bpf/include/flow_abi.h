@@ -79,7 +79,7 @@ struct flow_slot {
 	__u8 pad2[32]; /* two whole cache lines per slot */
 };
 #define FLOW_SLOT_SIZE 128
-#define FLOW_SLOT_PROBES 4
+#define FLOW_SLOT_PROBES 8
 
 /* flowlens_ctl[0], written by the collector. */
 struct flow_ctl {
