@@ -95,6 +95,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "flow_abi.h"
+#include "counters.h"
 #include "tick_clock.h"
 
 #define FL_ETH_P_IP 0x0800
@@ -168,25 +169,10 @@ struct {
 	__type(value, struct frag_value);
 } flowlens_frags SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, CNT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} flowlens_counters SEC(".maps");
-
 struct fl_vlan_hdr {
 	__be16 tci;
 	__be16 proto;
 };
-
-static __always_inline void count(__u32 idx)
-{
-	__u64 *c = bpf_map_lookup_elem(&flowlens_counters, &idx);
-
-	if (c)
-		*c += 1;
-}
 
 static __always_inline void add_to(struct flow_value *v, __u64 packets, __u64 bytes, __u8 tcp_flags,
 				   __u8 flags)

@@ -31,6 +31,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "flow_abi.h"
+#include "counters.h"
 #include "tick_clock.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -83,13 +84,6 @@ struct {
 /* Set by the collector at load time (must stay below its owner grace period). */
 const volatile __u64 fl_refresh_ns = 60000000000ULL;
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, CNT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} flowlens_counters SEC(".maps");
-
 /* A socket's addresses as reported: IPv4 mapped, 0.0.0.0 all zero. */
 struct sk_tuple {
 	__u32 laddr[4];
@@ -100,14 +94,6 @@ struct sk_tuple {
 	__u8 proto;
 	__u8 pad;
 };
-
-static __always_inline void count(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&flowlens_counters, &idx);
-
-	if (v)
-		*v += 1;
-}
 
 static __always_inline void set_v4(__u32 *dst, __u32 addr)
 {

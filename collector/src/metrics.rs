@@ -74,6 +74,21 @@ impl SelfMetrics {
                 .map_or(0, |i| i.lost_points() + i.points_dead_lettered)
     }
 
+    /// Logs an ERROR with the loss counters by reason when `lost_total()` grew
+    /// past `*last_lost` (what the previous interval reported), and moves it on.
+    /// `hint`: what to do about it in this capture mode.
+    pub fn log_new_losses(&self, last_lost: &mut u64, hint: &str) {
+        let lost = self.lost_total();
+        if lost > *last_lost {
+            tracing::error!(
+                new = lost - *last_lost,
+                by_reason = ?self.losses(),
+                "Data was lost this interval (counters by reason; {hint})."
+            );
+            *last_lost = lost;
+        }
+    }
+
     /// Loss counters by reason (only the non-zero ones).
     pub fn losses(&self) -> BTreeMap<&'static str, u64> {
         let k = |n: &str| self.kernel.get(n).copied().unwrap_or(0);

@@ -273,14 +273,7 @@ impl Pipeline {
             awaiting_owner = snapshot.table.conversations_awaiting_owner,
             "Interval exported."
         );
-        if lost_total > self.last_lost {
-            error!(
-                new = lost_total - self.last_lost,
-                by_reason = ?snapshot.losses(),
-                "Data was lost this interval (counters by reason; raise the limits in the config file)."
-            );
-            self.last_lost = lost_total;
-        }
+        snapshot.log_new_losses(&mut self.last_lost, "raise the limits in the config file");
     }
 }
 

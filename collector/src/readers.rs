@@ -2,12 +2,9 @@
 //! kernel structs become correlator types.
 
 use std::{
-    collections::BTreeMap,
-    net::{IpAddr, Ipv6Addr},
-};
-
-use std::{
+    collections::{hash_map::Entry, BTreeMap, HashMap as StdHashMap},
     mem::size_of,
+    net::{IpAddr, Ipv6Addr},
     os::fd::{AsFd, AsRawFd},
     sync::atomic::{fence, AtomicU32, AtomicU64, Ordering},
 };
@@ -76,6 +73,8 @@ struct SlotView {
     ptr: *mut FlowSlot,
     len_bytes: usize,
     slots: usize,
+    /// Slots of one CPU: slot `i` belongs to CPU `i / per_cpu`.
+    per_cpu: usize,
 }
 
 // SAFETY: the mapping is process-wide memory; all access goes through
@@ -93,6 +92,7 @@ impl SlotView {
             ptr: ptr.cast(),
             len_bytes,
             slots,
+            per_cpu: slots / crate::loader::possible_cpus(),
         })
     }
 
@@ -183,9 +183,7 @@ unsafe impl Send for CtlView {}
 
 impl CtlView {
     fn new(map: MapData) -> std::io::Result<Self> {
-        // SAFETY: sysconf has no memory-safety preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        let len_bytes = size_of::<FlowCtl>().div_ceil(page) * page;
+        let len_bytes = page_round(size_of::<FlowCtl>());
         let ptr = map_fd(&map, len_bytes, libc::PROT_READ | libc::PROT_WRITE)?;
         Ok(Self {
             _map: map,
@@ -215,9 +213,14 @@ fn mapping_len(slots: usize) -> std::io::Result<usize> {
     let size = slots
         .checked_mul(size_of::<FlowSlot>())
         .ok_or_else(|| std::io::Error::other("slot table size overflows"))?;
+    Ok(page_round(size))
+}
+
+/// `bytes` rounded up to whole pages (the length the kernel maps).
+fn page_round(bytes: usize) -> usize {
     // SAFETY: sysconf has no memory-safety preconditions.
     let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-    Ok(size.div_ceil(page) * page)
+    bytes.div_ceil(page) * page
 }
 
 /// A shared mapping of a `BPF_F_MMAPABLE` map's values.
@@ -306,8 +309,8 @@ pub struct FlowMapReader {
     slots: Option<SlotView>,
     ctl: Option<CtlView>,
     mirror: Vec<SlotMirror>,
-    hash_last: std::collections::HashMap<FlowKey, (u64, u64)>,
-    acc: std::collections::HashMap<FlowKey, FlowAcc>,
+    hash_last: StdHashMap<FlowKey, (u64, u64)>,
+    acc: StdHashMap<FlowKey, FlowAcc>,
     /// Entries that vanished between listing and lookup (normal under churn).
     pub read_races: u64,
     /// Deletes that failed for another reason than "already gone".
@@ -327,8 +330,8 @@ impl FlowMapReader {
             slots: None,
             ctl: None,
             mirror: Vec::new(),
-            hash_last: std::collections::HashMap::new(),
-            acc: std::collections::HashMap::new(),
+            hash_last: StdHashMap::new(),
+            acc: StdHashMap::new(),
             read_races: 0,
             delete_errors: 0,
             slots_busy: 0,
@@ -380,7 +383,7 @@ impl FlowMapReader {
     /// Appends one observation (cumulative totals) per flow key that counted
     /// packets since the last call to `out`; returns how many.
     pub fn drain(&mut self, out: &mut Vec<FlowObservation>) -> usize {
-        let started = monotonic_ns();
+        let started = crate::clock::monotonic_ns();
         if let Some(view) = &self.slots {
             for (i, m) in self.mirror.iter_mut().enumerate() {
                 let slot = match view.read_slot(i) {
@@ -402,19 +405,25 @@ impl FlowMapReader {
                 };
                 if dp != 0 || db != 0 {
                     let mut v = slot.val;
-                    if same && m.packets != 0 && !self.acc.contains_key(&slot.key) {
-                        // The key's conversation was evicted (remove()) while this slot
-                        // kept counting it: the new conversation starts after what was
-                        // read, and carries no flags seen before (a flag set both then
-                        // and now is lost, never a stale one reported).
-                        v.first_seen_ns = v
-                            .first_seen_ns
-                            .max(m.last_seen_ns.saturating_add(1))
-                            .min(v.last_seen_ns);
-                        v.tcp_flags &= !m.tcp_flags;
-                        v.flags &= !m.flags;
-                    }
-                    self.acc.entry(slot.key).or_default().add(dp, db, &v);
+                    let acc = match self.acc.entry(slot.key) {
+                        Entry::Occupied(o) => o.into_mut(),
+                        Entry::Vacant(e) => {
+                            if same && m.packets != 0 {
+                                // The key's conversation was evicted (remove()) while this
+                                // slot kept counting it: the new conversation starts after
+                                // what was read, and carries no flags seen before (a flag
+                                // set both then and now is lost, never a stale one reported).
+                                v.first_seen_ns = v
+                                    .first_seen_ns
+                                    .max(m.last_seen_ns.saturating_add(1))
+                                    .min(v.last_seen_ns);
+                                v.tcp_flags &= !m.tcp_flags;
+                                v.flags &= !m.flags;
+                            }
+                            e.insert(FlowAcc::default())
+                        }
+                    };
+                    acc.add(dp, db, &v);
                 }
                 *m = SlotMirror {
                     seq: slot.seq,
@@ -483,9 +492,7 @@ impl FlowMapReader {
 
     /// Slots per CPU (0 without a slot table): slot `i` belongs to CPU `i / slots_per_cpu`.
     pub fn slots_per_cpu(&self) -> usize {
-        self.slots
-            .as_ref()
-            .map_or(0, |v| v.slots / crate::loader::possible_cpus())
+        self.slots.as_ref().map_or(0, |v| v.per_cpu)
     }
 
     /// Keys the reader holds totals for (bounded by the correlator's table,
@@ -548,20 +555,6 @@ impl FlowMapReader {
             ctl.store_reclaim_before(ns);
         }
     }
-}
-
-/// CLOCK_MONOTONIC in ns (the clock of bpf_ktime_get_ns).
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    u64::try_from(ts.tv_sec)
-        .unwrap_or(0)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
 }
 
 fn sum_per_cpu(per_cpu: &[FlowValue]) -> FlowValue {

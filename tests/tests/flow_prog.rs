@@ -905,7 +905,7 @@ fn slot_window_overflow_and_reclaim() {
     let first = totals_by_key(&obs);
     assert_eq!(first.len(), 6);
     assert_eq!(first[&1], (2, 64));
-    reader.set_reclaim_before(flowlens_collector::readers::monotonic_ns() + 1);
+    reader.set_reclaim_before(flowlens_collector::clock::monotonic_ns() + 1);
     drop(reader);
 
     // Flow 8 takes a reclaimed slot instead of going to the (full) hash.

@@ -362,14 +362,10 @@ impl AfPacketPipeline {
             awaiting_owner = m.table.conversations_awaiting_owner,
             "Interval exported."
         );
-        if lost_total > self.last_lost {
-            error!(
-                new = lost_total - self.last_lost,
-                by_reason = ?m.losses(),
-                "Data was lost this interval (counters by reason; afpacket_drops: the packet sockets' queues overflowed)."
-            );
-            self.last_lost = lost_total;
-        }
+        m.log_new_losses(
+            &mut self.last_lost,
+            "afpacket_drops: the packet sockets' queues overflowed",
+        );
     }
 }
 

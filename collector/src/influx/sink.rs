@@ -254,16 +254,7 @@ impl InfluxSink {
                 .position(|&c| c == b'\n')
                 .map_or(lp.len(), |i| pos + i + 1);
             if lines > 0 && (lines as usize >= self.batch_lines || end - start > self.batch_bytes) {
-                self.stats
-                    .points_accepted
-                    .fetch_add(u64::from(lines), Relaxed);
-                self.enqueue(
-                    &queue,
-                    Batch {
-                        lines,
-                        body: lp[start..pos].to_vec(),
-                    },
-                );
+                self.accept(&queue, lines, &lp[start..pos]);
                 start = pos;
                 lines = 0;
             }
@@ -272,22 +263,27 @@ impl InfluxSink {
             pos = end;
         }
         if lines > 0 {
-            self.stats
-                .points_accepted
-                .fetch_add(u64::from(lines), Relaxed);
-            self.enqueue(
-                &queue,
-                Batch {
-                    lines,
-                    body: lp[start..].to_vec(),
-                },
-            );
+            self.accept(&queue, lines, &lp[start..]);
         }
         Ok(total)
     }
 
     /// Memory queue while the spool is empty (keeps the order), else the
     /// spool; counted when neither takes it.
+    /// Counts `lines` points of `body` as accepted and queues them as one batch.
+    fn accept(&self, queue: &Sender<Batch>, lines: u32, body: &[u8]) {
+        self.stats
+            .points_accepted
+            .fetch_add(u64::from(lines), Relaxed);
+        self.enqueue(
+            queue,
+            Batch {
+                lines,
+                body: body.to_vec(),
+            },
+        );
+    }
+
     fn enqueue(&self, queue: &Sender<Batch>, b: Batch) {
         let guard = self.spool.as_ref().map(|s| lock(s));
         let b = match guard.as_ref().is_none_or(|s| s.is_empty()) {

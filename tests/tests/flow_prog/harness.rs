@@ -11,6 +11,7 @@ use aya::{
     Ebpf,
 };
 use flowlens_collector::{
+    clock::monotonic_ns,
     config::default_flow_slots_per_cpu,
     loader::{load_flow_object, possible_cpus, LoadOptions},
     readers::{ip_to_mapped, FlowMapReader},
@@ -29,18 +30,6 @@ pub const HOOKS: [u8; 2] = [FLOW_HOOK_XDP_INGRESS, FLOW_HOOK_TC_EGRESS];
 const SKB_CTX_SIZE: usize = 192;
 const SKB_GSO_SEGS: usize = 164;
 const SKB_GSO_SIZE: usize = 176;
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec; CLOCK_MONOTONIC is bpf_ktime_get_ns's clock.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    u64::try_from(ts.tv_sec).expect("tv_sec") * 1_000_000_000
-        + u64::try_from(ts.tv_nsec).expect("tv_nsec")
-}
 
 /// A flow's per-CPU values summed (packets, bytes) and OR-ed (flags).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
