@@ -2,7 +2,10 @@
 # Live traffic through a veth pair between the root namespace and a test
 # namespace, without and with the real flowlens binary attached to the root
 # end (TC ingress + TC egress: a veth gets TC, not XDP, for ingress),
-# interleaved round by round.
+# interleaved round by round, beside two floors measured the same way: the
+# empty TC program on the same veth (any TC-based monitor), and empty programs
+# on every hook flowlens attaches (TC + the socket/process hooks: any monitor
+# that attributes sockets where flowlens does).
 #   UDP flood (64-byte frames, ns -> root: crosses TC ingress), TCP bulk
 #   ns -> root and root -> ns (iperf3; TC ingress resp. egress), then
 #   short-connection churn (conn-churn: many processes, thousands of
@@ -24,12 +27,13 @@ done
 command -v iperf3 >/dev/null || { echo "error: apt-get install iperf3" >&2; exit 1; }
 BIN=target/release
 . bench/lib.sh
-require_bins flowlens udp-flood conn-churn
+require_bins flowlens udp-flood conn-churn sock-hooks
 NS=flbench H=flbh N=flbn HIP=10.200.0.1 NIP=10.200.0.2
 TMP=$(mktemp -d /tmp/flowlens-live.XXXXXX)
-FL_PID=""
+FL_PID="" HOLD_PID=""
 cleanup() {
 	[ -n "$FL_PID" ] && kill -INT "$FL_PID" 2>/dev/null && wait "$FL_PID" 2>/dev/null || true
+	[ -n "$HOLD_PID" ] && kill "$HOLD_PID" 2>/dev/null || true
 	[ -n "${IPERF_PID:-}" ] && kill "$IPERF_PID" 2>/dev/null || true
 	veth_down $NS $H
 	rm -rf "$TMP"
@@ -63,16 +67,27 @@ iperf3 -s -B $HIP -D -I "$TMP/iperf.pid" >/dev/null; sleep 0.3; IPERF_PID=$(cat 
 # benchmark (returns TC_ACT_UNSPEC) on the same veth, ingress and egress.
 EMPTY_OBJ=$(ls -t target/release/build/flowlens-ebpf-*/out/bench_empty.bpf.o 2>/dev/null | head -1)
 [ -n "$EMPTY_OBJ" ] || { echo "error: bench_empty.bpf.o missing: cargo build --release -p flowlens-bench" >&2; exit 1; }
-declare -A OFF ON EMPTY
+# The empty socket/process programs, held attached by `sock-hooks --hold`
+# until its standard input (fd 7 here) closes.
+hold_empty_hooks() {
+	exec 7> >(exec $BIN/sock-hooks --hold >"$TMP/hold.out")
+	HOLD_PID=$!
+	for _ in $(seq 50); do grep -q attached "$TMP/hold.out" 2>/dev/null && return 0; sleep 0.1; done
+	echo "error: sock-hooks --hold did not attach the empty programs" >&2
+	exit 1
+}
+release_empty_hooks() { exec 7>&-; wait "$HOLD_PID" 2>/dev/null || true; HOLD_PID=""; }
+declare -A OFF ON EMPTY HOOKS
 CPU_TICKS=0 CPU_SECS=0
-measure() { # $1 = off|on|empty; appends to the arrays
+measure() { # $1 = off|on|empty|hooks; appends to the arrays
 	local u t r c0 c1
 	[ "$1" = on ] && { start_flowlens; c0=$(cpu_ticks $FL_PID); }
-	if [ "$1" = empty ]; then
+	if [ "$1" = empty ] || [ "$1" = hooks ]; then
 		tc qdisc add dev $H clsact
 		tc filter add dev $H ingress bpf da obj "$EMPTY_OBJ" sec classifier
 		tc filter add dev $H egress bpf da obj "$EMPTY_OBJ" sec classifier
 	fi
+	[ "$1" = hooks ] && hold_empty_hooks
 	u=$(udp_pps); t=$(tcp_bps ""); r=$(tcp_bps -R)
 	case $1 in
 	on)
@@ -81,14 +96,18 @@ measure() { # $1 = off|on|empty; appends to the arrays
 	empty)
 		tc qdisc del dev $H clsact
 		EMPTY[udp]+="$u " EMPTY[tcp]+="$t " EMPTY[tcpr]+="$r " ;;
+	hooks)
+		release_empty_hooks; tc qdisc del dev $H clsact
+		HOOKS[udp]+="$u " HOOKS[tcp]+="$t " HOOKS[tcpr]+="$r " ;;
 	*) OFF[udp]+="$u " OFF[tcp]+="$t " OFF[tcpr]+="$r " ;;
 	esac
 }
 for round in $(seq "$ROUNDS"); do
-	case $((round % 3)) in
-	1) measure off; measure on; measure empty ;;
-	2) measure on; measure empty; measure off ;;
-	*) measure empty; measure off; measure on ;;
+	case $((round % 4)) in
+	1) measure off; measure on; measure empty; measure hooks ;;
+	2) measure on; measure hooks; measure off; measure empty ;;
+	3) measure empty; measure off; measure hooks; measure on ;;
+	*) measure hooks; measure empty; measure on; measure off ;;
 	esac
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{if(NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
@@ -100,18 +119,20 @@ row() { # name unit scale off on
 		printf "| live | %s | %.2f %s with flowlens | %.2f %s without | %.1f%% | ≥ 97%%: %s |\n", n, on/s, u, off/s, u, 100*r, (r>=0.97)?"met":"MISSED"}'
 }
 [ -n "${NOHEADER:-}" ] || { echo "| section | case | measured | baseline (same run) | ratio | goal |"; echo "|---|---|---|---|---|---|"; }
-floor() { # name unit scale off empty: an empty TC program, the floor of any TC hook
-	local off em
-	off=$(echo "$4" | median); em=$(echo "$5" | median)
-	awk -v n="$1" -v u="$2" -v s="$3" -v off="$off" -v em="$em" 'BEGIN{r=(off>0)?em/off:0;
-		printf "| live | %s, floor: empty TC programs only | %.2f %s with empty programs | %.2f %s without | %.1f%% | |\n", n, em/s, u, off/s, u, 100*r}'
+floor() { # name unit scale off empty hooks on: the two floors, and flowlens against the second
+	local off em ho on
+	off=$(echo "$4" | median); em=$(echo "$5" | median); ho=$(echo "$6" | median); on=$(echo "$7" | median)
+	awk -v n="$1" -v u="$2" -v s="$3" -v off="$off" -v em="$em" -v ho="$ho" -v on="$on" 'BEGIN{
+		printf "| live | %s, floor 1: empty TC programs only | %.2f %s with empty programs | %.2f %s without | %.1f%% | |\n", n, em/s, u, off/s, u, 100*((off>0)?em/off:0);
+		printf "| live | %s, floor 2: empty programs on every hook flowlens attaches | %.2f %s with empty programs | %.2f %s without | %.1f%% | |\n", n, ho/s, u, off/s, u, 100*((off>0)?ho/off:0);
+		printf "| live | %s, flowlens against floor 2 | %.2f %s with flowlens | %.2f %s with empty programs | %.1f%% | |\n", n, on/s, u, ho/s, u, 100*((ho>0)?on/ho:0)}'
 }
 row "UDP flood 64 B frames ns→root (TC ingress), 4 flows, median of $ROUNDS×${SECS}s" "Mpps" 1e6 "${OFF[udp]}" "${ON[udp]}"
-floor "UDP flood 64 B frames ns→root" "Mpps" 1e6 "${OFF[udp]}" "${EMPTY[udp]}"
+floor "UDP flood 64 B frames ns→root" "Mpps" 1e6 "${OFF[udp]}" "${EMPTY[udp]}" "${HOOKS[udp]}" "${ON[udp]}"
 row "TCP bulk ns→root (iperf3, TC ingress)" "Gbit/s" 1e9 "${OFF[tcp]}" "${ON[tcp]}"
-floor "TCP bulk ns→root" "Gbit/s" 1e9 "${OFF[tcp]}" "${EMPTY[tcp]}"
+floor "TCP bulk ns→root" "Gbit/s" 1e9 "${OFF[tcp]}" "${EMPTY[tcp]}" "${HOOKS[tcp]}" "${ON[tcp]}"
 row "TCP bulk root→ns (iperf3 -R, TC egress)" "Gbit/s" 1e9 "${OFF[tcpr]}" "${ON[tcpr]}"
-floor "TCP bulk root→ns" "Gbit/s" 1e9 "${OFF[tcpr]}" "${EMPTY[tcpr]}"
+floor "TCP bulk root→ns" "Gbit/s" 1e9 "${OFF[tcpr]}" "${EMPTY[tcpr]}" "${HOOKS[tcpr]}" "${ON[tcpr]}"
 awk -v t=$CPU_TICKS -v hz=$HZ -v s=$CPU_SECS 'BEGIN{printf "| live | flowlens CPU during the traffic above | %.1f%% of one core | %d s of traffic | | |\n", 100*t/hz/s, s}'
 
 # Churn: flowlens on, many processes making short connections.

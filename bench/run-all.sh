@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds release and runs the whole benchmark suite; prints one markdown table
 # (the one in BENCHMARKS.md). Needs root (BPF_PROG_TEST_RUN, namespaces, XDP).
-#   bench/run-all.sh           full run (~15 minutes: a 3-minute table soak and a 2-minute collector soak included)
+#   bench/run-all.sh           full run (~20 minutes: a 3-minute table soak and a 5-minute collector soak included)
 #   bench/run-all.sh --smoke   tiny counts: only checks every benchmark still runs (~1 minute + build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ echo "|---|---|---|---|---|---|"
 target/release/kernel-progs $SMOKE --no-header
 target/release/sock-hooks $SMOKE --no-header
 bench/live-traffic.sh $SMOKE --no-header
-bench/collector-soak.sh $SMOKE --no-header
+if [ -n "$SMOKE" ]; then bench/collector-soak.sh --smoke --no-header; else bench/collector-soak.sh --secs=300 --no-header; fi
 target/release/table-rss $SMOKE --no-header
 # Criterion: --test runs every benchmark once (smoke); otherwise a short measurement.
 if [ -n "$SMOKE" ]; then CRIT=(--test); else CRIT=(--warm-up-time 1 --measurement-time 3); fi

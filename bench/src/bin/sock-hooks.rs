@@ -13,6 +13,11 @@
 //! per-packet cgroup_skb program.
 //!
 //! `sock-hooks [--conns=2000] [--execs=200] [--rounds=5] [--smoke]`.
+//!
+//! `sock-hooks --hold`: attaches only the empty programs, prints `attached`
+//! and keeps them until standard input closes: the live-traffic floor of any
+//! monitor that hooks where flowlens does. The kernel detaches them when the
+//! process exits, however it exits.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -136,6 +141,14 @@ fn all_progs() -> Vec<&'static str> {
 }
 
 fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--hold") {
+        let _bpf = load_empty()?;
+        println!("attached");
+        std::io::stdout().flush()?;
+        let mut sink = Vec::new();
+        std::io::stdin().read_to_end(&mut sink)?;
+        return Ok(());
+    }
     let smoke = smoke_requested();
     let conns = arg_u64("conns", if smoke { 50 } else { 2_000 });
     let execs = arg_u64("execs", if smoke { 5 } else { 200 });
