@@ -22,6 +22,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -95,8 +96,23 @@ fn workload(conns: u64, execs: u64) -> anyhow::Result<Duration> {
     let addr = l.local_addr()?;
     let start = Instant::now();
     let server = std::thread::spawn(move || -> std::io::Result<()> {
-        for _ in 0..conns {
-            let (mut s, _) = l.accept()?;
+        for i in 0..conns {
+            // Every other connection through accept(2), the rest through
+            // accept4(2) (what std uses): both tracepoints are measured.
+            let mut s = if i % 2 == 0 {
+                l.accept()?.0
+            } else {
+                // SAFETY: accept(2) on a listening socket we own; NULL address
+                // arguments are allowed. A non-negative result is a new fd we own.
+                let fd = unsafe {
+                    libc::accept(l.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut())
+                };
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // SAFETY: fd is a fresh descriptor owned by nobody else.
+                TcpStream::from(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+            };
             let mut b = [0u8; 100];
             s.read_exact(&mut b)?;
             s.write_all(&b)?;
