@@ -63,14 +63,12 @@ tcp_bps() { # $1: "" (ns -> root) or "-R" (root -> ns); bits/s received
 }
 
 iperf3 -s -B $HIP -D -I "$TMP/iperf.pid" >/dev/null; sleep 0.3; IPERF_PID=$(cat "$TMP/iperf.pid")
-# The floor of any TC-based monitor: the empty classifier of the kernel-program
-# benchmark (returns TC_ACT_UNSPEC) on the same veth, ingress and egress.
-EMPTY_OBJ=$(ls -t target/release/build/flowlens-ebpf-*/out/bench_empty.bpf.o 2>/dev/null | head -1)
-[ -n "$EMPTY_OBJ" ] || { echo "error: bench_empty.bpf.o missing: cargo build --release -p flowlens-bench" >&2; exit 1; }
-# The empty socket/process programs, held attached by `sock-hooks --hold`
-# until its standard input (fd 7 here) closes.
+# The empty programs of bench_empty.bpf.c, held attached by `sock-hooks --hold`
+# until its standard input (fd 7 here) closes: the empty classifier (returns
+# TC_ACT_UNSPEC) on $H ingress and egress, attached as flowlens attaches its
+# own (TCX links), and unless $1 is --tc-only the empty socket/process hooks.
 hold_empty_hooks() {
-	exec 7> >(exec $BIN/sock-hooks --hold >"$TMP/hold.out")
+	exec 7> >(exec $BIN/sock-hooks --hold --iface=$H ${1:-} >"$TMP/hold.out")
 	HOLD_PID=$!
 	for _ in $(seq 50); do grep -q attached "$TMP/hold.out" 2>/dev/null && return 0; sleep 0.1; done
 	echo "error: sock-hooks --hold did not attach the empty programs" >&2
@@ -82,11 +80,7 @@ CPU_TICKS=0 CPU_SECS=0
 measure() { # $1 = off|on|empty|hooks; appends to the arrays
 	local u t r c0 c1
 	[ "$1" = on ] && { start_flowlens; c0=$(cpu_ticks $FL_PID); }
-	if [ "$1" = empty ] || [ "$1" = hooks ]; then
-		tc qdisc add dev $H clsact
-		tc filter add dev $H ingress bpf da obj "$EMPTY_OBJ" sec classifier
-		tc filter add dev $H egress bpf da obj "$EMPTY_OBJ" sec classifier
-	fi
+	[ "$1" = empty ] && hold_empty_hooks --tc-only
 	[ "$1" = hooks ] && hold_empty_hooks
 	u=$(udp_pps); t=$(tcp_bps ""); r=$(tcp_bps -R)
 	case $1 in
@@ -94,10 +88,10 @@ measure() { # $1 = off|on|empty|hooks; appends to the arrays
 		c1=$(cpu_ticks $FL_PID); CPU_TICKS=$((CPU_TICKS + c1 - c0)); CPU_SECS=$((CPU_SECS + 3 * SECS))
 		ON[udp]+="$u " ON[tcp]+="$t " ON[tcpr]+="$r "; stop_flowlens ;;
 	empty)
-		tc qdisc del dev $H clsact
+		release_empty_hooks
 		EMPTY[udp]+="$u " EMPTY[tcp]+="$t " EMPTY[tcpr]+="$r " ;;
 	hooks)
-		release_empty_hooks; tc qdisc del dev $H clsact
+		release_empty_hooks
 		HOOKS[udp]+="$u " HOOKS[tcp]+="$t " HOOKS[tcpr]+="$r " ;;
 	*) OFF[udp]+="$u " OFF[tcp]+="$t " OFF[tcpr]+="$r " ;;
 	esac

@@ -14,10 +14,13 @@
 //!
 //! `sock-hooks [--conns=2000] [--execs=200] [--rounds=5] [--smoke]`.
 //!
-//! `sock-hooks --hold`: attaches only the empty programs, prints `attached`
-//! and keeps them until standard input closes: the live-traffic floor of any
-//! monitor that hooks where flowlens does. The kernel detaches them when the
-//! process exits, however it exits.
+//! `sock-hooks --hold [--iface=IF] [--tc-only]`: attaches only the empty
+//! programs (on every socket/process hook flowlens attaches, and with
+//! `--iface` the empty TC program on IF's ingress and egress the way flowlens
+//! attaches its TC programs: TCX links on kernels ≥ 6.6; `--tc-only`: only
+//! those), prints `attached` and keeps them until standard input closes: the
+//! live-traffic floors of any monitor that hooks where flowlens does. The
+//! kernel detaches them when the process exits, however it exits.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -28,22 +31,20 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use aya::maps::{MapData, RingBuf};
 use aya::programs::{
-    links::CgroupAttachMode, BtfTracePoint, CgroupSkb, CgroupSkbAttachType, TracePoint,
+    links::CgroupAttachMode, BtfTracePoint, CgroupSkb, CgroupSkbAttachType, SchedClassifier,
+    TcAttachType, TracePoint,
 };
 use aya::sys::{enable_stats, Stats};
 use aya::{Btf, Ebpf, EbpfLoader};
-use flowlens_bench::{arg_u64, median, print_table, smoke_requested, Row};
+use flowlens_bench::{arg_u64, arg_value, median, print_table, smoke_requested, Row};
 use flowlens_collector::loader::{load_sock_object, LoadOptions};
 use flowlens_ebpf::{bench_empty, sock, BENCH_EMPTY_OBJ};
 
 /// The empty programs of bench_empty.bpf.o, attached where flowlens attaches
 /// its socket/process hooks.
 fn load_empty() -> anyhow::Result<Ebpf> {
+    let mut bpf = load_empty_object()?;
     let btf = Btf::from_sys_fs().context("kernel BTF")?;
-    let mut bpf = EbpfLoader::new()
-        .btf(Some(&btf))
-        .load(BENCH_EMPTY_OBJ)
-        .context("loading bench_empty.bpf.o")?;
     for (empty, real) in bench_empty::SOCK_HOOKS {
         if let Some((_, tp)) = sock::TP_BTF.iter().find(|(p, _)| *p == real) {
             let p: &mut BtfTracePoint = bpf.program_mut(empty).context(empty)?.try_into()?;
@@ -63,6 +64,29 @@ fn load_empty() -> anyhow::Result<Ebpf> {
         }
     }
     Ok(bpf)
+}
+
+fn load_empty_object() -> anyhow::Result<Ebpf> {
+    let btf = Btf::from_sys_fs().context("kernel BTF")?;
+    EbpfLoader::new()
+        .btf(Some(&btf))
+        .load(BENCH_EMPTY_OBJ)
+        .context("loading bench_empty.bpf.o")
+}
+
+/// The empty TC program on `iface` ingress and egress, attached as the
+/// collector attaches its own (`SchedClassifier::attach`: TCX on ≥ 6.6).
+fn attach_empty_tc(bpf: &mut Ebpf, iface: &str) -> anyhow::Result<()> {
+    let p: &mut SchedClassifier = bpf
+        .program_mut(bench_empty::PROG_TC)
+        .context(bench_empty::PROG_TC)?
+        .try_into()?;
+    p.load()?;
+    for dir in [TcAttachType::Ingress, TcAttachType::Egress] {
+        p.attach(iface, dir)
+            .with_context(|| format!("attaching the empty TC program to {iface} {dir:?}"))?;
+    }
+    Ok(())
 }
 
 fn stats_of(
@@ -158,7 +182,14 @@ fn all_progs() -> Vec<&'static str> {
 
 fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--hold") {
-        let _bpf = load_empty()?;
+        let mut bpf = if std::env::args().any(|a| a == "--tc-only") {
+            load_empty_object()?
+        } else {
+            load_empty()?
+        };
+        if let Some(iface) = arg_value("iface") {
+            attach_empty_tc(&mut bpf, &iface)?;
+        }
         println!("attached");
         std::io::stdout().flush()?;
         let mut sink = Vec::new();
