@@ -43,8 +43,8 @@ use flowlens_ebpf::{bench_empty, sock, BENCH_EMPTY_OBJ};
 /// The empty programs of bench_empty.bpf.o, attached where flowlens attaches
 /// its socket/process hooks.
 fn load_empty() -> anyhow::Result<Ebpf> {
-    let mut bpf = load_empty_object()?;
     let btf = Btf::from_sys_fs().context("kernel BTF")?;
+    let mut bpf = load_empty_object(&btf)?;
     for (empty, real) in bench_empty::SOCK_HOOKS {
         if let Some((_, tp)) = sock::TP_BTF.iter().find(|(p, _)| *p == real) {
             let p: &mut BtfTracePoint = bpf.program_mut(empty).context(empty)?.try_into()?;
@@ -66,10 +66,9 @@ fn load_empty() -> anyhow::Result<Ebpf> {
     Ok(bpf)
 }
 
-fn load_empty_object() -> anyhow::Result<Ebpf> {
-    let btf = Btf::from_sys_fs().context("kernel BTF")?;
+fn load_empty_object(btf: &Btf) -> anyhow::Result<Ebpf> {
     EbpfLoader::new()
-        .btf(Some(&btf))
+        .btf(Some(btf))
         .load(BENCH_EMPTY_OBJ)
         .context("loading bench_empty.bpf.o")
 }
@@ -183,7 +182,7 @@ fn all_progs() -> Vec<&'static str> {
 fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--hold") {
         let mut bpf = if std::env::args().any(|a| a == "--tc-only") {
-            load_empty_object()?
+            load_empty_object(&Btf::from_sys_fs().context("kernel BTF")?)?
         } else {
             load_empty()?
         };
