@@ -199,12 +199,23 @@ impl Proc {
         }
     }
 
-    /// Writes a line to its stdin.
+    /// Writes a line to its stdin, in one write: `writeln!` on the unbuffered
+    /// pipe wrote the text and the newline separately, and a child that acts
+    /// on the first byte and exits (the churn server's select loop) turned the
+    /// second write into EPIPE.
     pub fn send_line(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin is piped");
-        writeln!(stdin, "{line}")
-            .and_then(|_| stdin.flush())
-            .expect("write to child stdin");
+        if let Err(e) = stdin.write_all(format!("{line}\n").as_bytes()) {
+            // Gone already: say how it ended.
+            std::thread::sleep(Duration::from_millis(100));
+            panic!(
+                "`{}`: writing {line:?} to its stdin failed ({e}); status {:?}; stdout {:?}; stderr {}",
+                self.what,
+                self.child.try_wait().ok().flatten(),
+                self.stdout_seen.lock().expect("stdout log"),
+                self.stderr.lock().expect("stderr log")
+            );
+        }
     }
 
     /// Waits for exit (at most `timeout`, then kills it and panics).
