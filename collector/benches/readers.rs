@@ -6,7 +6,7 @@ mod common;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use flowlens_collector::readers::{decode_event, observation};
+use flowlens_collector::ebpf::{convert::decode_event, flow_map::observation};
 
 fn decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode_event");

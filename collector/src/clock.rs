@@ -22,3 +22,21 @@ pub fn unix_ns() -> i128 {
         Err(e) => -(e.duration().as_nanos() as i128),
     }
 }
+
+/// A moment on a source's clock: monotonic for the kernel's stamps and the
+/// correlator, Unix time for the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic nanoseconds (the kernel's and the correlator's clock).
+    pub mono_ns: u64,
+    /// Unix nanoseconds (the records' timestamps).
+    pub unix_ns: i128,
+}
+
+/// This host's clocks now.
+pub fn now() -> Now {
+    Now {
+        mono_ns: monotonic_ns(),
+        unix_ns: unix_ns(),
+    }
+}

@@ -1,21 +1,36 @@
-//! flowlens collector: loads the kernel programs, reads their maps and ring
-//! buffer, correlates flows with their owners and writes records. The
-//! `flowlens` binary (`main.rs`) is a thin CLI over this library.
+//! flowlens collector: sees packets (eBPF programs, AF_PACKET sockets or a
+//! pcap replay), correlates flows with their owners and writes records. The
+//! `flowlens` binary (`main.rs`) is a thin CLI over this library; the data
+//! flow is drawn in docs/architecture.md.
+//!
+//! - [`cli`], [`config`]: flags and the TOML file, validated once;
+//! - [`exporter`]: the one run loop, driving a [`exporter::FlowSource`];
+//! - flow sources: [`ebpf`] (kernel maps and ring buffer), [`afpacket`]
+//!   (packet sockets + [`procscan`]), [`replay`] (capture files); the last
+//!   two count with [`capture`], the userspace twin of the kernel programs;
+//! - [`loader`], [`doctor`], [`privileges`]: the kernel side;
+//! - outputs: [`sinks`] (JSON lines, summary), [`influx`], assembled by [`outputs`];
+//! - [`metrics`]: what flowlens saw and lost;
+//! - helpers: [`clock`], [`docker`], [`enrich`], [`ifaces`], [`user_input`].
 
 pub mod afpacket;
+pub mod capture;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod docker;
 pub mod doctor;
+pub mod ebpf;
 pub mod enrich;
-pub mod events;
+pub mod exporter;
 pub mod ifaces;
 pub mod influx;
 pub mod loader;
 pub mod metrics;
-pub mod pipeline;
+pub mod outputs;
 pub mod privileges;
 pub mod procscan;
-pub mod readers;
 pub mod replay;
+pub mod run;
 pub mod sinks;
+pub mod user_input;

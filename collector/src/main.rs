@@ -6,8 +6,9 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use flowlens_collector::{
-    config::{Cli, Command, Config},
-    doctor, pipeline,
+    cli::{Cli, Command},
+    config::{ReplayConfig, RunConfig},
+    doctor, replay, run,
 };
 
 fn main() {
@@ -19,22 +20,19 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let code = match cli.command {
-        Command::Doctor => doctor::run(),
-        Command::Replay(args) => flowlens_collector::replay::run(&args).unwrap_or_else(|e| {
-            eprintln!("error: {e:#}");
-            1
-        }),
-        Command::Run(args) => match Config::from_args(&args)
+    let result = match cli.command {
+        Command::Doctor => Ok(doctor::run()),
+        Command::Replay(args) => ReplayConfig::from_args(&args)
             .map_err(anyhow::Error::from)
-            .and_then(pipeline::run)
-        {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                1
-            }
-        },
+            .and_then(|cfg| replay::run(&cfg)),
+        Command::Run(args) => RunConfig::from_args(&args)
+            .map_err(anyhow::Error::from)
+            .and_then(run::run)
+            .map(|()| 0),
     };
+    let code = result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        1
+    });
     std::process::exit(code);
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use flowlens_correlator::conversation::TableStats;
 use serde::Serialize;
 
-use crate::influx::stats::InfluxMetrics;
+use crate::{capture::AccountStats, influx::stats::InfluxMetrics};
 
 /// Everything flowlens counts about itself, cumulative since start.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -42,6 +42,20 @@ pub struct SelfMetrics {
     pub preexisting_sockets: u64,
     /// Flow entries that vanished while being read.
     pub flow_read_races: u64,
+    /// Evicted flow entries the kernel map refused to delete (for another
+    /// reason than "already gone"): they stay, and only their new packets
+    /// count (for a new conversation). Not a loss; a growing number means the
+    /// map fills up with them.
+    pub flow_delete_errors: u64,
+    /// Docker name/image lookups not queued because the lookup queue was full
+    /// (asked again the next time the container is seen; records may lack the
+    /// name meanwhile).
+    pub docker_lookups_not_queued: u64,
+    /// AF_PACKET mode: /proc scans for socket owners.
+    pub proc_scans: u64,
+    /// AF_PACKET mode: the userspace parser's counters (the kernel's
+    /// `truncated_headers`, `frag_without_first` and fragment map evictions).
+    pub userspace_parser: AccountStats,
     /// AF_PACKET mode: packets its sockets received (PACKET_STATISTICS tp_packets).
     pub afpacket_packets: u64,
     /// AF_PACKET mode: packets the kernel dropped because a socket's receive
@@ -89,6 +103,31 @@ impl SelfMetrics {
         }
     }
 
+    /// Counters that lose no data but need attention (only the non-zero ones).
+    pub fn problems(&self) -> BTreeMap<&'static str, u64> {
+        [
+            ("flow_delete_errors", self.flow_delete_errors),
+            ("docker_lookups_not_queued", self.docker_lookups_not_queued),
+        ]
+        .into_iter()
+        .filter(|(_, v)| *v > 0)
+        .collect()
+    }
+
+    /// Logs a WARN with [`SelfMetrics::problems`] when their sum grew past
+    /// `*last` (what the previous interval reported), and moves it on.
+    pub fn log_new_problems(&self, last: &mut u64) {
+        let total: u64 = self.problems().values().sum();
+        if total > *last {
+            tracing::warn!(
+                new = total - *last,
+                by_reason = ?self.problems(),
+                "Some flow entries could not be deleted or container lookups could not be queued (counters by reason; no data was lost)."
+            );
+            *last = total;
+        }
+    }
+
     /// Loss counters by reason (only the non-zero ones).
     pub fn losses(&self) -> BTreeMap<&'static str, u64> {
         let k = |n: &str| self.kernel.get(n).copied().unwrap_or(0);
@@ -122,5 +161,32 @@ impl SelfMetrics {
             .chain(influx)
             .filter(|(_, v)| *v > 0)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_reaches_the_snapshot_and_the_log_lines() {
+        let m = SelfMetrics {
+            flow_delete_errors: 2,
+            docker_lookups_not_queued: 3,
+            afpacket_drops: 5,
+            ..Default::default()
+        };
+        assert_eq!(
+            m.problems(),
+            BTreeMap::from([("docker_lookups_not_queued", 3), ("flow_delete_errors", 2)])
+        );
+        assert_eq!(m.losses(), BTreeMap::from([("afpacket_drops", 5)]));
+        assert_eq!(m.lost_total(), 5);
+        let json = serde_json::to_value(&m).expect("serializes");
+        assert_eq!(json["flow_delete_errors"], 2);
+        assert_eq!(json["docker_lookups_not_queued"], 3);
+        let mut last = 0;
+        m.log_new_problems(&mut last);
+        assert_eq!(last, 5);
     }
 }

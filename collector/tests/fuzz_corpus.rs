@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use flowlens_collector::replay::flows::FlowAccounts;
-use flowlens_collector::replay::parse::parse_frame;
+use flowlens_collector::capture::parse_frame;
+use flowlens_collector::capture::FlowAccounts;
 use flowlens_collector::replay::reader::CaptureReader;
 
 fn corpus(target: &str) -> Vec<PathBuf> {

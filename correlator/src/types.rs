@@ -1,7 +1,7 @@
 //! Domain types handed to the correlator by the collector's readers.
-//! Kernel structs become these in exactly one place: `collector::readers`.
+//! Kernel structs become these in exactly one place: `collector::ebpf::convert`.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use serde::Serialize;
 
@@ -36,6 +36,20 @@ pub mod tcp_state {
 /// Converts an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) to IPv4; any other address is returned unchanged.
 pub fn normalize_ip(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
+}
+
+/// An address as the kernel programs key it: 16 bytes in network order,
+/// IPv4 as IPv4-mapped IPv6 (`::ffff:a.b.c.d`).
+pub fn ip_to_mapped(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// The inverse of [`ip_to_mapped`]: an IPv4-mapped address becomes IPv4.
+pub fn mapped_to_ip(a: [u8; 16]) -> IpAddr {
+    normalize_ip(IpAddr::V6(Ipv6Addr::from(a)))
 }
 
 /// Which program saw a packet.
@@ -251,4 +265,22 @@ pub trait Lookup {
     fn iface_name(&self, ifindex: u32) -> Option<String>;
     /// Cached metadata of a container id (`None` while unknown).
     fn container_meta(&self, runtime: &str, id: &str) -> Option<ContainerMeta>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn mapped_addresses_round_trip() {
+        let v4 = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
+        assert_eq!(
+            ip_to_mapped(v4)[..12],
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]
+        );
+        assert_eq!(mapped_to_ip(ip_to_mapped(v4)), v4);
+        let v6: IpAddr = "fd00::1".parse().expect("v6");
+        assert_eq!(mapped_to_ip(ip_to_mapped(v6)), v6);
+    }
 }

@@ -2,8 +2,8 @@
 //! first four bytes pick the link type (little endian), the rest is the frame.
 #![no_main]
 
-use flowlens_collector::replay::flows::FlowAccounts;
-use flowlens_collector::replay::parse::parse_frame;
+use flowlens_collector::capture::FlowAccounts;
+use flowlens_collector::capture::parse_frame;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

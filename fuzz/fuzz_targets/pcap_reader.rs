@@ -2,7 +2,7 @@
 //! `flowlens replay` does. Any panic, hang or unbounded allocation is a bug.
 #![no_main]
 
-use flowlens_collector::replay::parse::parse_frame;
+use flowlens_collector::capture::parse_frame;
 use flowlens_collector::replay::reader::CaptureReader;
 use libfuzzer_sys::fuzz_target;
 

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowlens_collector::influx::settings::InfluxSettings;
-use flowlens_collector::influx::sink::{InfluxError, InfluxSink};
 use flowlens_collector::influx::spool::Spool;
 use flowlens_collector::influx::stats::InfluxMetrics;
+use flowlens_collector::influx::{sink::InfluxSink, InfluxError};
 use flowlens_collector::sinks::RecordSink;
 use influx_common::{free_port, lines, logs, record, wait_for, FakeInflux, Reply, TempDir};
 

@@ -13,8 +13,9 @@ mod packets;
 
 use std::collections::HashMap;
 
-use flowlens_collector::replay::flows::FlowAccounts;
-use flowlens_collector::replay::parse::{key_bytes, linktype, parse_frame, Skip};
+use flowlens_collector::capture::FlowAccounts;
+use flowlens_collector::capture::{linktype, parse_frame, Skip};
+use flowlens_correlator::types::ip_to_mapped;
 use flowlens_ebpf::abi::*;
 use harness::*;
 use packets::*;
@@ -219,8 +220,8 @@ fn kernel_and_replay_count_every_frame_alike() {
         .entries()
         .map(|(t, ifindex, c)| {
             let mut k = key6(
-                key_bytes(t.src),
-                key_bytes(t.dst),
+                ip_to_mapped(t.src),
+                ip_to_mapped(t.dst),
                 t.sport,
                 t.dport,
                 t.proto,

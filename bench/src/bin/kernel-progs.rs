@@ -31,8 +31,8 @@ use flowlens_bench::{
 };
 use flowlens_collector::{
     config::default_flow_slots_per_cpu,
+    ebpf::flow_map::FlowMapReader,
     loader::{load_flow_object_from, possible_cpus, LoadOptions},
-    readers::FlowMapReader,
 };
 use flowlens_ebpf::{
     abi::{CNT_FLOW_MAP_FULL, CNT_FLOW_SLOTS_FULL},

@@ -1,8 +1,8 @@
 //! `flowlens run --capture afpacket` (and the fallback when the kernel cannot
 //! run the eBPF programs): one AF_PACKET socket and reader thread per
-//! monitored interface, counted in userspace with the replay's twin of the
-//! kernel's rules ([`crate::replay::flows`]), owners from /proc scans
-//! ([`crate::procscan`]), then the same correlator, sinks and export loop.
+//! monitored interface, counted in userspace with the twin of the kernel's
+//! rules ([`crate::capture`]), owners from /proc scans ([`crate::procscan`]).
+//! [`AfPacketSource`] is the flow source the exporter runs.
 //!
 //! What this mode cannot see that eBPF does: docs/afpacket.md.
 
@@ -18,29 +18,22 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context;
 use flowlens_correlator::{
     cgroup::parse_container,
-    conversation::{ConversationTable, TableConfig},
-    types::{FlowObservation, Hook},
+    conversation::ConversationTable,
+    types::{FlowObservation, FlowTuple, Hook},
 };
-use tracing::{debug, error, info, warn};
+use tracing::{debug, warn};
 
 use crate::{
+    capture::{linktype, parse_frame, AccountStats, FlowAccounts},
     clock,
-    config::Config,
-    docker::{ContainerCache, DockerResolver},
-    enrich::{CgroupResolver, ExeCache, UserNames},
-    ifaces::{self, Iface},
-    influx::{sink::InfluxSink, stats::InfluxStats},
+    docker::DockerResolver,
+    enrich::{CgroupResolver, ExeCache},
+    exporter::{AttachError, FlowSource, Now, Timeline, Waited},
+    ifaces::Iface,
     metrics::SelfMetrics,
-    pipeline::{close_sinks, export_records, open_sinks, stop_on_signals, Schedule},
     procscan,
-    replay::{
-        flows::FlowAccounts,
-        parse::{linktype, parse_frame},
-    },
-    sinks::RecordSink,
 };
 use socket::PacketSocket;
 
@@ -54,6 +47,8 @@ const SNAPLEN: usize = 2048;
 const RCVBUF_BYTES: usize = 8 << 20;
 /// /proc scans are at least this far apart.
 const RESCAN_MIN_GAP: Duration = Duration::from_millis(500);
+/// How often the exporter's wait looks for new flows to rescan for.
+const WAIT_STEP: Duration = Duration::from_millis(100);
 
 /// Cumulative counters of one interface, per hook (what the kernel flow map
 /// holds in eBPF mode).
@@ -165,78 +160,51 @@ fn read_loop(
     }
 }
 
-/// The AF_PACKET pipeline's state between exports.
-struct AfPacketPipeline {
-    cfg: Config,
+/// The AF_PACKET flow source: one capture per interface, /proc scans for owners.
+pub struct AfPacketSource {
     captures: BTreeMap<u32, IfaceCapture>,
-    attach_failures: u64,
     new_flows: Arc<AtomicBool>,
     rescan_until: Option<Instant>,
     last_scan: Option<Instant>,
     scans: u64,
+    preexisting_sockets: u64,
     cgroups: CgroupResolver,
     exes: ExeCache,
     docker: DockerResolver,
-    containers: ContainerCache,
-    table: ConversationTable,
-    users: UserNames,
-    iface_names: BTreeMap<u32, String>,
-    sinks: Vec<Box<dyn RecordSink>>,
-    metrics: SelfMetrics,
-    influx: Option<Arc<InfluxStats>>,
-    last_lost: u64,
+    packets: u64,
+    drops: u64,
+    /// Parser counters of interfaces no longer captured on.
+    closed_stats: AccountStats,
+    /// The last counters of interfaces no longer captured on.
+    pending: Vec<FlowObservation>,
 }
 
-impl AfPacketPipeline {
-    fn attach(&mut self, iface: &Iface) -> std::io::Result<()> {
-        let capture = IfaceCapture::start(iface, Arc::clone(&self.new_flows))?;
-        self.captures.insert(iface.index, capture);
-        Ok(())
-    }
-
-    fn detach(&mut self, ifindex: u32) {
-        if let Some(mut c) = self.captures.remove(&ifindex) {
-            c.stop();
-            self.take_socket_stats(&c);
-            // Its last counters still go into the next export.
-            self.flush_accounts(&c);
-        }
-    }
-
-    /// Captures new interfaces that are up and stops vanished ones (auto mode).
-    fn refresh_interfaces(&mut self) {
-        let now = ifaces::list();
-        for (idx, iface) in &now {
-            self.iface_names.insert(*idx, iface.name.clone());
-        }
-        if !self.cfg.ifaces.is_empty() {
-            return;
-        }
-        let gone: Vec<u32> = self
-            .captures
-            .keys()
-            .copied()
-            .filter(|i| !now.contains_key(i))
-            .collect();
-        for i in gone {
-            self.detach(i);
-        }
-        for iface in now.values().filter(|i| i.up && i.is_ethernet()) {
-            if !self.captures.contains_key(&iface.index) {
-                if let Err(e) = self.attach(iface) {
-                    self.attach_failures += 1;
-                    warn!(iface = %iface.name, error = %e, "Cannot open a packet socket; this interface's traffic is not counted.");
-                }
-            }
+impl AfPacketSource {
+    /// No interface yet; `docker` resolves container names of the owners found.
+    pub fn new(docker: DockerResolver) -> Self {
+        Self {
+            captures: BTreeMap::new(),
+            new_flows: Arc::new(AtomicBool::new(false)),
+            rescan_until: None,
+            last_scan: None,
+            scans: 0,
+            preexisting_sockets: 0,
+            cgroups: CgroupResolver::new(),
+            exes: ExeCache::new(Duration::from_secs(300)),
+            docker,
+            packets: 0,
+            drops: 0,
+            closed_stats: AccountStats::default(),
+            pending: Vec::new(),
         }
     }
 
     /// Owners of every socket there is now.
-    fn scan(&mut self) {
+    fn scan(&mut self, table: &mut ConversationTable) {
         let owners = procscan::scan(&mut self.cgroups, &mut self.exes, clock::monotonic_ns());
         debug!(sockets = owners.len(), "Scanned /proc for socket owners.");
         if self.scans == 0 {
-            self.metrics.preexisting_sockets = owners.len() as u64;
+            self.preexisting_sockets = owners.len() as u64;
         }
         for ev in owners {
             if let Some(c) = ev.process.cgroup_path.as_deref().and_then(parse_container) {
@@ -244,7 +212,7 @@ impl AfPacketPipeline {
                     self.docker.want(&c.id);
                 }
             }
-            self.table.observe_owner(ev);
+            table.observe_owner(ev);
         }
         self.scans += 1;
         self.last_scan = Some(Instant::now());
@@ -254,10 +222,10 @@ impl AfPacketPipeline {
     /// New flows since the last scan: scan again (at most every
     /// [`RESCAN_MIN_GAP`]) and keep scanning for the correlator's owner wait,
     /// as sockets may get their owner after their first packets (accept()).
-    fn maybe_rescan(&mut self) {
+    fn maybe_rescan(&mut self, table: &mut ConversationTable) {
         let now = Instant::now();
         if self.new_flows.swap(false, Ordering::Relaxed) {
-            let wait = Duration::from_nanos(self.table.config().owner_wait_ns);
+            let wait = Duration::from_nanos(table.config().owner_wait_ns);
             self.rescan_until = Some(now + wait.max(RESCAN_MIN_GAP));
         }
         let due = self.rescan_until.is_some_and(|t| now <= t)
@@ -265,15 +233,15 @@ impl AfPacketPipeline {
                 .last_scan
                 .is_none_or(|t| now.duration_since(t) >= RESCAN_MIN_GAP);
         if due {
-            self.scan();
+            self.scan(table);
         }
     }
 
     fn take_socket_stats(&mut self, c: &IfaceCapture) {
         match c.socket.take_stats() {
             Ok(s) => {
-                self.metrics.afpacket_packets += s.packets;
-                self.metrics.afpacket_drops += s.drops;
+                self.packets += s.packets;
+                self.drops += s.drops;
             }
             Err(e) => {
                 warn!(iface = %c.name, error = %e, "Cannot read PACKET_STATISTICS; drops on this interface are not known.")
@@ -281,173 +249,134 @@ impl AfPacketPipeline {
         }
     }
 
-    /// Feeds the changed counters of one interface to the correlator.
-    fn flush_accounts(&mut self, c: &IfaceCapture) {
-        let obs: Vec<FlowObservation> = {
-            let Ok(mut acc) = c.accounts.lock() else {
-                return;
-            };
-            let mut obs = acc.ingress.take_changed();
-            obs.extend(acc.egress.take_changed().into_iter().map(|mut o| {
-                o.hook = Hook::Egress;
-                o
-            }));
-            obs
+    /// The changed counters of one interface, as observations.
+    fn take_changed(c: &IfaceCapture, out: &mut Vec<FlowObservation>) {
+        let Ok(mut acc) = c.accounts.lock() else {
+            return;
         };
-        for o in &obs {
-            self.table.observe_flow(o);
-        }
+        out.extend(acc.ingress.take_changed());
+        out.extend(acc.egress.take_changed().into_iter().map(|mut o| {
+            o.hook = Hook::Egress;
+            o
+        }));
     }
 
-    /// One interval; `last`: the final one, where nothing waits for its owner.
-    fn export(&mut self, last: bool) {
+    fn stats(&self) -> AccountStats {
+        let mut s = self.closed_stats;
+        for c in self.captures.values() {
+            if let Ok(acc) = c.accounts.lock() {
+                s += acc.ingress.stats();
+                s += acc.egress.stats();
+            }
+        }
+        s
+    }
+}
+
+impl FlowSource for AfPacketSource {
+    fn name(&self) -> &'static str {
+        "afpacket"
+    }
+
+    fn timeline(&self) -> Timeline {
+        Timeline::Live
+    }
+
+    fn now(&self) -> Option<Now> {
+        Some(clock::now())
+    }
+
+    fn start(&mut self, table: &mut ConversationTable) {
+        // Sockets that exist already (after the captures opened: nothing
+        // opened between the two is missed by both).
+        self.scan(table);
+    }
+
+    fn wait(&mut self, table: &mut ConversationTable, until: Option<u64>) -> Waited {
+        let left = until.map_or(WAIT_STEP, |u| {
+            Duration::from_nanos(u.saturating_sub(clock::monotonic_ns()))
+        });
+        std::thread::sleep(left.min(WAIT_STEP));
+        self.maybe_rescan(table);
+        Waited::Continue
+    }
+
+    fn collect(&mut self, table: &mut ConversationTable) -> u64 {
+        let mut obs = std::mem::take(&mut self.pending);
         let ifindexes: Vec<u32> = self.captures.keys().copied().collect();
         for i in &ifindexes {
             if let Some(c) = self.captures.remove(i) {
                 self.take_socket_stats(&c);
-                self.flush_accounts(&c);
+                Self::take_changed(&c, &mut obs);
                 self.captures.insert(*i, c);
             }
         }
-        self.maybe_rescan();
-        let records = export_records(
-            &mut self.table,
-            &mut self.users,
-            &self.iface_names,
-            &self.containers,
-            &self.cfg.host,
-            last,
-        );
-        let mut entries = 0usize;
-        let evicted = self.table.take_evicted_flows();
+        for o in &obs {
+            table.observe_flow(o);
+        }
+        self.maybe_rescan(table);
+        obs.len() as u64
+    }
+
+    fn forget(&mut self, evicted: &[(FlowTuple, u32, Hook)]) {
         for c in self.captures.values() {
             if let Ok(mut acc) = c.accounts.lock() {
-                for (tuple, ifindex, hook) in &evicted {
+                for (tuple, ifindex, hook) in evicted {
                     acc.of(*hook).forget(tuple, *ifindex);
                 }
-                entries += acc.ingress.len() + acc.egress.len();
             }
         }
-        let mut lost = 0u64;
-        for sink in &mut self.sinks {
-            if let Err(e) = sink.write_interval(&records) {
-                lost += records.len() as u64;
-                error!(error = %e, records = records.len(), "Writing records failed; this interval's records are lost.");
+    }
+
+    fn monitored(&self) -> BTreeMap<u32, String> {
+        self.captures
+            .iter()
+            .map(|(i, c)| (*i, c.name.clone()))
+            .collect()
+    }
+
+    fn attach(&mut self, iface: &Iface) -> Result<(), AttachError> {
+        let capture = IfaceCapture::start(iface, Arc::clone(&self.new_flows))?;
+        self.captures.insert(iface.index, capture);
+        Ok(())
+    }
+
+    fn detach(&mut self, ifindex: u32) {
+        if let Some(mut c) = self.captures.remove(&ifindex) {
+            c.stop();
+            self.take_socket_stats(&c);
+            if let Ok(acc) = c.accounts.lock() {
+                self.closed_stats += acc.ingress.stats();
+                self.closed_stats += acc.egress.stats();
             }
-        }
-        self.update_metrics(entries as u64, records.len() as u64, lost);
-    }
-
-    fn update_metrics(&mut self, entries: u64, exported: u64, lost: u64) {
-        let m = &mut self.metrics;
-        m.intervals += 1;
-        m.records_exported += exported;
-        m.records_lost_sink += lost;
-        m.kernel_flow_entries = entries;
-        m.interfaces_monitored = self.captures.len() as u64;
-        m.interface_attach_failures = self.attach_failures;
-        m.table = self.table.stats();
-        m.influx = self.influx.as_ref().map(|s| s.snapshot());
-        let lost_total = m.lost_total();
-        info!(
-            records = exported,
-            conversations = m.table.conversations_active,
-            flows = entries,
-            sockets = m.table.sockets_tracked,
-            proc_scans = self.scans,
-            afpacket_packets = m.afpacket_packets,
-            afpacket_drops = m.afpacket_drops,
-            lost = lost_total,
-            unattributed_local = m.table.records_unattributed_local,
-            awaiting_owner = m.table.conversations_awaiting_owner,
-            "Interval exported."
-        );
-        m.log_new_losses(
-            &mut self.last_lost,
-            "afpacket_drops: the packet sockets' queues overflowed",
-        );
-    }
-}
-
-/// Runs the AF_PACKET pipeline until SIGINT/SIGTERM; flushes the last
-/// interval. `explicit`: the `--iface` interfaces (empty: every interface
-/// that is up, and new ones).
-pub fn run(
-    cfg: Config,
-    explicit: Vec<Iface>,
-    influx_sink: Option<InfluxSink>,
-) -> anyhow::Result<()> {
-    let stop = stop_on_signals()?;
-    let docker = DockerResolver::start(cfg.docker_socket.clone());
-    let containers = docker.cache();
-    let (sinks, influx) = open_sinks(&cfg, influx_sink)?;
-    let table = ConversationTable::new(TableConfig {
-        max_conversations: cfg.max_conversations,
-        max_sockets: cfg.max_sockets,
-        idle_timeout_ns: cfg.idle_timeout.as_nanos() as u64,
-        ..TableConfig::default()
-    });
-    let mut p = AfPacketPipeline {
-        cfg,
-        captures: BTreeMap::new(),
-        attach_failures: 0,
-        new_flows: Arc::new(AtomicBool::new(false)),
-        rescan_until: None,
-        last_scan: None,
-        scans: 0,
-        cgroups: CgroupResolver::new(),
-        exes: ExeCache::new(Duration::from_secs(300)),
-        docker,
-        containers,
-        table,
-        users: UserNames::new(),
-        iface_names: BTreeMap::new(),
-        sinks,
-        metrics: SelfMetrics::default(),
-        influx,
-        last_lost: 0,
-    };
-    p.refresh_interfaces();
-    for iface in &explicit {
-        if let Err(e) = p.attach(iface) {
-            for i in p.captures.keys().copied().collect::<Vec<_>>() {
-                p.detach(i);
-            }
-            return Err(e).with_context(|| {
-                format!("opening an AF_PACKET socket on interface {}", iface.name)
-            });
-        }
-    }
-    // Sockets that exist already (capture first: nothing opened between the
-    // two is missed by both).
-    p.scan();
-    let monitored: Vec<&str> = p.captures.values().map(|c| c.name.as_str()).collect();
-    info!(
-        capture = "afpacket",
-        interfaces = ?monitored,
-        export_interval = ?p.cfg.export_interval,
-        "flowlens running."
-    );
-
-    let mut schedule = Schedule::new(p.cfg.export_interval);
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
-        p.maybe_rescan();
-        let (poll, export) = schedule.due(Instant::now());
-        if poll {
-            p.refresh_interfaces();
-        }
-        if export {
-            p.export(false);
+            // Its last counters still go into the next export.
+            Self::take_changed(&c, &mut self.pending);
         }
     }
 
-    info!("Stopping: flushing the last interval and closing the packet sockets.");
-    for c in p.captures.values_mut() {
-        c.stop();
+    fn report(&mut self, m: &mut SelfMetrics) {
+        m.afpacket_packets = self.packets;
+        m.afpacket_drops = self.drops;
+        m.preexisting_sockets = self.preexisting_sockets;
+        m.proc_scans = self.scans;
+        m.docker_lookups_not_queued = self.docker.queue_full;
+        m.userspace_parser = self.stats();
     }
-    p.export(true);
-    close_sinks(&mut p.sinks);
-    info!("flowlens stopped.");
-    Ok(())
+
+    fn log_detail(&self, m: &SelfMetrics) -> String {
+        format!(
+            "proc_scans={} afpacket_packets={} afpacket_drops={}",
+            m.proc_scans, m.afpacket_packets, m.afpacket_drops
+        )
+    }
+
+    fn loss_hint(&self) -> &'static str {
+        "afpacket_drops: the packet sockets' queues overflowed"
+    }
+
+    fn stop(&mut self) {
+        for c in self.captures.values_mut() {
+            c.stop();
+        }
+    }
 }

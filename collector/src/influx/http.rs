@@ -13,9 +13,11 @@ use flate2::{write::GzEncoder, Compression};
 use url::Url;
 
 /// Which write API to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum ApiVersion {
     /// `POST /write?db=&rp=&precision=ns` (1.x, 2.x v1 compatibility, 3.x).
+    #[default]
     V1,
     /// `POST /api/v2/write?org=&bucket=&precision=ns` (2.x, 3.x).
     V2,
@@ -108,6 +110,37 @@ pub enum Outcome {
         /// The server's `Retry-After`, when it sent one.
         retry_after: Option<Duration>,
     },
+}
+
+/// Why a start-up request (ping, `CREATE DATABASE`) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The server answered with an error status.
+    #[error("HTTP {status}: {message}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// The server's message.
+        message: String,
+    },
+    /// No answer: connection refused, timeout, TLS, DNS.
+    #[error("{0}")]
+    Transport(String),
+    /// The query was answered with an error inside (InfluxDB 1.x answers 200).
+    #[error("{0}")]
+    Query(String),
+}
+
+impl From<ureq::Error> for RequestError {
+    fn from(e: ureq::Error) -> Self {
+        match e {
+            ureq::Error::Status(status, r) => Self::Status {
+                status,
+                message: read_message(r),
+            },
+            ureq::Error::Transport(t) => Self::Transport(transport_error(&t)),
+        }
+    }
 }
 
 /// The longest `Retry-After` we honour.
@@ -300,13 +333,10 @@ impl Client {
     }
 
     /// `GET /ping`: is anything answering? `Err` says what failed.
-    pub fn ping(&self, timeout: Duration) -> Result<(), String> {
+    pub fn ping(&self, timeout: Duration) -> Result<(), RequestError> {
         let url = endpoint(&self.target.url, "/ping", &[]).to_string();
-        match self.request("GET", &url, timeout).call() {
-            Ok(_) => Ok(()),
-            Err(ureq::Error::Status(s, r)) => Err(format!("HTTP {s}: {}", read_message(r))),
-            Err(ureq::Error::Transport(t)) => Err(transport_error(&t)),
-        }
+        self.request("GET", &url, timeout).call()?;
+        Ok(())
     }
 
     /// An empty write: checks credentials, database and retention policy
@@ -316,23 +346,18 @@ impl Client {
     }
 
     /// `CREATE DATABASE` (v1; a no-op when it exists).
-    pub fn create_database(&self, timeout: Duration) -> Result<(), String> {
+    pub fn create_database(&self, timeout: Duration) -> Result<(), RequestError> {
         let name = self.target.db.replace('\\', "\\\\").replace('"', "\\\"");
         let q = format!("CREATE DATABASE \"{name}\"");
         let url = endpoint(&self.target.url, "/query", &[("q", &q)]).to_string();
-        match self.request("POST", &url, timeout).call() {
-            Ok(resp) => {
-                let mut body = String::new();
-                let _ = resp.into_reader().take(16 << 10).read_to_string(&mut body);
-                // 1.x answers 200 with the statement's error inside.
-                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                match v.pointer("/results/0/error").and_then(|e| e.as_str()) {
-                    Some(e) => Err(e.to_owned()),
-                    None => Ok(()),
-                }
-            }
-            Err(ureq::Error::Status(s, r)) => Err(format!("HTTP {s}: {}", read_message(r))),
-            Err(ureq::Error::Transport(t)) => Err(transport_error(&t)),
+        let resp = self.request("POST", &url, timeout).call()?;
+        let mut body = String::new();
+        let _ = resp.into_reader().take(16 << 10).read_to_string(&mut body);
+        // 1.x answers 200 with the statement's error inside.
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        match v.pointer("/results/0/error").and_then(|e| e.as_str()) {
+            Some(e) => Err(RequestError::Query(e.to_owned())),
+            None => Ok(()),
         }
     }
 }

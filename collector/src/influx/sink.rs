@@ -4,7 +4,6 @@
 
 use std::{
     io,
-    path::PathBuf,
     sync::{atomic::Ordering::Relaxed, Arc, Mutex},
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -14,86 +13,16 @@ use crossbeam_channel::{bounded, Sender, TrySendError};
 use flowlens_correlator::record::ConversationRecord;
 use tracing::{error, info, warn};
 
+pub use super::error::InfluxError;
 use super::{
     encode::Encoder,
     http::{Auth, Client, Outcome},
     settings::InfluxSettings,
-    spool::{Spool, SpoolError},
+    spool::Spool,
     stats::{spool_or_count, InfluxStats},
     writer::{lock, Backoff, Batch, DeadLetter, Writer},
 };
 use crate::sinks::RecordSink;
-
-/// Errors of the InfluxDB sink: settings and start-up.
-#[derive(Debug, thiserror::Error)]
-pub enum InfluxError {
-    /// A setting is malformed or inconsistent.
-    #[error("invalid InfluxDB setting {what}: {message}")]
-    Invalid {
-        /// Which setting.
-        what: &'static str,
-        /// Why.
-        message: String,
-    },
-    /// A secret file could not be read.
-    #[error("cannot read the InfluxDB {what} file {path}: {source}")]
-    SecretFile {
-        /// "token" or "password".
-        what: &'static str,
-        /// File.
-        path: PathBuf,
-        /// Cause.
-        source: io::Error,
-    },
-    /// 401/403 at start-up.
-    #[error("InfluxDB at {url} refused the credentials (HTTP {status}: {message}); {hint}")]
-    AuthRefused {
-        /// Base URL.
-        url: String,
-        /// Status.
-        status: u16,
-        /// Server message.
-        message: String,
-        /// What to check.
-        hint: &'static str,
-    },
-    /// The database or bucket does not exist.
-    #[error("InfluxDB at {url} has no database/bucket \"{db}\" ({message}); create it, or pass --influx-create-db (v1)")]
-    DatabaseMissing {
-        /// Base URL.
-        url: String,
-        /// Name.
-        db: String,
-        /// Server message.
-        message: String,
-    },
-    /// The retention policy does not exist.
-    #[error("InfluxDB at {url}: retention policy \"{rp}\" of database \"{db}\" does not exist ({message})")]
-    RetentionPolicyMissing {
-        /// Base URL.
-        url: String,
-        /// Database.
-        db: String,
-        /// Retention policy.
-        rp: String,
-        /// Server message.
-        message: String,
-    },
-    /// `CREATE DATABASE` failed.
-    #[error("creating InfluxDB database \"{db}\" failed: {message}")]
-    CreateDatabase {
-        /// Name.
-        db: String,
-        /// Why.
-        message: String,
-    },
-    /// The spool could not be opened.
-    #[error(transparent)]
-    Spool(#[from] SpoolError),
-    /// The writer thread could not be started.
-    #[error("starting the InfluxDB writer thread: {0}")]
-    Thread(io::Error),
-}
 
 /// Start-up health check: reachability, credentials, database. Config
 /// errors (credentials, database, retention policy) fail; an unreachable
@@ -131,9 +60,9 @@ fn health_check(client: &Client, create_db: bool) -> Result<(), InfluxError> {
             Outcome::DatabaseMissing { .. } if create_db && !created => {
                 client
                     .create_database(timeout)
-                    .map_err(|message| InfluxError::CreateDatabase {
+                    .map_err(|source| InfluxError::CreateDatabase {
                         db: t.db.clone(),
-                        message,
+                        source,
                     })?;
                 info!(%url, db = %t.db, "Created the InfluxDB database.");
                 created = true;

@@ -55,7 +55,7 @@ pub enum AppendError {
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     /// The directory could not be created or read.
-    #[error("spool directory {path}: {source}")]
+    #[error("spool directory {path}")]
     Io {
         /// Directory.
         path: PathBuf,

@@ -1,10 +1,15 @@
 //! What a replay read, skipped and counted; and its progress line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
+use std::io;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use flowlens_correlator::record::ConversationRecord;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::sinks::RecordSink;
 
 /// Totals of one replay.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -89,6 +94,50 @@ impl ReplaySummary {
             let _ = writeln!(s, "  error: {e}");
         }
         s
+    }
+}
+
+/// (protocol, client address, client port, server address, server port).
+type ConversationId = (String, String, u16, String, u16);
+
+#[derive(Default)]
+struct Tally {
+    records: u64,
+    conversations: HashSet<ConversationId>,
+}
+
+/// Counts the records a replay writes and the distinct conversations among
+/// them: a sink beside the outputs, first in line.
+#[derive(Clone, Default)]
+pub struct RecordTally(Arc<Mutex<Tally>>);
+
+impl RecordTally {
+    /// Puts the counts into `s`.
+    pub fn fill(&self, s: &mut ReplaySummary) {
+        if let Ok(t) = self.0.lock() {
+            s.records = t.records;
+            s.conversations = t.conversations.len() as u64;
+        }
+    }
+}
+
+impl RecordSink for RecordTally {
+    fn write_interval(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
+        let mut t = self
+            .0
+            .lock()
+            .map_err(|_| io::Error::other("record tally poisoned"))?;
+        t.records += records.len() as u64;
+        for r in records {
+            t.conversations.insert((
+                r.proto.clone(),
+                r.client.addr.clone(),
+                r.client.port,
+                r.server.addr.clone(),
+                r.server.port,
+            ));
+        }
+        Ok(())
     }
 }
 

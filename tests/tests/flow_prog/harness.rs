@@ -13,10 +13,10 @@ use aya::{
 use flowlens_collector::{
     clock::monotonic_ns,
     config::default_flow_slots_per_cpu,
+    ebpf::flow_map::FlowMapReader,
     loader::{load_flow_object, possible_cpus, LoadOptions},
-    readers::{ip_to_mapped, FlowMapReader},
 };
-use flowlens_correlator::types::Hook;
+use flowlens_correlator::types::{ip_to_mapped, Hook};
 use flowlens_ebpf::{abi::*, flow};
 
 const XDP_PASS: u32 = 2;

@@ -1,5 +1,5 @@
 //! The event reader thread: ring buffer -> decoded, enriched events -> the
-//! pipeline over a bounded queue. Also replays sockets that existed before
+//! exporter over a bounded queue. Also replays sockets that existed before
 //! start-up (from /proc) through the same queue.
 //!
 //! The ring buffer and the flow map are two paths out of the kernel that are
@@ -23,15 +23,16 @@ use aya::maps::{MapData, RingBuf};
 use crossbeam_channel::{Sender, TrySendError};
 use flowlens_correlator::{
     cgroup::parse_container,
-    types::{ProcessIdentity, SocketOwnerEvent, TcpStateChange},
+    types::{SocketOwnerEvent, TcpStateChange},
 };
 use tracing::{debug, warn};
 
+use super::convert::{decode_event, exec_path, socket_owner, RawEvent};
 use crate::{
     docker::DockerResolver,
     enrich::{CgroupResolver, ExeCache},
+    metrics::SelfMetrics,
     procscan,
-    readers::{c_str, decode_event, mapped_to_ip, role_of, RawEvent},
 };
 
 /// What the pipeline receives.
@@ -135,6 +136,18 @@ pub struct EventStats {
     pub sync_timeouts: AtomicU64,
 }
 
+impl EventStats {
+    /// Adds these counters to the metrics snapshot.
+    pub fn report(&self, m: &mut SelfMetrics) {
+        m.events_received = self.received.load(Ordering::Relaxed);
+        m.events_undecodable = self.decode_errors.load(Ordering::Relaxed);
+        m.events_queue_overflow = self.queue_overflow.load(Ordering::Relaxed);
+        m.events_sync_timeouts = self.sync_timeouts.load(Ordering::Relaxed);
+        m.preexisting_sockets = self.preexisting_sockets.load(Ordering::Relaxed);
+        m.docker_lookups_not_queued = self.docker_queue_full.load(Ordering::Relaxed);
+    }
+}
+
 /// Runs until `stop` is set.
 pub struct EventReader {
     handle: Option<JoinHandle<()>>,
@@ -187,38 +200,15 @@ impl Ctx {
             RawEvent::Sock(s) => {
                 let cgroup_path = self.cgroups.path_of(s.cgroup_id);
                 self.want_container(cgroup_path.as_deref());
-                let raddr = mapped_to_ip(s.raddr);
-                let remote = if s.rport == 0 && raddr.is_unspecified() {
-                    None
-                } else {
-                    Some((raddr, s.rport))
-                };
-                let process = ProcessIdentity {
-                    pid: s.pid,
-                    comm: c_str(&s.comm),
-                    exe: self.exes.exe(s.pid),
-                    uid: s.uid,
-                    gid: s.gid,
-                    cgroup_id: s.cgroup_id,
-                    cgroup_path,
-                };
-                self.send(PipelineEvent::Owner(SocketOwnerEvent {
-                    cookie: s.cookie,
-                    proto: s.proto,
-                    local: (mapped_to_ip(s.laddr), s.lport),
-                    remote,
-                    netns: s.netns,
-                    role: role_of(s.role),
-                    process,
-                    ts_ns: s.hdr.ts_ns,
-                }));
+                let exe = self.exes.exe(s.pid);
+                self.send(PipelineEvent::Owner(socket_owner(&s, exe, cgroup_path)));
             }
             RawEvent::TcpState(t) => self.send(PipelineEvent::TcpState(t)),
             RawEvent::Exec(p) => {
                 // The path given to execve() may be a symlink or /proc/self/exe
                 // (busybox applets): prefer what the kernel resolved, while the
                 // process still exists.
-                let exe = crate::enrich::proc_exe(p.pid).unwrap_or_else(|| c_str(&p.exe));
+                let exe = crate::enrich::proc_exe(p.pid).unwrap_or_else(|| exec_path(&p));
                 self.exes.exec(p.pid, exe.clone());
                 // Remember the cgroup now: a short-lived container may be gone at export.
                 let _ = self.cgroups.path_of(p.cgroup_id);

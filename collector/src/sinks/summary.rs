@@ -1,63 +1,11 @@
-//! Where conversation records go: JSON lines (file or stdout) and the
-//! on-screen summary used when no output is configured.
+//! The on-screen summary: the top conversations of each interval as a table
+//! (the output when no other is configured).
 
-use std::{
-    fs::{File, OpenOptions},
-    io::{self, BufWriter, Write},
-    path::Path,
-};
+use std::io::{self, Write};
 
 use flowlens_correlator::record::{ConversationRecord, Endpoint};
 
-/// A destination for records.
-pub trait RecordSink {
-    /// Writes one interval's records.
-    fn write_interval(&mut self, records: &[ConversationRecord]) -> io::Result<()>;
-
-    /// Called once at shutdown after the last interval: flush within a
-    /// bounded time (the InfluxDB sink spools what it cannot send).
-    fn close(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// JSON lines, one object per record, flushed every interval.
-pub struct JsonlSink {
-    out: BufWriter<Box<dyn Write + Send>>,
-    line: Vec<u8>,
-}
-
-impl JsonlSink {
-    /// Appends to a file (created if missing).
-    pub fn file(path: &Path) -> io::Result<Self> {
-        let f: File = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self::new(Box::new(f)))
-    }
-
-    /// Writes to stdout.
-    pub fn stdout() -> Self {
-        Self::new(Box::new(io::stdout()))
-    }
-
-    fn new(w: Box<dyn Write + Send>) -> Self {
-        Self {
-            out: BufWriter::with_capacity(256 << 10, w),
-            line: Vec::with_capacity(1024),
-        }
-    }
-}
-
-impl RecordSink for JsonlSink {
-    fn write_interval(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
-        for r in records {
-            self.line.clear();
-            serde_json::to_writer(&mut self.line, r).map_err(io::Error::other)?;
-            self.line.push(b'\n');
-            self.out.write_all(&self.line)?;
-        }
-        self.out.flush()
-    }
-}
+use super::RecordSink;
 
 /// Prints the top conversations of each interval as a table.
 pub struct SummarySink {

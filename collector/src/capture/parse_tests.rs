@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use super::flows::FlowAccounts;
+use super::accounts::FlowAccounts;
 use super::parse::{linktype as lt, parse_frame, Frag, ParsedPacket, Skip};
 
 const A: [u8; 4] = [10, 0, 0, 1];

@@ -10,6 +10,7 @@ use flowlens_correlator::types::{proto, FlowObservation, FlowTuple, Hook};
 use foldhash::HashMap;
 
 use super::parse::{Frag, ParsedPacket};
+use flowlens_correlator::types::ip_to_mapped;
 
 /// Fragment map entries, as the kernel's `flowlens_frags`.
 pub const FRAG_MAP_ENTRIES: usize = 8192;
@@ -36,8 +37,8 @@ pub struct FlowCounters {
     dirty: bool,
 }
 
-/// Counters the kernel keeps in `flowlens_counters`, for the replay.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Counters the kernel keeps in `flowlens_counters`, kept in userspace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct AccountStats {
     /// Packets counted with something cut after the addresses (CNT_PARSE_TRUNCATED).
     pub truncated: u64,
@@ -45,6 +46,14 @@ pub struct AccountStats {
     pub frag_no_first: u64,
     /// First fragments that pushed an older one out of the fragment map.
     pub frag_evicted: u64,
+}
+
+impl std::ops::AddAssign for AccountStats {
+    fn add_assign(&mut self, o: Self) {
+        self.truncated += o.truncated;
+        self.frag_no_first += o.frag_no_first;
+        self.frag_evicted += o.frag_evicted;
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,7 +65,7 @@ struct FragKey {
 }
 
 /// A flow entry's key as the parser hands it over: addresses as the kernel
-/// keys them (IPv4-mapped IPv6, see [`super::parse::key_bytes`]), so two raw
+/// keys them (IPv4-mapped IPv6, see [`ip_to_mapped`]), so two raw
 /// keys are equal exactly when their normalized tuples are.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct RawKey {
@@ -76,10 +85,7 @@ impl Hash for RawKey {
 }
 
 fn raw_addr(a: IpAddr) -> u128 {
-    match a {
-        IpAddr::V4(v4) => (0xffff_u128 << 32) | u128::from(u32::from(v4)),
-        IpAddr::V6(v6) => u128::from(v6),
-    }
+    u128::from_be_bytes(ip_to_mapped(a))
 }
 
 impl RawKey {

@@ -9,8 +9,9 @@
 //! link types and encapsulations the kernel never sees (cooked, raw, loopback,
 //! PPPoE, MPLS) only change where the IP header starts.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 
+use flowlens_correlator::types::proto;
 use pnet_packet::{
     ethernet::EthernetPacket, icmp::IcmpPacket, icmpv6::Icmpv6Packet, ipv4::Ipv4Packet,
     ipv6::Ipv6Packet, tcp::TcpPacket, udp::UdpPacket,
@@ -62,10 +63,6 @@ const NEXTHDR_AH: u8 = 51;
 const NEXTHDR_DEST: u8 = 60;
 const IPV6_MAX_EXT_HDRS: usize = 6;
 
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-const PROTO_ICMP: u8 = 1;
-const PROTO_ICMPV6: u8 = 58;
 const ICMP_ECHOREPLY: u8 = 0;
 const ICMP_ECHO: u8 = 8;
 const ICMPV6_ECHO_REQUEST: u8 = 128;
@@ -376,7 +373,7 @@ fn walk_ipv6_ext(m: &mut ParsedPacket, ip: &[u8]) -> Option<usize> {
 /// The kernel's `parse_l4`: ports, TCP flags, direction hints.
 fn parse_l4(m: &mut ParsedPacket, l4: &[u8]) {
     match m.proto {
-        PROTO_TCP => {
+        proto::TCP => {
             let Some(t) = TcpPacket::new(l4) else {
                 m.truncated = true;
                 return;
@@ -391,7 +388,7 @@ fn parse_l4(m: &mut ParsedPacket, l4: &[u8]) {
                 m.responder = true;
             }
         }
-        PROTO_UDP => {
+        proto::UDP => {
             let Some(u) = UdpPacket::new(l4) else {
                 m.truncated = true;
                 return;
@@ -399,14 +396,14 @@ fn parse_l4(m: &mut ParsedPacket, l4: &[u8]) {
             m.sport = u.get_source();
             m.dport = u.get_destination();
         }
-        PROTO_ICMP | PROTO_ICMPV6 => {
+        proto::ICMP | proto::ICMPV6 => {
             // The kernel wants the 8-byte echo header for any ICMP type.
             if l4.len() < 8 {
                 m.truncated = true;
                 return;
             }
             // Echo types per ICMP version, as in the kernel program.
-            let kind = if m.proto == PROTO_ICMP {
+            let kind = if m.proto == proto::ICMP {
                 IcmpPacket::new(l4).map(|p| p.get_icmp_type().0)
             } else {
                 Icmpv6Packet::new(l4).map(|p| p.get_icmpv6_type().0)
@@ -415,7 +412,7 @@ fn parse_l4(m: &mut ParsedPacket, l4: &[u8]) {
                 m.truncated = true;
                 return;
             };
-            let v4 = m.proto == PROTO_ICMP;
+            let v4 = m.proto == proto::ICMP;
             match kind {
                 ICMP_ECHO if v4 => m.initiator = true,
                 ICMPV6_ECHO_REQUEST if !v4 => m.initiator = true,
@@ -429,17 +426,4 @@ fn parse_l4(m: &mut ParsedPacket, l4: &[u8]) {
         }
         _ => {}
     }
-}
-
-/// An IPv4 address as the kernel keys it (IPv4-mapped IPv6), for comparisons.
-pub fn key_bytes(a: IpAddr) -> [u8; 16] {
-    match a {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
-    }
-}
-
-/// Inverse of [`key_bytes`].
-pub fn from_key_bytes(b: [u8; 16]) -> IpAddr {
-    IpAddr::V6(Ipv6Addr::from(b)).to_canonical()
 }

@@ -1,0 +1,529 @@
+//! Configuration: the clap types of [`crate::cli`] and the optional TOML
+//! file ([`file`]) validated once into a [`RunConfig`] or [`ReplayConfig`]
+//! (raw args -> validated config, as ripgrep does). Values are parsed in
+//! [`values`] (durations with humantime, sizes, bounds), the InfluxDB
+//! section in [`influx`].
+
+pub mod error;
+pub mod file;
+pub mod influx;
+pub mod values;
+
+use std::{path::PathBuf, time::Duration};
+
+use flowlens_correlator::conversation::TableConfig;
+
+pub use error::ConfigError;
+use file::FileConfig;
+use values::{parse_duration, quote, EXPORT_INTERVAL, IDLE_TIMEOUT};
+
+use crate::{
+    cli::{CaptureMode, ReplayArgs, RunArgs},
+    influx::settings::InfluxSettings,
+};
+
+/// Where JSON lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonlTarget {
+    /// Standard output.
+    Stdout,
+    /// Appended to a file.
+    File(PathBuf),
+}
+
+impl JsonlTarget {
+    /// `-` is standard output, anything else a file.
+    pub fn parse(raw: &str) -> Self {
+        if raw == "-" {
+            Self::Stdout
+        } else {
+            Self::File(raw.into())
+        }
+    }
+}
+
+/// The outputs of a run or a replay.
+#[derive(Debug, Clone)]
+pub struct OutputConfig {
+    /// JSON lines output.
+    pub jsonl: Option<JsonlTarget>,
+    /// InfluxDB output, when `--influx-url` (or `influx.url`) is set.
+    pub influx: Option<InfluxSettings>,
+    /// Rows of the on-screen summary (shown when there is no other output).
+    pub top: usize,
+}
+
+/// Validated configuration of `flowlens run`.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Explicit interfaces; empty means all that are up, and new ones.
+    pub ifaces: Vec<String>,
+    /// Export interval.
+    pub export_interval: Duration,
+    /// Idle timeout.
+    pub idle_timeout: Duration,
+    /// Host name in records.
+    pub host: String,
+    /// Where records go.
+    pub outputs: OutputConfig,
+    /// Kernel flow map entries.
+    pub flow_map_entries: u32,
+    /// Flow slots per CPU (0 = hash only).
+    pub flow_slots_per_cpu: u32,
+    /// Ring buffer bytes.
+    pub ringbuf_bytes: u32,
+    /// Userspace conversation cap.
+    pub max_conversations: usize,
+    /// Userspace socket cap.
+    pub max_sockets: usize,
+    /// Event queue capacity.
+    pub event_queue: usize,
+    /// Docker API socket.
+    pub docker_socket: PathBuf,
+    /// How packets are captured.
+    pub capture: CaptureMode,
+}
+
+/// Validated configuration of `flowlens replay`.
+#[derive(Debug, Clone)]
+pub struct ReplayConfig {
+    /// Capture files, read in order as one capture.
+    pub files: Vec<PathBuf>,
+    /// Export interval (capture time).
+    pub export_interval: Duration,
+    /// Idle timeout (capture time).
+    pub idle_timeout: Duration,
+    /// Host name in records.
+    pub host: String,
+    /// Where records go.
+    pub outputs: OutputConfig,
+}
+
+fn system_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+fn default_docker_socket() -> PathBuf {
+    match std::env::var("DOCKER_HOST") {
+        Ok(h) if h.starts_with("unix://") => PathBuf::from(&h["unix://".len()..]),
+        _ => PathBuf::from("/var/run/docker.sock"),
+    }
+}
+
+fn invalid(what: &'static str, message: String) -> ConfigError {
+    ConfigError::Invalid { what, message }
+}
+
+/// A host name given by the user: not empty.
+fn host_name(raw: &str) -> Result<String, ConfigError> {
+    if raw.trim().is_empty() {
+        return Err(invalid(
+            "host",
+            "the host name is empty (leave it out for the system host name)".into(),
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+fn interface_name(i: &str) -> Result<(), ConfigError> {
+    if i.is_empty() || i.len() > 15 || i.contains('/') || i == "." || i == ".." {
+        return Err(invalid(
+            "interface name",
+            format!("{} is not a valid interface name", quote(i)),
+        ));
+    }
+    Ok(())
+}
+
+/// Two export intervals + the owner wait, at least 10 s: how long the owner
+/// of a closed TCP socket is kept (a late packet of its connection is still
+/// attributed).
+fn closed_owner_grace_ns(export_interval: Duration, owner_wait_ns: u64) -> u64 {
+    u64::try_from(export_interval.as_nanos())
+        .unwrap_or(u64::MAX)
+        .saturating_mul(2)
+        .saturating_add(owner_wait_ns)
+        .max(10_000_000_000)
+}
+
+impl RunConfig {
+    /// Validates flags plus the optional file into a [`RunConfig`].
+    pub fn from_args(args: &RunArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => file::load(path)?,
+            None => FileConfig::default(),
+        };
+        let export_interval = match (&args.export_interval, &file.export_interval) {
+            (Some(flag), _) => flag.clone(),
+            (None, Some(v)) => v.as_text(),
+            (None, None) => "10s".into(),
+        };
+        let export_interval = parse_duration("export interval", &export_interval, EXPORT_INTERVAL)?;
+        let idle_timeout = match (&args.idle_timeout, &file.idle_timeout) {
+            (Some(flag), _) => flag.clone(),
+            (None, Some(v)) => v.as_text(),
+            (None, None) => "60s".into(),
+        };
+        let idle_timeout = parse_duration("idle timeout", &idle_timeout, IDLE_TIMEOUT)?;
+        let ifaces = if args.ifaces.is_empty() {
+            file.ifaces.clone().unwrap_or_default()
+        } else {
+            args.ifaces.clone()
+        };
+        for i in &ifaces {
+            interface_name(i)?;
+        }
+        let host = match args.host.as_deref().or(file.host.as_deref()) {
+            Some(h) => host_name(h)?,
+            None => system_host_name(),
+        };
+        // Secrets only from the environment or files (never flags).
+        let influx = influx::resolve(&args.influx, file.influx.as_ref(), &|k| {
+            std::env::var(k).ok()
+        })?;
+        let limits = &file.limits;
+        let ringbuf_bytes = limits.ringbuf_bytes.unwrap_or(4 << 20);
+        if !ringbuf_bytes.is_power_of_two() || ringbuf_bytes < 4096 {
+            return Err(invalid(
+                "limits.ringbuf_bytes",
+                format!("{ringbuf_bytes} must be a power of two of at least 4096"),
+            ));
+        }
+        let flow_map_entries = limits.flow_map_entries.unwrap_or(65_536);
+        if flow_map_entries < 16 {
+            return Err(invalid(
+                "limits.flow_map_entries",
+                "must be at least 16".into(),
+            ));
+        }
+        let flow_slots_per_cpu = limits
+            .flow_slots_per_cpu
+            .unwrap_or_else(|| default_flow_slots_per_cpu(crate::loader::possible_cpus()));
+        if flow_slots_per_cpu != 0
+            && (!flow_slots_per_cpu.is_power_of_two()
+                || !(4..=1 << flowlens_ebpf::flow::MAX_SLOT_BITS).contains(&flow_slots_per_cpu))
+        {
+            return Err(invalid(
+                "limits.flow_slots_per_cpu",
+                format!(
+                    "{flow_slots_per_cpu} must be 0 (off) or a power of two from 4 to {}",
+                    1u32 << flowlens_ebpf::flow::MAX_SLOT_BITS
+                ),
+            ));
+        }
+        Ok(Self {
+            ifaces,
+            export_interval,
+            idle_timeout,
+            host,
+            outputs: OutputConfig {
+                jsonl: args
+                    .jsonl
+                    .as_deref()
+                    .or(file.jsonl.as_deref())
+                    .map(JsonlTarget::parse),
+                influx,
+                top: args.top.or(file.top).unwrap_or(10),
+            },
+            flow_map_entries,
+            flow_slots_per_cpu,
+            ringbuf_bytes,
+            max_conversations: limits.max_conversations.unwrap_or(100_000).max(1),
+            max_sockets: limits.max_sockets.unwrap_or(200_000).max(1),
+            event_queue: limits.event_queue.unwrap_or(65_536).max(16),
+            docker_socket: file
+                .docker_socket
+                .clone()
+                .unwrap_or_else(default_docker_socket),
+            capture: args.capture.or(file.capture).unwrap_or_default(),
+        })
+    }
+
+    /// The conversation table of a run: the configured limits and timeouts,
+    /// whatever the capture mode.
+    pub fn table_config(&self) -> TableConfig {
+        let defaults = TableConfig::default();
+        TableConfig {
+            max_conversations: self.max_conversations,
+            max_sockets: self.max_sockets,
+            idle_timeout_ns: u64::try_from(self.idle_timeout.as_nanos()).unwrap_or(u64::MAX),
+            closed_owner_grace_ns: closed_owner_grace_ns(
+                self.export_interval,
+                defaults.owner_wait_ns,
+            ),
+            ..defaults
+        }
+    }
+}
+
+impl ReplayConfig {
+    /// Validates the flags of `flowlens replay`.
+    pub fn from_args(args: &ReplayArgs) -> Result<Self, ConfigError> {
+        let export_interval =
+            parse_duration("export interval", &args.export_interval, EXPORT_INTERVAL)?;
+        let idle_timeout = parse_duration("idle timeout", &args.idle_timeout, IDLE_TIMEOUT)?;
+        // Secrets only from the environment or files, as for `flowlens run`.
+        let influx = influx::resolve(&args.influx, None, &|k| std::env::var(k).ok())?;
+        let host = match &args.host {
+            Some(h) => host_name(h)?,
+            None => args
+                .files
+                .first()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "replay".into()),
+        };
+        Ok(Self {
+            files: args.files.clone(),
+            export_interval,
+            idle_timeout,
+            host,
+            outputs: OutputConfig {
+                jsonl: args.jsonl.as_deref().map(JsonlTarget::parse),
+                influx,
+                top: args.top,
+            },
+        })
+    }
+
+    /// The conversation table of a replay: no socket owners, room for a
+    /// large capture's conversations.
+    pub fn table_config(&self) -> TableConfig {
+        TableConfig {
+            max_conversations: 1_000_000,
+            max_sockets: 0,
+            idle_timeout_ns: u64::try_from(self.idle_timeout.as_nanos()).unwrap_or(u64::MAX),
+            ..TableConfig::default()
+        }
+    }
+}
+
+/// Default flow slots per CPU: a 32 MiB table (128 bytes a slot) shared out
+/// over the CPUs, between 1,024 and 131,072 per CPU (a power of two).
+pub fn default_flow_slots_per_cpu(cpus: usize) -> u32 {
+    const BUDGET_SLOTS: usize = (32 << 20) / 128;
+    let per_cpu = (BUDGET_SLOTS / cpus.max(1)).clamp(1024, 131_072);
+    // Largest power of two not above per_cpu.
+    1u32 << (usize::BITS - 1 - per_cpu.leading_zeros())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_slot_defaults_share_a_32_mib_budget() {
+        assert_eq!(default_flow_slots_per_cpu(1), 131_072);
+        assert_eq!(default_flow_slots_per_cpu(2), 131_072);
+        assert_eq!(default_flow_slots_per_cpu(3), 65_536);
+        assert_eq!(default_flow_slots_per_cpu(64), 4096);
+        assert_eq!(default_flow_slots_per_cpu(1024), 1024);
+    }
+
+    #[test]
+    fn flow_slots_must_be_a_power_of_two_or_zero() {
+        let dir = std::env::temp_dir().join(format!("flowlens-slots-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let p = dir.join("slots.toml");
+        for (v, ok) in [
+            (0u32, true),
+            (4, true),
+            (1024, true),
+            (3, false),
+            (2, false),
+            (1000, false),
+        ] {
+            std::fs::write(&p, format!("[limits]\nflow_slots_per_cpu = {v}\n")).expect("write");
+            let args = RunArgs {
+                config: Some(p.clone()),
+                ..Default::default()
+            };
+            match RunConfig::from_args(&args) {
+                Ok(c) => {
+                    assert!(ok, "{v} accepted");
+                    assert_eq!(c.flow_slots_per_cpu, v);
+                }
+                Err(e) => {
+                    assert!(!ok, "{v} refused: {e}");
+                    assert!(e.to_string().contains("flow_slots_per_cpu"), "{e}");
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn file_rejects_unknown_keys() {
+        let dir = std::env::temp_dir().join(format!("flowlens-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let p = dir.join("bad.toml");
+        std::fs::write(&p, "export_intervall = \"1s\"\n").expect("write");
+        let args = RunArgs {
+            config: Some(p.clone()),
+            ..Default::default()
+        };
+        let err = RunConfig::from_args(&args).expect_err("unknown key must fail");
+        assert!(err.to_string().contains("export_intervall"), "{err}");
+        std::fs::write(
+            &p,
+            "export_interval = \"2s\"\njsonl = \"-\"\n[limits]\nmax_conversations = 5\n",
+        )
+        .expect("write");
+        let cfg = RunConfig::from_args(&args).expect("valid file");
+        assert_eq!(cfg.export_interval, Duration::from_secs(2));
+        assert_eq!(cfg.outputs.jsonl, Some(JsonlTarget::Stdout));
+        assert_eq!(cfg.max_conversations, 5);
+        assert_eq!(cfg.capture, CaptureMode::Ebpf);
+        std::fs::write(&p, "capture = \"afpacket\"\n").expect("write");
+        let cfg = RunConfig::from_args(&args).expect("valid file");
+        assert_eq!(cfg.capture, CaptureMode::Afpacket);
+        std::fs::write(&p, "capture = \"pcap\"\n").expect("write");
+        assert!(RunConfig::from_args(&args).is_err());
+        std::fs::write(
+            &p,
+            "export_interval = \"2s\"\njsonl = \"-\"\n[limits]\nmax_conversations = 5\n",
+        )
+        .expect("write");
+        // flags win over the file
+        let args = RunArgs {
+            config: Some(p.clone()),
+            export_interval: Some("3s".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            RunConfig::from_args(&args).expect("ok").export_interval,
+            Duration::from_secs(3)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let args = RunArgs {
+            export_interval: Some("10q".into()),
+            ..Default::default()
+        };
+        let err = RunConfig::from_args(&args).expect_err("bad unit");
+        assert!(err.to_string().contains("export interval"), "{err}");
+        let args = RunArgs {
+            ifaces: vec!["a/b".into()],
+            ..Default::default()
+        };
+        assert!(RunConfig::from_args(&args).is_err());
+    }
+
+    /// Writes `text` as a config file in a fresh directory and validates it.
+    fn with_file(name: &str, text: &str) -> Result<RunConfig, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("flowlens-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let p = dir.join("flowlens.toml");
+        std::fs::write(&p, text).expect("write");
+        let r = RunConfig::from_args(&RunArgs {
+            config: Some(p),
+            ..Default::default()
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        r
+    }
+
+    #[test]
+    fn oversized_durations_are_clear_errors() {
+        // Each of these panicked in Duration::from_secs_f64 before.
+        for (text, what) in [
+            ("export_interval = \"18446744073709551616\"", "export interval"),
+            ("idle_timeout = \"18446744073709551615s\"", "idle timeout"),
+            ("idle_timeout = \"18446744073.8\"", "idle timeout"),
+            ("[influx]\nurl = \"http://127.0.0.1:8086\"\nclose_timeout = \"18446744073709551616\"", "close_timeout"),
+        ] {
+            let e = with_file("big", text).expect_err(text).to_string();
+            assert!(e.contains(what) && e.contains("too long"), "{text}: {e}");
+        }
+        for (flag, idle) in [
+            (Some("99999999999999999999999"), None),
+            (None, Some("99999999999999999999999h")),
+        ] {
+            let args = RunArgs {
+                export_interval: flag.map(str::to_owned),
+                idle_timeout: idle.map(str::to_owned),
+                ..Default::default()
+            };
+            let e = RunConfig::from_args(&args)
+                .expect_err("too long")
+                .to_string();
+            assert!(e.contains("9999999999"), "{e}");
+        }
+    }
+
+    #[test]
+    fn durations_with_several_units_and_bare_seconds_in_the_file() {
+        let c =
+            with_file("units", "export_interval = \"1m30s\"\nidle_timeout = 120\n").expect("valid");
+        assert_eq!(c.export_interval, Duration::from_secs(90));
+        assert_eq!(c.idle_timeout, Duration::from_secs(120));
+        let c = with_file("frac", "export_interval = 2.5\nidle_timeout = \"30\"\n").expect("valid");
+        assert_eq!(c.export_interval, Duration::from_millis(2500));
+        assert_eq!(c.idle_timeout, Duration::from_secs(30));
+        let args = RunArgs {
+            idle_timeout: Some("1m30s".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            RunConfig::from_args(&args).expect("valid").idle_timeout,
+            Duration::from_secs(90)
+        );
+    }
+
+    #[test]
+    fn an_empty_host_is_refused() {
+        let args = RunArgs {
+            host: Some(String::new()),
+            ..Default::default()
+        };
+        let e = RunConfig::from_args(&args)
+            .expect_err("empty host")
+            .to_string();
+        assert!(e.contains("host"), "{e}");
+        let e = with_file("host", "host = \" \"\n")
+            .expect_err("blank host")
+            .to_string();
+        assert!(e.contains("host"), "{e}");
+    }
+
+    #[test]
+    fn a_long_interface_name_is_not_echoed_in_full() {
+        let args = RunArgs {
+            ifaces: vec!["x".repeat(100_000)],
+            ..Default::default()
+        };
+        let e = RunConfig::from_args(&args)
+            .expect_err("too long")
+            .to_string();
+        assert!(
+            e.len() < 300,
+            "{} bytes: {}",
+            e.len(),
+            &e[..300.min(e.len())]
+        );
+        assert!(e.contains("interface name"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_config_file_is_named_once() {
+        let args = RunArgs {
+            config: Some("/nonexistent/flowlens.toml".into()),
+            ..Default::default()
+        };
+        let e = anyhow::Error::from(RunConfig::from_args(&args).expect_err("missing"));
+        let text = format!("{e:#}");
+        assert_eq!(
+            text.matches("No such file or directory").count(),
+            1,
+            "{text}"
+        );
+        assert!(text.contains("/nonexistent/flowlens.toml"), "{text}");
+    }
+}

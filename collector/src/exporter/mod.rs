@@ -1,0 +1,305 @@
+//! The exporter: one run loop for every capture mode. It owns the
+//! conversation table, the export-time lookups, the outputs, the
+//! self-metrics and the schedule; a [`FlowSource`] (eBPF, AF_PACKET, pcap
+//! replay) only captures. Every interval:
+//!
+//! ```text
+//! source.collect() -> table.export() -> source.forget(evicted) -> sinks -> metrics + log
+//! ```
+//!
+//! A policy (timeouts, limits, which losses are errors, what is logged)
+//! lives here once, whatever the source.
+
+pub mod names;
+pub mod schedule;
+pub mod source;
+
+use std::{
+    collections::BTreeSet,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use flowlens_correlator::conversation::{ConversationTable, TableConfig};
+use tracing::{debug, info, warn};
+
+use crate::{
+    ifaces::{self, Iface},
+    influx::stats::InfluxStats,
+    metrics::SelfMetrics,
+    sinks::Sinks,
+};
+pub use names::Names;
+pub use schedule::Schedule;
+pub use source::{AttachError, FlowSource, Now, Timeline, Waited};
+
+/// How a run exports.
+#[derive(Debug, Clone)]
+pub struct ExportConfig {
+    /// `host` of every record.
+    pub host: String,
+    /// Export interval (source clock), ns.
+    pub interval_ns: u64,
+    /// The conversation table's limits and timeouts.
+    pub table: TableConfig,
+    /// Capture on every interface that is up, and on new ones (no `--iface`).
+    pub auto_attach: bool,
+}
+
+/// An interface named with `--iface` could not be captured on.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} interface {iface}")]
+pub struct ExplicitAttachError {
+    /// What failed ("attaching to", ...).
+    what: &'static str,
+    /// Interface name.
+    iface: String,
+    /// Cause.
+    source: AttachError,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Finished {
+    /// Outputs that failed to close (each logged).
+    pub close_failures: usize,
+}
+
+/// Table, lookups, outputs and metrics of one run.
+pub struct Exporter {
+    cfg: ExportConfig,
+    table: ConversationTable,
+    names: Names,
+    sinks: Sinks,
+    influx: Option<Arc<InfluxStats>>,
+    metrics: Arc<Mutex<SelfMetrics>>,
+    attach_failures: u64,
+    last_lost: u64,
+    last_problems: u64,
+}
+
+impl Exporter {
+    /// An exporter writing to `sinks`; `influx`: the InfluxDB sink's
+    /// counters, when it is one of them.
+    pub fn new(
+        cfg: ExportConfig,
+        names: Names,
+        sinks: Sinks,
+        influx: Option<Arc<InfluxStats>>,
+    ) -> Self {
+        Self {
+            table: ConversationTable::new(cfg.table),
+            cfg,
+            names,
+            sinks,
+            influx,
+            metrics: Arc::new(Mutex::new(SelfMetrics::default())),
+            attach_failures: 0,
+            last_lost: 0,
+            last_problems: 0,
+        }
+    }
+
+    /// The self-metrics, updated at every export (for readers on other
+    /// threads: the web and Prometheus endpoints).
+    pub fn metrics(&self) -> Arc<Mutex<SelfMetrics>> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// The conversation table.
+    pub fn table(&self) -> &ConversationTable {
+        &self.table
+    }
+
+    /// Attaches `source` to the `--iface` interfaces, or (none named) to every
+    /// interface that is up. A named interface that fails is an error, and
+    /// nothing stays attached.
+    pub fn attach_initial<S: FlowSource>(
+        &mut self,
+        source: &mut S,
+        explicit: &[Iface],
+    ) -> Result<(), ExplicitAttachError> {
+        self.refresh_interfaces(source);
+        for iface in explicit {
+            if let Err(e) = source.attach(iface) {
+                self.attach_failures += 1;
+                for i in source.monitored().into_keys() {
+                    source.detach(i);
+                }
+                let what = match e {
+                    AttachError::Socket(_) => "capturing on",
+                    _ => "attaching to",
+                };
+                return Err(ExplicitAttachError {
+                    what,
+                    iface: iface.name.clone(),
+                    source: e,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Updates interface names; in auto mode attaches to new interfaces that
+    /// are up and detaches from vanished ones.
+    fn refresh_interfaces<S: FlowSource>(&mut self, source: &mut S) {
+        let now = ifaces::list();
+        for (idx, iface) in &now {
+            self.names.ifaces.insert(*idx, iface.name.clone());
+        }
+        if !self.cfg.auto_attach {
+            return;
+        }
+        let monitored = source.monitored();
+        for i in monitored.keys().filter(|i| !now.contains_key(i)) {
+            source.detach(*i);
+        }
+        for iface in now.values().filter(|i| i.up && i.is_ethernet()) {
+            if monitored.contains_key(&iface.index) {
+                continue;
+            }
+            if let Err(e) = source.attach(iface) {
+                self.attach_failures += 1;
+                warn!(iface = %iface.name, error = %e, "Cannot monitor interface; its traffic is not counted.");
+            }
+        }
+    }
+
+    /// Runs the loop until `stop` is set or the source ends, then exports the
+    /// last interval (nothing waits for its owner any more) and closes the
+    /// source and the outputs.
+    pub fn run<S: FlowSource>(&mut self, source: &mut S, stop: &AtomicBool) -> Finished {
+        source.start(&mut self.table);
+        if source.timeline() == Timeline::Live {
+            let monitored: BTreeSet<String> = source.monitored().into_values().collect();
+            info!(
+                capture = source.name(),
+                interfaces = ?monitored,
+                export_interval = ?std::time::Duration::from_nanos(self.cfg.interval_ns),
+                "flowlens running."
+            );
+        }
+        let mut schedule = Schedule::new(source.timeline(), self.cfg.interval_ns);
+        if let Some(now) = source.now() {
+            schedule.anchor(now.mono_ns);
+        }
+        while !stop.load(Ordering::Relaxed) {
+            let waited = source.wait(&mut self.table, schedule.next_wake());
+            if let Some(now) = source.now() {
+                let due = schedule.due(now.mono_ns);
+                if due.poll {
+                    self.refresh_interfaces(source);
+                }
+                if let Some(at) = due.export_at {
+                    self.export(source, at, false);
+                }
+            }
+            if waited == Waited::End {
+                break;
+            }
+        }
+        if source.timeline() == Timeline::Live {
+            info!("Stopping: flushing the last interval and detaching.");
+        }
+        source.stop();
+        let at = source.now().map_or(0, |n| n.mono_ns);
+        self.export(source, at, true);
+        source.close();
+        let close_failures = self.sinks.close();
+        if source.timeline() == Timeline::Live {
+            info!("flowlens stopped.");
+        }
+        Finished { close_failures }
+    }
+
+    /// One interval. `at`: the export's time on a capture's clock (a live
+    /// source reads its clock after collecting). `last`: the final one, where
+    /// nothing waits for its owner.
+    fn export<S: FlowSource>(&mut self, source: &mut S, at: u64, last: bool) {
+        // Sources read their counters first, then every owner event committed
+        // before: an owner whose socket's packets were counted is known now.
+        let entries = source.collect(&mut self.table);
+        let now = match source.timeline() {
+            Timeline::Live => source.now().unwrap_or(Now {
+                mono_ns: at,
+                unix_ns: i128::from(at),
+            }),
+            Timeline::Capture => Now {
+                mono_ns: at,
+                unix_ns: i128::from(at),
+            },
+        };
+        source.iface_names(&mut self.names.ifaces);
+        self.names.refresh();
+        let export = if last {
+            ConversationTable::export_final
+        } else {
+            ConversationTable::export
+        };
+        let records = export(
+            &mut self.table,
+            now.mono_ns,
+            now.unix_ns,
+            &self.cfg.host,
+            &self.names,
+        );
+        source.forget(&self.table.take_evicted_flows());
+        let lost = self.sinks.write_interval(&records);
+        self.update_metrics(source, entries, records.len() as u64, lost);
+    }
+
+    fn update_metrics<S: FlowSource>(
+        &mut self,
+        source: &mut S,
+        entries: u64,
+        exported: u64,
+        lost: u64,
+    ) {
+        let snapshot = {
+            let Ok(mut m) = self.metrics.lock() else {
+                return;
+            };
+            m.intervals += 1;
+            m.records_exported += exported;
+            m.records_lost_sink += lost;
+            m.kernel_flow_entries = entries;
+            m.interfaces_monitored = source.monitored().len() as u64;
+            m.interface_attach_failures = self.attach_failures;
+            m.table = self.table.stats();
+            m.influx = self.influx.as_ref().map(|s| s.snapshot());
+            source.report(&mut m);
+            m.clone()
+        };
+        let t = &snapshot.table;
+        let detail = source.log_detail(&snapshot);
+        let lost_total = snapshot.lost_total();
+        if source.timeline() == Timeline::Live {
+            info!(
+                capture = source.name(),
+                records = exported,
+                conversations = t.conversations_active,
+                flows = entries,
+                sockets = t.sockets_tracked,
+                %detail,
+                lost = lost_total,
+                unattributed_local = t.records_unattributed_local,
+                awaiting_owner = t.conversations_awaiting_owner,
+                "Interval exported."
+            );
+        } else {
+            debug!(
+                capture = source.name(),
+                records = exported,
+                conversations = t.conversations_active,
+                flows = entries,
+                %detail,
+                lost = lost_total,
+                "Interval exported."
+            );
+        }
+        snapshot.log_new_losses(&mut self.last_lost, source.loss_hint());
+        snapshot.log_new_problems(&mut self.last_problems);
+    }
+}

@@ -1,0 +1,316 @@
+//! The encoder against the schema: every tag and field, escaping, caps.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use flowlens_correlator::record::{ConversationRecord, Endpoint};
+
+use super::fixtures::{container_proc, end, host_proc, parse_all, record, Point};
+use super::schema::{FlowTag, RollupTag, FLOW_FIELDS, ROLLUP_FIELDS};
+use super::{Encoder, SchemaConfig};
+
+fn encode(enc: &mut Encoder, records: &[ConversationRecord]) -> Vec<Point> {
+    let mut buf = Vec::new();
+    let n = enc.encode_interval(records, &mut buf);
+    let points = parse_all(&buf);
+    assert_eq!(n, points.len());
+    points
+}
+
+/// A xorshift generator: the same records on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, m: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % m
+    }
+
+    /// An end on the host, in a named or unnamed container, or remote.
+    fn end(&mut self, net: u8, port: u16) -> Endpoint {
+        let id = ["a1", "b2", "c3"][self.below(3) as usize].repeat(32);
+        let p = match self.below(5) {
+            0 => Some(host_proc(
+                self.below(50) as u32,
+                ["curl", "sshd", "java"][self.below(3) as usize],
+                Some("alice"),
+            )),
+            1 => Some(container_proc(7, "nginx", &id, Some("web"))),
+            2 => Some(container_proc(8, "worker", &id, None)),
+            _ => None,
+        };
+        end(
+            &format!("10.{net}.{}.{}", self.below(4), self.below(250)),
+            port,
+            p,
+        )
+    }
+}
+
+/// Conversations of every shape: host/container/remote ends, both directions, several protocols.
+fn mixed(n: usize) -> Vec<ConversationRecord> {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    (0..n)
+        .map(|i| {
+            let (cport, sport) = (
+                30000 + rng.below(30000) as u16,
+                [80, 443, 53, 5432][rng.below(4) as usize],
+            );
+            let (client, server) = (rng.end(0, cport), rng.end(1, sport));
+            let (bytes, packets) = (
+                (rng.below(1 << 20), rng.below(1 << 20)),
+                (rng.below(999), rng.below(999)),
+            );
+            let mut r = record(client, server, bytes, packets);
+            r.proto = ["tcp", "udp", "icmp"][i % 3].to_owned();
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn conversations_sharing_every_tag_never_overwrite_each_other() {
+    let records: Vec<_> = (0..5000)
+        .map(|i| {
+            let client = end(
+                "10.0.0.5",
+                20000 + i as u16,
+                Some(host_proc(42, "curl", Some("alice"))),
+            );
+            record(client, end("93.184.216.34", 443, None), (100, 200), (1, 1))
+        })
+        .collect();
+    let mut enc = Encoder::new(SchemaConfig::default());
+    let points = encode(&mut enc, &records);
+    let flows: Vec<_> = points.iter().filter(|p| p.measurement == "flow").collect();
+    let series: HashSet<_> = flows.iter().map(|p| p.series.as_str()).collect();
+    let keys: HashSet<_> = flows.iter().map(|p| (p.series.as_str(), p.ts)).collect();
+    assert_eq!((flows.len(), series.len(), keys.len()), (5000, 1, 5000));
+    let all: HashSet<_> = points.iter().map(|p| (p.series.as_str(), p.ts)).collect();
+    assert_eq!(
+        all.len(),
+        points.len(),
+        "no (series, time) pair twice in the whole batch"
+    );
+    // Idempotent: the same interval encodes to the same bytes, by this encoder or a new one.
+    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    Encoder::new(SchemaConfig::default()).encode_interval(&records, &mut a);
+    enc.encode_interval(&records, &mut b);
+    enc.encode_interval(&records, &mut c);
+    assert!(a == b && b == c);
+}
+
+/// Sums of the rollup per direction, and of the flow counters of the local ends.
+/// Bytes, packets and conversations per direction.
+type Sums<'a> = BTreeMap<&'a str, [i64; 3]>;
+
+fn sums(points: &[Point]) -> (Sums<'_>, Sums<'_>) {
+    let (mut rollup, mut flow) = (BTreeMap::new(), BTreeMap::new());
+    for p in points {
+        let f = |k: &str| p.int(k).unwrap();
+        if p.measurement == "flow_rollup" {
+            let s: &mut [i64; 3] = rollup.entry(p.tag("direction").unwrap()).or_default();
+            for (s, k) in s.iter_mut().zip(["bytes", "packets", "conversations"]) {
+                *s += f(k);
+            }
+            continue;
+        }
+        for (side, sent, recv) in [("client", "c2s", "s2c"), ("server", "s2c", "c2s")] {
+            if p.tag(&format!("{side}_local")) == Some("true") {
+                for (dir, d) in [("out", sent), ("in", recv)] {
+                    let s: &mut [i64; 3] = flow.entry(dir).or_default();
+                    s[0] += f(&format!("bytes_{d}"));
+                    s[1] += f(&format!("packets_{d}"));
+                    s[2] += 1;
+                }
+            }
+        }
+    }
+    (rollup, flow)
+}
+
+#[test]
+fn rollup_sums_equal_the_local_ends_of_flow() {
+    let records = mixed(4000);
+    let tiny = SchemaConfig {
+        tag_cap: 3,
+        ..SchemaConfig::default()
+    };
+    for cfg in [SchemaConfig::default(), tiny] {
+        let points = encode(&mut Encoder::new(cfg), &records);
+        let (rollup, flow) = sums(&points);
+        assert_eq!(rollup.len(), 2);
+        assert_eq!(rollup, flow);
+    }
+}
+
+#[test]
+fn output_uses_only_schema_names_and_sorted_tags() {
+    let cfg = SchemaConfig {
+        tag_cap: 2,
+        ..SchemaConfig::default()
+    };
+    let points = encode(&mut Encoder::new(cfg), &mixed(2000));
+    let (mut tags, mut fields) = (BTreeSet::new(), BTreeSet::new());
+    for p in &points {
+        let keys: Vec<_> = p.tags.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "tags sorted: {keys:?}"
+        );
+        let (schema_tags, schema_fields): (Vec<_>, _) = match p.measurement.as_str() {
+            "flow" => (FlowTag::ALL.iter().map(|t| t.key()).collect(), FLOW_FIELDS),
+            _ => (
+                RollupTag::ALL.iter().map(|t| t.key()).collect(),
+                ROLLUP_FIELDS,
+            ),
+        };
+        assert!(keys.iter().all(|k| schema_tags.contains(k)), "{keys:?}");
+        assert!(p
+            .fields
+            .iter()
+            .all(|(k, _)| schema_fields.contains(&k.as_str())));
+        tags.extend(keys);
+        fields.extend(p.fields.iter().map(|(k, _)| k.as_str()));
+    }
+    assert!(
+        tags.is_disjoint(&fields),
+        "{:?}",
+        tags.intersection(&fields).collect::<Vec<_>>()
+    );
+    assert!(fields.contains("folded_tags"), "tiny caps folded something");
+}
+
+#[test]
+fn cardinality_stays_under_the_caps_and_every_fold_is_counted() {
+    let caps = [
+        ("client_comm", 8),
+        ("server_port", 4),
+        ("peer", 16),
+        ("comm", 8),
+    ];
+    let cfg = SchemaConfig {
+        tag_caps: caps.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        ..SchemaConfig::default()
+    };
+    let mut enc = Encoder::new(cfg);
+    let (intervals, per) = (4, 3000);
+    let mut all_series = HashSet::new();
+    for i in 0..intervals {
+        let records: Vec<_> = (0..per)
+            .map(|k| {
+                let comm = format!("job-{i}-{k}");
+                let p = match k % 4 {
+                    0 => host_proc(k as u32, &comm, Some("alice")),
+                    1 => host_proc(k as u32, &comm, Some("bob")),
+                    n => container_proc(
+                        k as u32,
+                        &comm,
+                        &format!("{n:0>64}"),
+                        Some(&format!("ctr{n}")),
+                    ),
+                };
+                let remote = end(
+                    &format!("10.{i}.{}.{}", k / 250, k % 250),
+                    1000 + (k % 50) as u16,
+                    None,
+                );
+                record(
+                    end("10.255.0.1", 40000, Some(p)),
+                    remote,
+                    (k as u64, 1),
+                    (1, 1),
+                )
+            })
+            .collect();
+        let points = encode(&mut enc, &records);
+        // Natural domains: users alice/bob/root (3), containers host/ctr2/ctr3 (3), one host, one proto.
+        let flow_bound = (8 + 1) * (4 + 1) * 3 * 3;
+        let rollup_bound = (8 + 1) * (16 + 1) * 3 * 3 * 2;
+        let series = |m: &str| {
+            points
+                .iter()
+                .filter(|p| p.measurement == m)
+                .map(|p| p.series.clone())
+                .collect::<HashSet<_>>()
+        };
+        let (flow, rollup) = (series("flow"), series("flow_rollup"));
+        assert!(
+            flow.len() <= flow_bound,
+            "{} flow series > {flow_bound}",
+            flow.len()
+        );
+        assert!(
+            rollup.len() <= rollup_bound,
+            "{} rollup series > {rollup_bound}",
+            rollup.len()
+        );
+        assert!(
+            flow_bound < per && rollup_bound < 2 * per,
+            "the bound is tighter than no cap"
+        );
+        let comms: HashSet<_> = points.iter().filter_map(|p| p.tag("client_comm")).collect();
+        assert_eq!(comms.len(), 9, "8 heaviest + other");
+        assert!(comms.contains("other") && comms.contains(format!("job-{i}-{}", per - 1).as_str()));
+        all_series.extend(flow);
+        all_series.extend(rollup);
+    }
+    assert!(all_series.len() <= intervals * ((8 + 1) * (4 + 1) * 9 + (8 + 1) * (16 + 1) * 18));
+    let stats = enc.stats();
+    let want = |distinct: u64, cap: u64| intervals as u64 * (distinct - cap);
+    assert_eq!(stats.folded["client_comm"], want(per as u64, 8));
+    assert_eq!(stats.folded["comm"], want(per as u64, 8));
+    assert_eq!(stats.folded["server_port"], want(50, 4));
+    assert_eq!(stats.folded["peer"], want(per as u64, 16));
+    assert_eq!(stats.folded["client_user"], 0);
+    assert_eq!(stats.distinct_last_interval["peer"], per as u64);
+    assert_eq!(stats.distinct_last_interval["client_container_name"], 3);
+    let folded: u64 = stats.folded.values().sum();
+    assert_eq!(
+        folded,
+        want(per as u64, 8) * 2 + want(50, 4) + want(per as u64, 16)
+    );
+}
+
+#[test]
+fn icmp_has_no_server_port_and_integers_clamp() {
+    let client = end("10.0.0.5", 777, Some(host_proc(9, "ping", Some("alice"))));
+    let mut r = record(client, end("1.1.1.1", 777, None), (u64::MAX, 84), (1, 1));
+    r.proto = "icmp".to_owned();
+    let points = encode(&mut Encoder::new(SchemaConfig::default()), &[r]);
+    let flow = &points[0];
+    assert_eq!(
+        flow.tag("server_port"),
+        None,
+        "the ICMP \"port\" is the echo id"
+    );
+    assert_eq!(flow.int("client_port"), Some(777));
+    assert_eq!(flow.int("bytes_c2s"), Some(i64::MAX));
+    let numbers = points
+        .iter()
+        .flat_map(|p| &p.fields)
+        .filter(|(_, v)| v.parse::<f64>().is_ok());
+    assert_eq!(numbers.count(), 0, "every number carries the i suffix");
+}
+
+#[test]
+fn measurement_names_are_escaped_and_fall_back_when_unusable() {
+    let cfg = SchemaConfig {
+        flow_measurement: "net flow,v2\\".to_owned(),
+        rollup_measurement: "\\".to_owned(),
+        ..SchemaConfig::default()
+    };
+    let r = record(
+        end("10.0.0.5", 1, Some(host_proc(1, "a", None))),
+        end("1.1.1.1", 80, None),
+        (1, 1),
+        (1, 1),
+    );
+    let mut buf = Vec::new();
+    Encoder::new(cfg).encode_interval(&[r], &mut buf);
+    assert!(buf.starts_with(b"net\\ flow\\,v2,client_comm=a,"));
+    let points = parse_all(&buf);
+    assert_eq!(points[0].measurement, "net flow,v2");
+    assert_eq!(points[1].measurement, "flow_rollup");
+}

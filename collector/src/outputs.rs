@@ -1,0 +1,64 @@
+//! The configured outputs of a run or a replay as one [`Sinks`]: JSON lines,
+//! InfluxDB, or (neither configured) the on-screen summary.
+
+use std::sync::Arc;
+
+use crate::{
+    config::{JsonlTarget, OutputConfig},
+    influx::{sink::InfluxSink, stats::InfluxStats, InfluxError},
+    sinks::{JsonlSink, Sinks, SummarySink},
+    user_input::quote,
+};
+
+/// Why an output could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The InfluxDB output's start-up check failed (credentials, database).
+    #[error("InfluxDB output")]
+    Influx(#[source] InfluxError),
+    /// The JSON lines file could not be opened.
+    #[error("opening JSON lines output {path}")]
+    Jsonl {
+        /// The path, quoted.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// The InfluxDB output, started first: a refused credential or a missing
+/// database is a configuration error, reported before anything is loaded or
+/// attached.
+pub fn start_influx(cfg: &OutputConfig) -> Result<Option<InfluxSink>, OutputError> {
+    cfg.influx
+        .clone()
+        .map(InfluxSink::start)
+        .transpose()
+        .map_err(OutputError::Influx)
+}
+
+/// Every configured output (`influx`: started by [`start_influx`]), and the
+/// InfluxDB sink's counters when there is one.
+pub fn open(
+    cfg: &OutputConfig,
+    influx: Option<InfluxSink>,
+) -> Result<(Sinks, Option<Arc<InfluxStats>>), OutputError> {
+    let mut sinks = Sinks::new();
+    match &cfg.jsonl {
+        Some(JsonlTarget::Stdout) => sinks.push(Box::new(JsonlSink::stdout())),
+        Some(JsonlTarget::File(p)) => {
+            let sink = JsonlSink::file(p).map_err(|source| OutputError::Jsonl {
+                path: quote(&p.to_string_lossy()),
+                source,
+            })?;
+            sinks.push(Box::new(sink));
+        }
+        None if influx.is_none() => sinks.push(Box::new(SummarySink::new(cfg.top))),
+        None => {}
+    }
+    let stats = influx.as_ref().map(InfluxSink::stats);
+    if let Some(sink) = influx {
+        sinks.push(Box::new(sink));
+    }
+    Ok((sinks, stats))
+}
