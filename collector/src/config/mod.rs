@@ -15,7 +15,7 @@ use flowlens_correlator::conversation::TableConfig;
 
 pub use error::ConfigError;
 use file::FileConfig;
-use values::{parse_duration, quote, EXPORT_INTERVAL, IDLE_TIMEOUT};
+use values::{parse_duration, quote, CAPTURE_TIME, EXPORT_INTERVAL, IDLE_TIMEOUT};
 
 use crate::{
     cli::{CaptureMode, ReplayArgs, RunArgs},
@@ -264,8 +264,8 @@ impl ReplayConfig {
     /// Validates the flags of `flowlens replay`.
     pub fn from_args(args: &ReplayArgs) -> Result<Self, ConfigError> {
         let export_interval =
-            parse_duration("export interval", &args.export_interval, EXPORT_INTERVAL)?;
-        let idle_timeout = parse_duration("idle timeout", &args.idle_timeout, IDLE_TIMEOUT)?;
+            parse_duration("export interval", &args.export_interval, CAPTURE_TIME)?;
+        let idle_timeout = parse_duration("idle timeout", &args.idle_timeout, CAPTURE_TIME)?;
         // Secrets only from the environment or files, as for `flowlens run`.
         let influx = influx::resolve(&args.influx, None, &|k| std::env::var(k).ok())?;
         let host = match &args.host {

@@ -28,6 +28,12 @@ pub const EXPORT_INTERVAL: Bounds = Bounds::new(Duration::from_millis(100), DAY)
 /// `idle_timeout`: up to a week.
 pub const IDLE_TIMEOUT: Bounds =
     Bounds::new(Duration::from_millis(1), Duration::from_secs(7 * 86_400));
+/// A replay's export interval and idle timeout (capture time: a capture may
+/// span years, and one interval over all of it is a common use).
+pub const CAPTURE_TIME: Bounds = Bounds::new(
+    Duration::from_nanos(1),
+    Duration::from_secs(100 * 365 * 86_400),
+);
 /// InfluxDB `timeout` and `close_timeout`: up to an hour.
 pub const INFLUX_TIMEOUT: Bounds = Bounds::new(Duration::from_millis(1), Duration::from_secs(3600));
 
