@@ -7,13 +7,13 @@
 //! Run as root after `cargo build -p flowlens-collector`:
 //! `cargo test -p flowlens-tests --test e2e_churn -- --test-threads=1`
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{records, scenario, ArtifactDir, FakeContainer, Flowlens, Place, Proc, VethNetns};
+use flowlens_tests::{
+    records, scenario, ArtifactDir, FakeContainer, Flowlens, Place, Proc, VethNetns,
+};
 use serde_json::Value;
 
 /// Client processes.
@@ -60,7 +60,7 @@ else:
 "#;
 
 fn python(place: Place<'_>, args: &[&str]) -> Proc {
-    let python = common::agent::python();
+    let python = flowlens_tests::agent::python();
     let mut cmd = vec![python.as_str(), "-c", CHURN];
     cmd.extend_from_slice(args);
     Proc::spawn(place, None, &cmd)
@@ -167,7 +167,7 @@ fn churn_every_conversation_attributed_to_both_processes() {
             logged_counter(&log, "unattributed_local"),
             Some(0),
             "records with an unowned local end, as logged by flowlens; log tail:\n{}",
-            common::flowlens::tail(&log, 5)
+            flowlens_tests::flowlens::tail(&log, 5)
         );
     });
 }

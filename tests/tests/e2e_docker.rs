@@ -4,14 +4,12 @@
 //! resolve container names and images. Needs dockerd (fails without it).
 //! `cargo build -p flowlens-collector && cargo test -p flowlens-tests --test e2e_docker -- --test-threads=1`
 
-mod common;
-
 use std::net::{IpAddr, SocketAddr};
 
-use common::checks::{check_conversation, ExpectedConversation};
-use common::docker::{nc_script, Container, Dockerd, IMAGE};
-use common::spawn::identity_once_comm;
-use common::{
+use flowlens_tests::checks::{check_conversation, ExpectedConversation};
+use flowlens_tests::docker::{nc_script, Container, Dockerd, IMAGE};
+use flowlens_tests::spawn::identity_once_comm;
+use flowlens_tests::{
     agent, ipproto, scenario, sleep_ms, ArtifactDir, ExpectedEndpoint, Flowlens, Place, Tcpdump,
     Uniq, NOBODY,
 };

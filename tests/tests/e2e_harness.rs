@@ -1,12 +1,10 @@
-//! Self-tests of the end-to-end harness (tests/common), independent of the
+//! Self-tests of the end-to-end harness (tests/src), independent of the
 //! flowlens binary: if these fail, the e2e results mean nothing.
-
-mod common;
 
 use std::net::{IpAddr, SocketAddr};
 
-use common::pcap::Capture;
-use common::{
+use flowlens_tests::pcap::Capture;
+use flowlens_tests::{
     agent, cmd, docker, ipproto, records, scenario, ArtifactDir, FakeContainer, Place, Tcpdump,
     VethNetns, NOBODY,
 };
@@ -115,7 +113,7 @@ fn harness_selftest() {
         );
         assert!(ping6.contains("3 received"), "{ping6}");
 
-        common::sleep_ms(200);
+        flowlens_tests::sleep_ms(200);
         let cap = dump.stop();
         let all = cap.summary();
 
@@ -376,7 +374,7 @@ fn harness_selftest_records() {
     bad["ifaces"] = json!("a");
     assert!(records::validate_line(&bad).is_err());
 
-    use common::checks::rfc3339_nanos;
+    use flowlens_tests::checks::rfc3339_nanos;
     let n = |s: &str| rfc3339_nanos(s).unwrap_or_else(|| panic!("{s} should parse"));
     assert_eq!(n("1970-01-01T00:00:00Z"), 0);
     assert_eq!(
@@ -417,10 +415,10 @@ fn harness_selftest_docker() {
         );
         assert_eq!(srv.id.len(), 64);
         assert_eq!(srv.image, docker::IMAGE);
-        let sid = common::spawn::identity_once_comm(srv.pid, "nc");
+        let sid = flowlens_tests::spawn::identity_once_comm(srv.pid, "nc");
         assert_eq!(sid.cgroup, format!("/docker/{}", srv.id));
         assert_eq!((sid.exe.as_str(), sid.uid), ("/bin/busybox", 0));
-        let before = common::spawn::ProcIdentity::read(cli.pid);
+        let before = flowlens_tests::spawn::ProcIdentity::read(cli.pid);
         assert_eq!(
             (before.comm.as_str(), before.cgroup),
             ("sh", format!("/docker/{}", cli.id))
@@ -430,9 +428,9 @@ fn harness_selftest_docker() {
         d.cli(&["exec", &cli.name, "touch", "/tmp/go"]);
         d.wait_received(&srv.name, 2000);
         d.wait_received(&cli.name, 3000);
-        let cid = common::spawn::identity_once_comm(cli.pid, "nc");
+        let cid = flowlens_tests::spawn::identity_once_comm(cli.pid, "nc");
         assert_eq!(cid.cgroup, format!("/docker/{}", cli.id));
-        common::sleep_ms(300);
+        flowlens_tests::sleep_ms(300);
         let cap = dump.stop();
         let server = SocketAddr::new(IpAddr::V4(srv.ip), 5000);
         let peers = cap.peers_of(ipproto::TCP, server);
@@ -471,7 +469,8 @@ fn harness_selftest_cleanup_on_panic() {
             let ctr = FakeContainer::new(u, &net);
             let _srv =
                 agent::tcp_server(Place::In(&ctr), None, IpAddr::V4(net.peer_v4), 5099, 1, 1);
-            let _sleeper = common::Proc::spawn(Place::Host, Some(NOBODY), &["/bin/sleep", "60"]);
+            let _sleeper =
+                flowlens_tests::Proc::spawn(Place::Host, Some(NOBODY), &["/bin/sleep", "60"]);
             panic!("deliberate panic with everything running");
         })
     }));
@@ -481,5 +480,8 @@ fn harness_selftest_cleanup_on_panic() {
         Some(&"deliberate panic with everything running")
     );
     let u = seen.lock().expect("lock").clone().expect("scenario ran");
-    assert_eq!(common::leftovers::leftovers(&u), Vec::<String>::new());
+    assert_eq!(
+        flowlens_tests::leftovers::leftovers(&u),
+        Vec::<String>::new()
+    );
 }

@@ -2,12 +2,10 @@
 //! attaching by itself to interfaces that appear later, and leaving nothing
 //! attached after SIGTERM.
 
-mod common;
-
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 
-use common::{cmd, flowlens, records, ArtifactDir, Flowlens, VethNetns};
+use flowlens_tests::{cmd, flowlens, records, ArtifactDir, Flowlens, VethNetns};
 
 fn flowlens_cmd(args: &[&str], as_nobody: bool) -> (i32, String) {
     let bin = flowlens::binary();
@@ -33,7 +31,7 @@ fn flowlens_cmd(args: &[&str], as_nobody: bool) -> (i32, String) {
 
 #[test]
 fn doctor_passes_as_root_and_names_what_is_missing_otherwise() {
-    common::assert_root();
+    flowlens_tests::assert_root();
     let (code, out) = flowlens_cmd(&["doctor"], false);
     assert_eq!(code, 0, "doctor as root:\n{out}");
     for hook in [
@@ -57,7 +55,7 @@ fn doctor_passes_as_root_and_names_what_is_missing_otherwise() {
 
 #[test]
 fn bad_input_gets_a_clear_error_and_nonzero_exit() {
-    common::assert_root();
+    flowlens_tests::assert_root();
     let cases: [(&[&str], bool, &str); 4] = [
         (
             &["run", "--iface", "nosuchif0"],
@@ -105,7 +103,7 @@ fn bad_input_gets_a_clear_error_and_nonzero_exit() {
 /// after it started; on SIGTERM nothing stays attached anywhere.
 #[test]
 fn attaches_to_new_interfaces_and_detaches_everything_on_sigterm() {
-    common::scenario(|uniq| {
+    flowlens_tests::scenario(|uniq| {
         let art = ArtifactDir::new(uniq);
         let fl = Flowlens::start(art.path(), &[], &[]);
         // The interface appears after start-up.
@@ -143,7 +141,7 @@ fn attaches_to_new_interfaces_and_detaches_everything_on_sigterm() {
             ],
         );
         assert!(ping.status.success(), "ping failed: {ping:?}");
-        common::sleep_ms(1500);
+        flowlens_tests::sleep_ms(1500);
         let host_if = net.host_if.clone();
         let lines = fl.stop();
         assert!(
@@ -201,8 +199,8 @@ fn attaches_to_new_interfaces_and_detaches_everything_on_sigterm() {
 /// top conversations each interval, naming their processes and containers.
 #[test]
 fn summary_on_stdout_without_outputs() {
-    use common::{agent, FakeContainer, Place};
-    common::scenario(|uniq| {
+    use flowlens_tests::{agent, FakeContainer, Place};
+    flowlens_tests::scenario(|uniq| {
         let art = ArtifactDir::new(uniq);
         let net = VethNetns::new(uniq);
         let container = FakeContainer::new(uniq, &net);
@@ -225,7 +223,7 @@ fn summary_on_stdout_without_outputs() {
         let mut server = agent::tcp_server(Place::Host, None, host, 18443, 3000, 70000);
         let (mut client, lport) = agent::tcp_client(
             Place::In(&container),
-            Some(common::NOBODY),
+            Some(flowlens_tests::NOBODY),
             host,
             18443,
             3000,
@@ -235,7 +233,7 @@ fn summary_on_stdout_without_outputs() {
         );
         client.wait_success();
         server.wait_success();
-        common::sleep_ms(1500);
+        flowlens_tests::sleep_ms(1500);
         cmd::kill(child.id(), libc::SIGTERM);
         let status = child.wait().expect("wait flowlens");
         assert!(status.success(), "flowlens exit {status:?}");

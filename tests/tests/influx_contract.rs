@@ -5,9 +5,6 @@
 //! never reach a URL, a log line or a `Debug` print.
 //! `cargo test -p flowlens-tests --test influx_contract -- --test-threads=1`
 
-mod common;
-mod influx_common;
-
 use std::time::Duration;
 
 use base64::Engine;
@@ -17,7 +14,7 @@ use flowlens_collector::influx::schema::SchemaConfig;
 use flowlens_collector::influx::settings::InfluxSettings;
 use flowlens_collector::influx::sink::InfluxSink;
 use flowlens_collector::sinks::RecordSink;
-use influx_common::{logs, record, wait_for, FakeInflux, Reply, TempDir};
+use flowlens_tests::influx::{logs, record, wait_for, FakeInflux, Reply, TempDir};
 
 const TOKEN: &str = "xyz-token-7f3a9c";
 const PASSWORD: &str = "pw-5b1e2d-secret";
@@ -204,7 +201,7 @@ fn batches_are_bounded_by_lines_and_bytes() {
     s.batch_bytes = 1024;
     s.batch_lines = 5000;
     let mut sink = InfluxSink::start(s).expect("start");
-    let lp = influx_common::lines("bytes", 0..200); // ~38 bytes per line
+    let lp = flowlens_tests::influx::lines("bytes", 0..200); // ~38 bytes per line
     sink.write_lines(&lp).expect("write");
     wait_written(&sink, 200);
     sink.close();

@@ -5,17 +5,16 @@
 //! configuration errors fail clearly. Needs root.
 //! `cargo build -p flowlens-collector && cargo test -p flowlens-tests --test influx_e2e -- --test-threads=1`
 
-mod common;
-mod influx_common;
-
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::flowlens::read_jsonl;
-use common::{agent, scenario, sleep_ms, ArtifactDir, FakeContainer, Place, VethNetns, NOBODY};
-use influx_common::{free_port, wait_for, FlowlensRun, Influxd};
+use flowlens_tests::flowlens::read_jsonl;
+use flowlens_tests::influx::{free_port, wait_for, FlowlensRun, Influxd};
+use flowlens_tests::{
+    agent, scenario, sleep_ms, ArtifactDir, FakeContainer, Place, VethNetns, NOBODY,
+};
 use serde_json::Value;
 
 const DB: &str = "flowlens";

@@ -5,9 +5,6 @@
 //! dead-letter file, the spool, and that the pipeline's call never waits on
 //! the network. `cargo test -p flowlens-tests --test influx_faults -- --test-threads=1`
 
-mod common;
-mod influx_common;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,7 +15,9 @@ use flowlens_collector::influx::spool::Spool;
 use flowlens_collector::influx::stats::InfluxMetrics;
 use flowlens_collector::influx::{sink::InfluxSink, InfluxError};
 use flowlens_collector::sinks::RecordSink;
-use influx_common::{free_port, lines, logs, record, wait_for, FakeInflux, Reply, TempDir};
+use flowlens_tests::influx::{
+    free_port, lines, logs, record, wait_for, FakeInflux, Reply, TempDir,
+};
 
 /// Fast settings: 3 lines per batch, short backoff, 2 s request timeout.
 fn settings(url: &str, dir: &TempDir) -> InfluxSettings {

@@ -2,14 +2,11 @@
 //! concurrent conversations that share every tag value (same host, processes,
 //! users, containers, server port) in one interval must all be stored, and
 //! replaying the same batch (spool replay after a crash) must store nothing
-//! twice. Needs Debian's influxd (see influx_common).
-
-mod common;
-mod influx_common;
+//! twice. Needs Debian's influxd (see flowlens_tests::influx).
 
 use flowlens_collector::influx::{encode::Encoder, schema::SchemaConfig};
 use flowlens_correlator::record::ConversationRecord;
-use influx_common::Influxd;
+use flowlens_tests::influx::Influxd;
 use serde_json::{json, Value};
 
 const DB: &str = "overwrite";

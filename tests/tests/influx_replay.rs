@@ -2,12 +2,9 @@
 //! of a capture land in a real InfluxDB (Debian's influxd) with the capture's
 //! timestamps and the same values as the JSON lines.
 
-mod common;
-mod influx_common;
-
 use std::process::Command;
 
-use influx_common::{Influxd, TempDir};
+use flowlens_tests::influx::{Influxd, TempDir};
 use serde_json::Value;
 
 const DB: &str = "replay";
@@ -75,7 +72,7 @@ fn replayed_records_land_in_influxdb_with_capture_timestamps() {
     let pcap = dir.path().join("dns.pcap");
     std::fs::write(&pcap, capture(25)).expect("write pcap");
     let jsonl = dir.path().join("out.jsonl");
-    let out = Command::new(common::flowlens::binary())
+    let out = Command::new(flowlens_tests::flowlens::binary())
         .args([
             "replay",
             pcap.to_str().expect("utf8"),
@@ -100,7 +97,7 @@ fn replayed_records_land_in_influxdb_with_capture_timestamps() {
         "replay failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let records = common::flowlens::read_jsonl(&jsonl);
+    let records = flowlens_tests::flowlens::read_jsonl(&jsonl);
     // 25 s of capture, 10 s intervals: three records of one conversation.
     assert_eq!(records.len(), 3, "{records:?}");
     let sum = |k: &str| {

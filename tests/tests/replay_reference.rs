@@ -22,8 +22,6 @@
 //!
 //! Fails (does not skip) when tshark, python3 or the captures are missing.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -124,7 +122,7 @@ fn add(table: &mut Table, proto: String, a: (IpAddr, u16), b: (IpAddr, u16), c: 
 }
 
 fn flowlens_table(file: &Path) -> Table {
-    let bin = common::flowlens::binary();
+    let bin = flowlens_tests::flowlens::binary();
     assert!(
         bin.is_file(),
         "flowlens binary {} not found: cargo build -p flowlens-collector (or set FLOWLENS_BIN)",

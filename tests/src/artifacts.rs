@@ -11,7 +11,7 @@ pub struct ArtifactDir {
 impl ArtifactDir {
     /// Creates it (empty).
     pub fn new(uniq: &super::Uniq) -> Self {
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        let path = crate::target_tmpdir()
             .join("flowlens-e2e")
             .join(uniq.as_str());
         let _ = std::fs::remove_dir_all(&path);

@@ -24,7 +24,7 @@ impl FlowlensRun {
         env: &[(&str, &str)],
         tag: &str,
     ) -> Self {
-        let bin = crate::common::flowlens::binary();
+        let bin = crate::flowlens::binary();
         assert!(
             bin.is_file(),
             "flowlens binary {} not found: cargo build -p flowlens-collector",
@@ -113,14 +113,14 @@ impl FlowlensRun {
         assert!(
             st.is_some_and(|s| s.success()),
             "flowlens did not exit 0 on SIGTERM: {st:?}\n{}",
-            crate::common::flowlens::tail(&log, 40)
+            crate::flowlens::tail(&log, 40)
         );
         log
     }
 
     fn terminate(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
-        crate::common::cmd::kill(child.id(), libc::SIGTERM);
+        crate::cmd::kill(child.id(), libc::SIGTERM);
         let mut st = None;
         wait_for(Duration::from_secs(20), || {
             st = child.try_wait().ok().flatten();

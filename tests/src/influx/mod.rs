@@ -4,9 +4,6 @@
 //! scripted HTTP server playing a misbehaving InfluxDB; `flowlens run` with
 //! InfluxDB flags; InfluxQL queries. Every resource is an RAII guard.
 
-// Each test binary uses a different part of the harness.
-#![allow(dead_code, unused_imports)]
-
 pub mod fake;
 pub mod flowlens;
 
@@ -55,7 +52,7 @@ impl TempDir {
     /// A fresh empty directory.
     pub fn new(name: &str) -> Self {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        let p = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        let p = crate::target_tmpdir()
             .join("flowlens-influx")
             .join(format!("{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
