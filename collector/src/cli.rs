@@ -1,6 +1,6 @@
 //! The command line: clap types only. They hold what the user typed; the
 //! validated configuration is built from them (and the config file) in
-//! [`crate::config`].
+//! the `config` module.
 
 use std::path::PathBuf;
 

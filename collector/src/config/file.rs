@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::error::ConfigError;
 use crate::{cli::CaptureMode, influx::http::ApiVersion, influx::schema::SchemaConfig};
 
 /// The whole file.

@@ -10,7 +10,7 @@ use std::{
 use super::{
     file::{DurationValue, InfluxFile, SizeValue},
     values::{parse_duration, parse_size, INFLUX_TIMEOUT},
-    ConfigError,
+    error::ConfigError,
 };
 use crate::{
     cli::InfluxArgs,

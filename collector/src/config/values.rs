@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::ConfigError;
+use super::error::ConfigError;
 pub use crate::user_input::quote;
 
 /// The range a duration setting accepts.

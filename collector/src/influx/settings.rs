@@ -1,6 +1,6 @@
 //! Validated InfluxDB settings: where and how the sink writes, its bounds
 //! and its schema. Built from the flags and the config file by
-//! `crate::config::influx`; secrets are redacted in `Debug`.
+//! the `config::influx` module; secrets are redacted in `Debug`.
 
 use std::{
     path::{Path, PathBuf},

@@ -1,11 +1,11 @@
 //! Where conversation records go. A sink is anything that takes one
 //! interval's records: JSON lines ([`jsonl`]), the on-screen summary
-//! ([`summary`]), InfluxDB (`crate::influx::sink`), and next the web's live
+//! ([`summary`]), InfluxDB (`influx::sink`), and next the web's live
 //! store.
 //!
 //! # Adding a sink
 //! Implement [`RecordSink`] and push it into the [`Sinks`] the exporter is
-//! built with (`crate::outputs::open` for `run` and `replay`). The exporter
+//! built with (`outputs::open` for `run` and `replay`). The exporter
 //! calls [`RecordSink::write_interval`] once per interval on its own thread,
 //! with the records sorted by conversation; a sink that needs time (network,
 //! disk) must queue and return, as the InfluxDB sink does. An error counts the
