@@ -8,9 +8,9 @@ use std::{
 };
 
 use super::{
+    error::ConfigError,
     file::{DurationValue, InfluxFile, SizeValue},
     values::{parse_duration, parse_size, INFLUX_TIMEOUT},
-    error::ConfigError,
 };
 use crate::{
     cli::InfluxArgs,

@@ -7,7 +7,9 @@ use flowlens_correlator::types::{
     ip_to_mapped, mapped_to_ip, FlowObservation, FlowTuple, Hook, ProcessIdentity, Role,
     SocketOwnerEvent, TcpStateChange,
 };
-use flowlens_ebpf::abi::{self, FlowKey, IcmpEchoKey, ProcEvent, SockEvent, TcpStateEvent};
+use flowlens_ebpf::abi::{
+    self, FlowKey, FlowValue, IcmpEchoKey, ProcEvent, SockEvent, TcpStateEvent,
+};
 
 fn hook_of(h: u8) -> Hook {
     if h == abi::FLOW_HOOK_TC_EGRESS {
@@ -17,26 +19,9 @@ fn hook_of(h: u8) -> Hook {
     }
 }
 
-/// Cumulative totals of one kernel flow key (summed over CPUs, slots and the
-/// overflow hash).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FlowTotals {
-    /// Packets.
-    pub packets: u64,
-    /// L3 bytes.
-    pub bytes: u64,
-    /// First packet, CLOCK_MONOTONIC ns.
-    pub first_seen_ns: u64,
-    /// Last packet, CLOCK_MONOTONIC ns.
-    pub last_seen_ns: u64,
-    /// OR of TCP flags.
-    pub tcp_flags: u8,
-    /// OR of `FLOW_F_*`.
-    pub flags: u8,
-}
-
-/// The observation of a kernel flow key with its totals.
-pub fn observation(key: &FlowKey, t: &FlowTotals) -> FlowObservation {
+/// The observation of a kernel flow key with its totals (a [`FlowValue`]
+/// summed over CPUs, slots and the overflow hash).
+pub fn observation(key: &FlowKey, t: &FlowValue) -> FlowObservation {
     FlowObservation {
         tuple: FlowTuple {
             proto: key.proto,

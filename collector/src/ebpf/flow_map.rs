@@ -13,7 +13,7 @@ use flowlens_ebpf::{
     flow,
 };
 
-use super::convert::{self, FlowTotals};
+use super::convert;
 use super::mmap::{CtlView, SlotRead, SlotView};
 
 /// Sums the per-CPU values of one flow into an observation.
@@ -64,7 +64,8 @@ struct SlotMirror {
 /// Cumulative totals of one flow key over the slots and the hash.
 #[derive(Clone, Copy, Default)]
 struct FlowAcc {
-    totals: FlowTotals,
+    /// Summed values (padding unused).
+    totals: FlowValue,
     /// Changed in the current read.
     touched: bool,
 }
