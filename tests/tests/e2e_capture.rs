@@ -9,6 +9,9 @@
 //! most every 500 ms after new flows, so a process that exits sooner can be
 //! missed. Run as root, one at a time:
 //! `cargo build -p flowlens-collector && cargo test -p flowlens-tests --test e2e_capture -- --test-threads=1`
+//!
+//! Length: the whole scenario set in one file, so every scenario visibly runs
+//! under both modes (or says why not).
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::Stdio;

@@ -13,6 +13,10 @@
 //!   headers are tested through XDP, and behind a VLAN tag for TC.
 //! - TC accepts a `struct __sk_buff` context whose `gso_segs` / `gso_size`
 //!   are copied into the skb, so the GSO accounting is tested here too.
+//!
+//! Length: one test per parser and accounting rule of the program, sharing
+//! the harness in `flow_prog/`; splitting them over binaries would load the
+//! same objects in each.
 
 #[path = "flow_prog/harness.rs"]
 mod harness;

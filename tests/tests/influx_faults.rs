@@ -4,6 +4,8 @@
 //! retry / no-retry behaviour by counting requests, the counters, the
 //! dead-letter file, the spool, and that the pipeline's call never waits on
 //! the network. `cargo test -p flowlens-tests --test influx_faults -- --test-threads=1`
+//!
+//! Length: one fault per test against the fake server and the real sink.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

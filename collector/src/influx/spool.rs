@@ -17,6 +17,9 @@
 //! records of the oldest segment until it is deleted. A record that does not
 //! fit is refused ([`AppendError::Full`]): the caller drops the newest batch
 //! and counts it.
+//!
+//! Length: about 430 lines of code; the rest of the file is its unit tests,
+//! kept beside the format they check.
 
 use std::{
     collections::VecDeque,

@@ -3,6 +3,10 @@
 //! everything to the spool while InfluxDB is away; dead-letters what the
 //! server refuses for good. Owns every network wait, so the pipeline never
 //! waits on InfluxDB.
+//!
+//! Length: one state machine (memory queue -> HTTP -> retry -> spool -> dead
+//! letter) whose states share the batch in hand and the counters; split into
+//! files, each part would need all the others. The tests follow the code.
 
 use std::{
     collections::HashMap,
