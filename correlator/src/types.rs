@@ -40,6 +40,7 @@ pub fn normalize_ip(ip: IpAddr) -> IpAddr {
 
 /// An address as the kernel programs key it: 16 bytes in network order,
 /// IPv4 as IPv4-mapped IPv6 (`::ffff:a.b.c.d`).
+#[inline]
 pub fn ip_to_mapped(ip: IpAddr) -> [u8; 16] {
     match ip {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
@@ -48,6 +49,7 @@ pub fn ip_to_mapped(ip: IpAddr) -> [u8; 16] {
 }
 
 /// The inverse of [`ip_to_mapped`]: an IPv4-mapped address becomes IPv4.
+#[inline]
 pub fn mapped_to_ip(a: [u8; 16]) -> IpAddr {
     normalize_ip(IpAddr::V6(Ipv6Addr::from(a)))
 }
