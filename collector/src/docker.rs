@@ -1,5 +1,5 @@
 //! Container name and image from the Docker Engine API (unix socket), looked
-//! up on a background thread and cached: the pipeline never waits for it.
+//! up on a background thread and cached: the exporter never waits for it.
 
 use std::{
     collections::{HashMap, HashSet},

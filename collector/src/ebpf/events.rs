@@ -3,9 +3,9 @@
 //! start-up (from /proc) through the same queue.
 //!
 //! The ring buffer and the flow map are two paths out of the kernel that are
-//! read at different moments. Before an export, the pipeline reads the flow
+//! read at different moments. Before an export, the exporter reads the flow
 //! map and then asks for an [`EventBarrier`]: the thread drains the ring
-//! buffer and answers with [`PipelineEvent::Synced`] behind the events it
+//! buffer and answers with [`ReaderEvent::Synced`] behind the events it
 //! forwarded, so every owner event emitted before the last counted packet is
 //! applied before the records are built.
 
@@ -35,9 +35,9 @@ use crate::{
     procscan,
 };
 
-/// What the pipeline receives.
+/// What the event reader forwards to the exporter.
 #[derive(Debug, Clone)]
-pub enum PipelineEvent {
+pub enum ReaderEvent {
     /// A socket and its owner.
     Owner(SocketOwnerEvent),
     /// A TCP state change.
@@ -59,11 +59,11 @@ pub enum PipelineEvent {
     Synced(u64),
 }
 
-/// How long the reader thread waits to queue a [`PipelineEvent::Synced`]
-/// answer behind a full queue (the pipeline drains it while it waits).
+/// How long the reader thread waits to queue a [`ReaderEvent::Synced`]
+/// answer behind a full queue (the exporter drains it while it waits).
 const SYNC_SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A request from the pipeline to the reader thread: drain the ring buffer
+/// A request from the exporter to the reader thread: drain the ring buffer
 /// now and answer behind what it held.
 #[derive(Debug)]
 pub struct EventBarrier {
@@ -91,7 +91,7 @@ impl EventBarrier {
         })
     }
 
-    /// Asks for a [`PipelineEvent::Synced`]; returns its number. Call it after
+    /// Asks for a [`ReaderEvent::Synced`]; returns its number. Call it after
     /// reading the flow map.
     pub fn request(&self) -> u64 {
         self.requested_ns
@@ -126,7 +126,7 @@ pub struct EventStats {
     pub received: AtomicU64,
     /// Records that could not be decoded.
     pub decode_errors: AtomicU64,
-    /// Events lost because the pipeline queue was full.
+    /// Events lost because the queue to the exporter was full.
     pub queue_overflow: AtomicU64,
     /// Sockets found in /proc at start-up.
     pub preexisting_sockets: AtomicU64,
@@ -155,7 +155,7 @@ pub struct EventReader {
 }
 
 struct Ctx {
-    tx: Sender<PipelineEvent>,
+    tx: Sender<ReaderEvent>,
     stats: Arc<EventStats>,
     cgroups: CgroupResolver,
     exes: ExeCache,
@@ -163,7 +163,7 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn send(&self, ev: PipelineEvent) {
+    fn send(&self, ev: ReaderEvent) {
         match self.tx.try_send(ev) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -201,9 +201,9 @@ impl Ctx {
                 let cgroup_path = self.cgroups.path_of(s.cgroup_id);
                 self.want_container(cgroup_path.as_deref());
                 let exe = self.exes.exe(s.pid);
-                self.send(PipelineEvent::Owner(socket_owner(&s, exe, cgroup_path)));
+                self.send(ReaderEvent::Owner(socket_owner(&s, exe, cgroup_path)));
             }
-            RawEvent::TcpState(t) => self.send(PipelineEvent::TcpState(t)),
+            RawEvent::TcpState(t) => self.send(ReaderEvent::TcpState(t)),
             RawEvent::Exec(p) => {
                 // The path given to execve() may be a symlink or /proc/self/exe
                 // (busybox applets): prefer what the kernel resolved, while the
@@ -212,24 +212,24 @@ impl Ctx {
                 self.exes.exec(p.pid, exe.clone());
                 // Remember the cgroup now: a short-lived container may be gone at export.
                 let _ = self.cgroups.path_of(p.cgroup_id);
-                self.send(PipelineEvent::Exec { pid: p.pid, exe });
+                self.send(ReaderEvent::Exec { pid: p.pid, exe });
             }
             RawEvent::Exit(p) => {
                 self.exes.exit(p.pid);
-                self.send(PipelineEvent::Exit { pid: p.pid });
+                self.send(ReaderEvent::Exit { pid: p.pid });
             }
         }
         Some(ts_ns)
     }
 
     /// Answers barrier request `n` behind everything forwarded so far. It
-    /// waits for room: the pipeline drains the queue while it waits for this.
+    /// waits for room: the exporter drains the queue while it waits for this.
     fn answer(&self, n: u64) {
         if let Err(e) = self
             .tx
-            .send_timeout(PipelineEvent::Synced(n), SYNC_SEND_TIMEOUT)
+            .send_timeout(ReaderEvent::Synced(n), SYNC_SEND_TIMEOUT)
         {
-            debug!(error = %e, "Barrier answer not queued (the pipeline stopped waiting).");
+            debug!(error = %e, "Barrier answer not queued (the exporter stopped waiting).");
         }
     }
 }
@@ -239,7 +239,7 @@ impl EventReader {
     /// Barrier requests ([`EventReader::barrier`]) are answered once the scan is done.
     pub fn start(
         mut ring: RingBuf<MapData>,
-        tx: Sender<PipelineEvent>,
+        tx: Sender<ReaderEvent>,
         stats: Arc<EventStats>,
         stop: Arc<AtomicBool>,
         docker: DockerResolver,
@@ -266,7 +266,7 @@ impl EventReader {
                     .store(pre.len() as u64, Ordering::Relaxed);
                 for ev in pre {
                     ctx.want_container(ev.process.cgroup_path.as_deref());
-                    ctx.send(PipelineEvent::Owner(ev));
+                    ctx.send(ReaderEvent::Owner(ev));
                 }
                 let barrier = thread_barrier;
                 let fd = ring.as_raw_fd();
@@ -332,7 +332,7 @@ impl EventReader {
         })
     }
 
-    /// The barrier the pipeline waits on before an export.
+    /// The barrier the exporter waits on before an export.
     pub fn barrier(&self) -> Arc<EventBarrier> {
         Arc::clone(&self.barrier)
     }

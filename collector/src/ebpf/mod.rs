@@ -46,7 +46,7 @@ use crate::{
     metrics::SelfMetrics,
 };
 use convert::IcmpEcho;
-use events::{EventBarrier, EventReader, EventStats, PipelineEvent};
+use events::{EventBarrier, EventReader, EventStats, ReaderEvent};
 use flow_map::{FlowMapError, FlowMapReader};
 
 /// How long an export waits for the event reader to catch up with the kernel.
@@ -110,7 +110,7 @@ pub struct EbpfSource {
     icmp_echo: HashMap<MapData, IcmpEchoKey, u64>,
     icmp_scratch: Vec<IcmpEcho>,
     obs: Vec<FlowObservation>,
-    rx: Receiver<PipelineEvent>,
+    rx: Receiver<ReaderEvent>,
     event_stats: Arc<EventStats>,
     barrier: Arc<EventBarrier>,
     events: Option<EventReader>,
@@ -163,14 +163,14 @@ impl EbpfSource {
         })
     }
 
-    fn handle_event(table: &mut ConversationTable, ev: PipelineEvent) {
+    fn handle_event(table: &mut ConversationTable, ev: ReaderEvent) {
         match ev {
-            PipelineEvent::Owner(o) => table.observe_owner(o),
-            PipelineEvent::TcpState(t) => table.observe_tcp_state(t),
-            PipelineEvent::Exec { pid, exe } => table.observe_exec(pid, exe),
-            PipelineEvent::Exit { pid } => table.observe_exit(pid, clock::monotonic_ns()),
+            ReaderEvent::Owner(o) => table.observe_owner(o),
+            ReaderEvent::TcpState(t) => table.observe_tcp_state(t),
+            ReaderEvent::Exec { pid, exe } => table.observe_exec(pid, exe),
+            ReaderEvent::Exit { pid } => table.observe_exit(pid, clock::monotonic_ns()),
             // The answer to an earlier barrier we stopped waiting for.
-            PipelineEvent::Synced(_) => {}
+            ReaderEvent::Synced(_) => {}
         }
     }
 
@@ -182,7 +182,7 @@ impl EbpfSource {
         let deadline = Instant::now() + SYNC_TIMEOUT;
         loop {
             match self.rx.recv_deadline(deadline) {
-                Ok(PipelineEvent::Synced(m)) if m >= n => return,
+                Ok(ReaderEvent::Synced(m)) if m >= n => return,
                 Ok(ev) => Self::handle_event(table, ev),
                 Err(RecvTimeoutError::Timeout) => {
                     self.event_stats

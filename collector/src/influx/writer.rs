@@ -1,7 +1,7 @@
 //! The writer thread: takes batches from the in-memory queue, then from the
 //! spool, and sends them; retries with jittered exponential backoff; moves
 //! everything to the spool while InfluxDB is away; dead-letters what the
-//! server refuses for good. Owns every network wait, so the pipeline never
+//! server refuses for good. Owns every network wait, so the exporter never
 //! waits on InfluxDB.
 //!
 //! Length: one state machine (memory queue -> HTTP -> retry -> spool -> dead
