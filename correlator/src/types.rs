@@ -34,6 +34,7 @@ pub mod tcp_state {
 }
 
 /// Converts an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) to IPv4; any other address is returned unchanged.
+#[inline]
 pub fn normalize_ip(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
 }
@@ -51,7 +52,11 @@ pub fn ip_to_mapped(ip: IpAddr) -> [u8; 16] {
 /// The inverse of [`ip_to_mapped`]: an IPv4-mapped address becomes IPv4.
 #[inline]
 pub fn mapped_to_ip(a: [u8; 16]) -> IpAddr {
-    normalize_ip(IpAddr::V6(Ipv6Addr::from(a)))
+    let v6 = Ipv6Addr::from(a);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
 }
 
 /// Which program saw a packet.
