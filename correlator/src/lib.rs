@@ -5,11 +5,13 @@
 
 pub mod cgroup;
 pub mod conversation;
+mod nat;
 mod owners;
+mod paths;
 pub mod record;
 pub mod types;
 
 pub use cgroup::{parse_container, ContainerRef};
-pub use conversation::{ConversationTable, TableConfig, TableStats};
+pub use conversation::{ConversationTable, NatJoin, TableConfig, TableStats};
 pub use record::{ConversationRecord, Endpoint, ProcessAttribution};
 pub use types::normalize_ip;

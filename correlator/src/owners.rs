@@ -40,6 +40,24 @@ pub(crate) struct Attribution {
     pub role: Role,
     /// Who.
     pub identity: Arc<OwnerIdentity>,
+    /// Found by its full tuple (a connected socket), not by its local half.
+    pub exact: bool,
+    /// When this socket took the tuple (or half) over from another socket
+    /// (CLOCK_MONOTONIC ns; 0: it was the first).
+    pub took_over_ns: u64,
+    /// The latest take-overs of the tuple (or half) by a new socket, newest first.
+    pub takeovers: [u64; TAKEOVERS],
+}
+
+/// Take-overs of an index key remembered (to count connections that ran
+/// within one read interval).
+pub(crate) const TAKEOVERS: usize = 4;
+
+impl Attribution {
+    /// Take-overs of its tuple after `t_ns`.
+    pub fn takeovers_after(&self, t_ns: u64) -> u64 {
+        self.takeovers.iter().filter(|&&t| t > t_ns).count() as u64
+    }
 }
 
 #[derive(Debug)]
@@ -52,6 +70,12 @@ struct Owner {
     last_ref_ns: u64,
     /// When the TCP socket reached CLOSE: no new conversation can start on it.
     closed_ns: Option<u64>,
+    /// When its TCP connection was established (a state change from
+    /// SYN_SENT or SYN_RECV), i.e. it is a connection that started while
+    /// flowlens ran.
+    established_ns: Option<u64>,
+    /// Its first owner event.
+    first_ns: u64,
 }
 
 /// A state change that came before its owner event.
@@ -61,10 +85,17 @@ struct PendingState {
     role: Role,
     /// A parked change was the socket's CLOSE (at this time).
     closed_ns: Option<u64>,
+    /// A parked change established the connection (at this time).
+    established_ns: Option<u64>,
 }
 
 fn closed_at(ev: &TcpStateChange) -> Option<u64> {
     (ev.new_state == crate::types::tcp_state::CLOSE).then_some(ev.ts_ns)
+}
+
+fn established_at(ev: &TcpStateChange) -> Option<u64> {
+    (ev.new_state == crate::types::tcp_state::ESTABLISHED && ev.implied_role() != Role::Unknown)
+        .then_some(ev.ts_ns)
 }
 
 #[derive(Debug)]
@@ -75,6 +106,16 @@ struct ProcessExe {
 
 type FullKey = (u8, Addr, Addr);
 type HalfKey = (u8, Addr);
+
+/// The socket an index key points to, and when it took the key over from
+/// another socket (0: it was the first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Slot {
+    cookie: u64,
+    took_over_ns: u64,
+    /// The latest take-overs, newest first (0: none).
+    takeovers: [u64; TAKEOVERS],
+}
 
 /// Counters of the owner table.
 #[derive(Clone, Copy, Debug, Default)]
@@ -90,8 +131,8 @@ pub(crate) struct OwnerCounters {
 #[derive(Debug, Default)]
 pub(crate) struct OwnerIndex {
     owners: HashMap<u64, Owner>,
-    full: HashMap<FullKey, u64>,
-    half: HashMap<HalfKey, u64>,
+    full: HashMap<FullKey, Slot>,
+    half: HashMap<HalfKey, Slot>,
     pending: HashMap<u64, PendingState>,
     processes: HashMap<u32, ProcessExe>,
     /// Local addresses -> when a socket last used them.
@@ -162,7 +203,7 @@ impl OwnerIndex {
                 owner.role = ev.role;
             }
             if ev.local.1 != 0 && (ev.remote.is_some() || owner.remote.is_none()) {
-                self.retuple(ev.cookie, ev.local, ev.remote);
+                self.retuple(ev.cookie, ev.local, ev.remote, ev.ts_ns);
             }
             return;
         }
@@ -178,13 +219,23 @@ impl OwnerIndex {
             identity,
             last_ref_ns: ev.ts_ns,
             closed_ns: None,
+            established_ns: None,
+            first_ns: ev.ts_ns,
         };
-        self.index(ev.cookie, &owner);
+        // The tuple was taken over when the connection began (a server's
+        // accept() may return long after its handshake).
+        let began = self
+            .pending
+            .get(&ev.cookie)
+            .and_then(|p| p.established_ns)
+            .map_or(ev.ts_ns, |t| t.min(ev.ts_ns));
+        self.index(ev.cookie, &owner, began);
         self.owners.insert(ev.cookie, owner);
         if let Some(p) = self.pending.remove(&ev.cookie) {
             self.apply_state(p.change, p.role);
-            if let (Some(t), Some(o)) = (p.closed_ns, self.owners.get_mut(&ev.cookie)) {
-                o.closed_ns = Some(t);
+            if let Some(o) = self.owners.get_mut(&ev.cookie) {
+                o.closed_ns = o.closed_ns.or(p.closed_ns);
+                o.established_ns = o.established_ns.or(p.established_ns);
             }
         }
     }
@@ -206,6 +257,7 @@ impl OwnerIndex {
                     p.role = role;
                 }
                 p.closed_ns = p.closed_ns.or(closed_at(&ev));
+                p.established_ns = p.established_ns.or(established_at(&ev));
                 if ev.local.1 != 0 || p.change.local.1 == 0 {
                     p.change = ev;
                 } else {
@@ -222,6 +274,7 @@ impl OwnerIndex {
                         change: ev,
                         role,
                         closed_ns: closed_at(&ev),
+                        established_ns: established_at(&ev),
                     },
                 );
             }
@@ -237,18 +290,33 @@ impl OwnerIndex {
             owner.role = role;
         }
         owner.closed_ns = owner.closed_ns.or(closed_at(&ev));
+        if let (None, Some(t)) = (owner.established_ns, established_at(&ev)) {
+            owner.established_ns = Some(t);
+            // The tuple was taken over when the connection began, not when the
+            // owner event (a server's accept()) came.
+            if let Some(r) = owner.remote {
+                if let Some(slot) = self.full.get_mut(&(owner.proto, owner.local, r)) {
+                    if slot.cookie == ev.cookie && slot.took_over_ns > t {
+                        if slot.takeovers[0] == slot.took_over_ns {
+                            slot.takeovers[0] = t;
+                        }
+                        slot.took_over_ns = t;
+                    }
+                }
+            }
+        }
         // A listener's change has no remote; anything without a local port is not bound yet.
         if ev.local.1 == 0 {
             return;
         }
         let remote = (ev.remote.1 != 0 || !ev.remote.0.is_unspecified()).then_some(ev.remote);
         if (owner.local, owner.remote) != (ev.local, remote) && remote.is_some() {
-            self.retuple(ev.cookie, ev.local, remote);
+            self.retuple(ev.cookie, ev.local, remote, ev.ts_ns);
         }
     }
 
     /// Moves an owner to a new tuple, keeping the indexes in step.
-    fn retuple(&mut self, cookie: u64, local: Addr, remote: Option<Addr>) {
+    fn retuple(&mut self, cookie: u64, local: Addr, remote: Option<Addr>, ts_ns: u64) {
         let Some(owner) = self.owners.get_mut(&cookie) else {
             return;
         };
@@ -263,12 +331,12 @@ impl OwnerIndex {
             None => remove_if(&mut self.half, &(proto, old_local), cookie),
         }
         if let Some(owner) = self.owners.get(&cookie) {
-            index_into(&mut self.full, &mut self.half, cookie, owner);
+            index_into(&mut self.full, &mut self.half, cookie, owner, ts_ns);
         }
     }
 
-    fn index(&mut self, cookie: u64, owner: &Owner) {
-        index_into(&mut self.full, &mut self.half, cookie, owner);
+    fn index(&mut self, cookie: u64, owner: &Owner, ts_ns: u64) {
+        index_into(&mut self.full, &mut self.half, cookie, owner, ts_ns);
     }
 
     /// The owner of the local end `local` of a conversation with `remote`:
@@ -278,20 +346,46 @@ impl OwnerIndex {
         let (addr, port) = local;
         let any_same = unspecified_like(addr);
         let any_v6 = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
-        let cookie = self
+        let exact = self
             .full
             .get(&(proto, local, remote))
-            .or_else(|| self.full.get(&(proto, (any_same, port), remote)))
-            .or_else(|| self.half.get(&(proto, local)))
-            .or_else(|| self.half.get(&(proto, (any_same, port))))
-            // A dual-stack `::` socket also receives IPv4.
-            .or_else(|| self.half.get(&(proto, (any_v6, port))))?;
-        let owner = self.owners.get(cookie)?;
+            .or_else(|| self.full.get(&(proto, (any_same, port), remote)));
+        let slot = match exact {
+            Some(s) => (s, true),
+            None => (
+                self.half
+                    .get(&(proto, local))
+                    .or_else(|| self.half.get(&(proto, (any_same, port))))
+                    // A dual-stack `::` socket also receives IPv4.
+                    .or_else(|| self.half.get(&(proto, (any_v6, port))))?,
+                false,
+            ),
+        };
+        let owner = self.owners.get(&slot.0.cookie)?;
         Some(Attribution {
-            cookie: *cookie,
+            cookie: slot.0.cookie,
             role: owner.role,
             identity: Arc::clone(&owner.identity),
+            exact: slot.1,
+            took_over_ns: slot.0.took_over_ns,
+            takeovers: slot.0.takeovers,
         })
+    }
+
+    /// When the socket's connection began while flowlens watched: a TCP
+    /// connection's establishment, a UDP socket's first event.
+    pub fn started_ns(&self, cookie: u64) -> Option<u64> {
+        let o = self.owners.get(&cookie)?;
+        if o.proto == crate::types::proto::TCP {
+            o.established_ns
+        } else {
+            Some(o.first_ns)
+        }
+    }
+
+    /// When the TCP socket closed, if it did.
+    pub fn closed_ns(&self, cookie: u64) -> Option<u64> {
+        self.owners.get(&cookie)?.closed_ns
     }
 
     /// The current role of a socket, if still tracked.
@@ -354,8 +448,8 @@ impl OwnerIndex {
         if evicted > 0 {
             self.counters.owners_evicted += evicted as u64;
             let owners = &self.owners;
-            self.full.retain(|_, c| owners.contains_key(c));
-            self.half.retain(|_, c| owners.contains_key(c));
+            self.full.retain(|_, s| owners.contains_key(&s.cookie));
+            self.half.retain(|_, s| owners.contains_key(&s.cookie));
         }
         let before = self.pending.len();
         self.pending
@@ -367,28 +461,59 @@ impl OwnerIndex {
         });
         self.local_addrs
             .retain(|_, t| now_ns.saturating_sub(*t) <= grace_ns);
+        shrink(&mut self.owners);
+        shrink(&mut self.full);
+        shrink(&mut self.half);
+        shrink(&mut self.pending);
+        shrink(&mut self.processes);
+        shrink(&mut self.local_addrs);
     }
 }
 
 fn index_into(
-    full: &mut HashMap<FullKey, u64>,
-    half: &mut HashMap<HalfKey, u64>,
+    full: &mut HashMap<FullKey, Slot>,
+    half: &mut HashMap<HalfKey, Slot>,
     cookie: u64,
     o: &Owner,
+    ts_ns: u64,
 ) {
     if o.local.1 == 0 {
         // connect() before bind: wait for the state change to tell the port.
         return;
     }
     match o.remote {
-        Some(r) => full.insert((o.proto, o.local, r), cookie),
-        None => half.insert((o.proto, o.local), cookie),
-    };
+        Some(r) => take_over(full, (o.proto, o.local, r), cookie, ts_ns),
+        None => take_over(half, (o.proto, o.local), cookie, ts_ns),
+    }
 }
 
-fn remove_if<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u64>, key: &K, cookie: u64) {
-    if map.get(key) == Some(&cookie) {
+/// Points `key` at `cookie`, remembering when it was taken from another socket.
+fn take_over<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Slot>, key: K, cookie: u64, ts: u64) {
+    let slot = map.entry(key).or_insert(Slot {
+        cookie,
+        took_over_ns: 0,
+        takeovers: [0; TAKEOVERS],
+    });
+    if slot.cookie != cookie {
+        slot.cookie = cookie;
+        slot.took_over_ns = ts;
+        slot.takeovers.rotate_right(1);
+        slot.takeovers[0] = ts;
+    }
+}
+
+fn remove_if<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Slot>, key: &K, cookie: u64) {
+    if map.get(key).is_some_and(|s| s.cookie == cookie) {
         map.remove(key);
+    }
+}
+
+/// Gives memory back after a burst: a map holding less than a quarter of
+/// its capacity (and more than a small floor) shrinks to twice its length.
+pub(crate) fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    const FLOOR: usize = 1024;
+    if map.capacity() > FLOOR && map.capacity() / 4 > map.len() {
+        map.shrink_to((2 * map.len()).max(FLOOR));
     }
 }
 

@@ -51,6 +51,12 @@ pub struct ConversationRecord {
     pub tcp_flags_text: String,
     /// Names of the interfaces that saw the conversation (`"if<N>"` when unknown), by ifindex.
     pub ifaces: Vec<String>,
+    /// Address translation: `"snat"`, `"dnat"` or `"snat+dnat"` when connection
+    /// tracking joined the two sides of a NAT into this conversation;
+    /// `"unjoined"` when this may be one side of a translated conversation that
+    /// could not be joined (connection tracking unavailable); else `null`.
+    #[serde(default)]
+    pub nat: Option<String>,
 }
 
 /// One end of a conversation.
@@ -62,6 +68,14 @@ pub struct Endpoint {
     pub port: u16,
     /// A socket on this host owns this end (then `process` is set).
     pub local: bool,
+    /// The address the other end sees for this one when NAT translated it
+    /// (masquerade: the client's public address; a published port: the
+    /// server's); `null` when untranslated.
+    #[serde(default)]
+    pub nat_addr: Option<String>,
+    /// The port the other end sees for this one when NAT translated it.
+    #[serde(default)]
+    pub nat_port: Option<u16>,
     /// The owning process, flattened into the endpoint object; absent for remote ends.
     #[serde(flatten)]
     pub process: Option<ProcessAttribution>,
@@ -128,6 +142,8 @@ impl Endpoint {
             addr: addr.0.to_string(),
             port: addr.1,
             local: process.is_some(),
+            nat_addr: None,
+            nat_port: None,
             process,
         }
     }

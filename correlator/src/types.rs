@@ -274,6 +274,43 @@ pub trait Lookup {
     fn container_meta(&self, runtime: &str, id: &str) -> Option<ContainerMeta>;
 }
 
+/// A connection the kernel's connection tracking translated (NAT), as its
+/// conntrack entry describes it. Addresses are normalised like flow tuples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NatMapping {
+    /// The first packet as it arrived: the client's own address and port to
+    /// the server as the client addressed it (conntrack's ORIGINAL tuple).
+    pub original: FlowTuple,
+    /// The answers as the server sent them: the server's own address and
+    /// port to the client as the server sees it (conntrack's REPLY tuple).
+    pub reply: FlowTuple,
+}
+
+impl NatMapping {
+    /// Whether anything was translated (the reply is not the original reversed).
+    pub fn is_translated(&self) -> bool {
+        self.reply.normalized() != self.original.normalized().reversed()
+    }
+
+    /// This mapping with IPv4-mapped addresses converted to IPv4.
+    pub fn normalized(self) -> Self {
+        Self {
+            original: self.original.normalized(),
+            reply: self.reply.normalized(),
+        }
+    }
+}
+
+/// A change of the kernel's connection tracking table that matters to the
+/// NAT join: a translated connection appeared or ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatEvent {
+    /// A translated connection was confirmed (or found by a dump).
+    New(NatMapping),
+    /// It ended (its conntrack entry was destroyed).
+    Destroy(NatMapping),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -288,7 +288,7 @@ fn idle_conversations_are_evicted_with_their_kernel_entries() {
 }
 
 #[test]
-fn conversation_cap_drops_and_counts() {
+fn conversation_cap_evicts_early_then_drops_and_counts() {
     let cfg = TableConfig {
         max_conversations: 2,
         ..TableConfig::default()
@@ -296,20 +296,35 @@ fn conversation_cap_drops_and_counts() {
     let mut t = ConversationTable::new(cfg);
     let l = FakeLookup::standard();
     t.observe_flow(&tcp(v4(10, 0, 0, 1, 1001), SERVER(), 1, 100, (1, 1)));
-    t.observe_flow(&tcp(v4(10, 0, 0, 1, 1002), SERVER(), 1, 100, (1, 1)));
-    let third = tcp(v4(10, 0, 0, 1, 1003), SERVER(), 7, 700, (1, 1));
-    t.observe_flow(&third);
+    t.observe_flow(&tcp(v4(10, 0, 0, 1, 1002), SERVER(), 1, 100, (1, 2)));
+    // Full: the least recently active (1001) makes room, its record comes at the export.
+    t.observe_flow(&tcp(v4(10, 0, 0, 1, 1003), SERVER(), 3, 300, (1, 3)));
+    t.observe_flow(&tcp(v4(10, 0, 0, 1, 1004), SERVER(), 4, 400, (1, 4)));
+    // As many wait for their record as the table holds: now nothing can make room.
+    let fifth = tcp(v4(10, 0, 0, 1, 1005), SERVER(), 7, 700, (1, 5));
+    t.observe_flow(&fifth);
     // Known conversations still count.
-    t.observe_flow(&tcp(SERVER(), v4(10, 0, 0, 1, 1001), 2, 200, (1, 1)));
+    t.observe_flow(&tcp(SERVER(), v4(10, 0, 0, 1, 1004), 2, 200, (1, 4)));
     let s = t.stats();
-    assert_eq!((s.conversations_active, s.conversations_dropped), (2, 1));
-    assert_eq!((s.packets_dropped, s.bytes_dropped), (7, 700));
-    // The refused kernel entry is handed back for deletion so it is not counted twice.
     assert_eq!(
-        t.take_evicted_flows(),
-        vec![(third.tuple, third.ifindex, third.hook)]
+        (
+            s.conversations_active,
+            s.conversations_evicted_early,
+            s.conversations_dropped
+        ),
+        (2, 2, 1)
     );
-    assert_eq!(export_at(&mut t, 2, &l).len(), 2);
+    assert_eq!((s.packets_dropped, s.bytes_dropped), (7, 700));
+    // The refused and the evicted kernel entries are handed back for deletion
+    // so they are not counted twice.
+    let evicted = t.take_evicted_flows();
+    assert_eq!(evicted.len(), 3);
+    assert!(evicted.contains(&(fifth.tuple, fifth.ifindex, fifth.hook)));
+    let recs = export_at(&mut t, 6, &l);
+    let mut ports: Vec<u16> = recs.iter().map(|r| r.client.port).collect();
+    ports.sort_unstable();
+    assert_eq!(ports, [1001, 1002, 1003, 1004]);
+    assert_eq!(recs.iter().map(|r| r.packets_c2s).sum::<u64>(), 9);
 }
 
 #[test]

@@ -35,14 +35,14 @@ fn host_record_serializes_exactly() {
     let json = serde_json::to_string(&host_client_record()).expect("serialize");
     let expected = concat!(
         r#"{"ts":"2023-11-14T22:13:23Z","ts_unix_ns":1700000003000000000,"host":"host1","proto":"tcp","#,
-        r#""client":{"addr":"10.0.0.1","port":40000,"local":true,"pid":42,"comm":"curl","exe":"/usr/bin/curl","#,
+        r#""client":{"addr":"10.0.0.1","port":40000,"local":true,"nat_addr":null,"nat_port":null,"pid":42,"comm":"curl","exe":"/usr/bin/curl","#,
         r#""uid":1000,"user":"alice","gid":1000,"cgroup":"/user.slice/user-1000.slice/session-2.scope","#,
         r#""container_id":null,"container_runtime":"host","container_name":null,"container_image":null,"pod_uid":null},"#,
-        r#""server":{"addr":"93.184.216.34","port":443,"local":false},"client_evidence":"socket","#,
+        r#""server":{"addr":"93.184.216.34","port":443,"local":false,"nat_addr":null,"nat_port":null},"client_evidence":"socket","#,
         r#""bytes_c2s":520,"bytes_s2c":4800,"packets_c2s":6,"packets_s2c":5,"#,
         r#""first_seen":"2023-11-14T22:13:21.25Z","first_seen_unix_ns":1700000001250000000,"#,
         r#""last_seen":"2023-11-14T22:13:22.5Z","last_seen_unix_ns":1700000002500000000,"duration_ms":1250,"#,
-        r#""tcp_flags":19,"tcp_flags_text":"SYN|ACK|FIN","ifaces":["eth0"]}"#,
+        r#""tcp_flags":19,"tcp_flags_text":"SYN|ACK|FIN","ifaces":["eth0"],"nat":null}"#,
     );
     assert_eq!(json, expected);
 }

@@ -36,6 +36,8 @@ pub struct Dockerd {
     child: Option<Child>,
     ip_forward_before: String,
     nft_tables_before: BTreeSet<String>,
+    /// NAT on (`start_nat`): iptables rules of this daemon to remove.
+    nat: bool,
     cgroup_dirs_before: BTreeSet<PathBuf>,
 }
 
@@ -90,6 +92,20 @@ fn nft_tables() -> BTreeSet<String> {
 impl Dockerd {
     /// Starts the daemon and waits until it answers (at most 30 s).
     pub fn start(uniq: &Uniq) -> Self {
+        Self::start_with(uniq, false)
+    }
+
+    /// [`Dockerd::start`] with Docker's NAT: masquerade for the containers and
+    /// published ports (`--iptables=true --ip-masq=true`). Forwarding is
+    /// switched on for the bridge only (`net.ipv4.conf.<bridge>.forwarding`;
+    /// the test enables it on its own veths), never globally. On drop the
+    /// rules and chains it added go: whole tables when they did not exist
+    /// before, else its `DOCKER*` chains and the rules jumping to them.
+    pub fn start_nat(uniq: &Uniq) -> Self {
+        Self::start_with(uniq, true)
+    }
+
+    fn start_with(uniq: &Uniq, nat: bool) -> Self {
         require_dockerd();
         let n = free_subnet("10.201");
         let root = PathBuf::from(format!("/tmp/fld-{uniq}"));
@@ -105,6 +121,7 @@ impl Dockerd {
                 .unwrap_or_default(),
             nft_tables_before: nft_tables(),
             cgroup_dirs_before: cgroup_docker_dirs(),
+            nat,
         };
         // Our own bridge instead of docker0: no clash with a real Docker, and
         // its name carries the scenario prefix.
@@ -124,6 +141,14 @@ impl Dockerd {
         // container veth, for the same reason as in `VethNetns::new`: tcpdump
         // must see the segments flowlens counts, not GSO super-packets.
         disable_offloads_in(&[], &d.bridge);
+        if nat {
+            crate::router::forwarding(&d.bridge, true);
+        }
+        let iptables = if nat {
+            ["--iptables=true", "--ip-masq=true"]
+        } else {
+            ["--iptables=false", "--ip-masq=false"]
+        };
         let r = d.root.display().to_string();
         let log = std::fs::File::create(d.root.join("dockerd.log")).expect("dockerd log");
         let child = Command::new("dockerd")
@@ -141,14 +166,10 @@ impl Dockerd {
                 "--bridge",
                 &d.bridge,
             ])
-            // Test traffic stays on the bridge: no NAT, no filter rules, no
-            // forwarding switch to undo afterwards.
-            .args([
-                "--iptables=false",
-                "--ip6tables=false",
-                "--ip-forward=false",
-                "--ip-masq=false",
-            ])
+            // Without NAT test traffic stays on the bridge: no rules, no
+            // forwarding switch to undo afterwards. Never the global switch.
+            .args(iptables)
+            .args(["--ip6tables=false", "--ip-forward=false"])
             .args([
                 "--userland-proxy=false",
                 "--storage-driver",
@@ -220,7 +241,15 @@ impl Dockerd {
     /// The script should keep the container running until the test is done
     /// with `inspect` (e.g. a listening `nc`, or waiting for `/tmp/go`).
     pub fn run(&self, name: &str, script: &str) -> Container {
-        let id = self.cli(&["run", "-d", "--name", name, IMAGE, "sh", "-c", script]);
+        self.run_with(name, &[], script)
+    }
+
+    /// [`Dockerd::run`] with extra `docker run` options (e.g. `-p 10.0.0.1:8080:5000`).
+    pub fn run_with(&self, name: &str, opts: &[&str], script: &str) -> Container {
+        let mut args = vec!["run", "-d", "--name", name];
+        args.extend_from_slice(opts);
+        args.extend([IMAGE, "sh", "-c", script]);
+        let id = self.cli(&args);
         let fmt = "{{.Id}} {{.Config.Image}} {{.NetworkSettings.IPAddress}} {{.State.Pid}}";
         let info = self.cli(&["inspect", "-f", fmt, name]);
         let f: Vec<&str> = info.split_whitespace().collect();
@@ -300,6 +329,9 @@ impl Drop for Dockerd {
         if now != self.ip_forward_before {
             let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", &self.ip_forward_before);
         }
+        if self.nat {
+            remove_docker_chains(&self.nft_tables_before);
+        }
         for table in nft_tables().difference(&self.nft_tables_before) {
             let mut args = vec!["delete"];
             args.extend(table.split_whitespace());
@@ -307,6 +339,33 @@ impl Drop for Dockerd {
         }
         for dir in cgroup_docker_dirs().difference(&self.cgroup_dirs_before) {
             let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Removes the `DOCKER*` chains and the rules jumping to them from the
+/// iptables tables that existed before the daemon started (new tables are
+/// deleted whole by the caller).
+fn remove_docker_chains(before: &BTreeSet<String>) {
+    for table in ["nat", "filter"] {
+        if !before.contains(&format!("table ip {table}")) {
+            continue;
+        }
+        let rules = cmd::output("iptables", &["-t", table, "-S"]);
+        let rules = String::from_utf8_lossy(&rules.stdout).into_owned();
+        for rule in rules
+            .lines()
+            .filter(|r| r.starts_with("-A ") && r.contains("DOCKER"))
+        {
+            let mut args = vec!["-t", table, "-D"];
+            args.extend(rule[3..].split_whitespace());
+            cmd::run_quiet("iptables", &args);
+        }
+        for chain in rules.lines().filter_map(|r| r.strip_prefix("-N ")) {
+            if chain.starts_with("DOCKER") {
+                cmd::run_quiet("iptables", &["-t", table, "-F", chain]);
+                cmd::run_quiet("iptables", &["-t", table, "-X", chain]);
+            }
         }
     }
 }

@@ -41,6 +41,53 @@ fn fill(n: u64) {
     );
 }
 
+/// Child mode: a burst of `n` conversations (cap raised to hold them), then
+/// every one evicted (idle); print "before peak after_eviction active" (KiB).
+/// Three bursts in a row: the last one's numbers.
+fn burst(n: u64) {
+    let before = rss_kib("self").unwrap_or(0);
+    let mut t = ConversationTable::new(TableConfig {
+        idle_timeout_ns: 2 * S,
+        owner_grace_ns: 2 * S,
+        closed_owner_grace_ns: S,
+        pending_state_ns: S,
+        ..config(n)
+    });
+    let n32 = u32::try_from(n).unwrap_or(u32::MAX);
+    let (mut peak, mut after) = (0, 0);
+    for round in 0..3u64 {
+        let t0 = 1 + round * 10;
+        feed(&mut t, round as u32 * n32, (round as u32 + 1) * n32, 10, t0);
+        let records = t.export(
+            (t0 + 1) * S,
+            UNIX0 + i128::from((t0 + 1) * S),
+            "h",
+            &StaticLookup,
+        );
+        std::hint::black_box(records);
+        peak = peak.max(rss_kib("self").unwrap_or(0));
+        // Idle past the timeout and the owners' grace: everything goes.
+        for k in 2..6 {
+            let records = t.export(
+                (t0 + k) * S,
+                UNIX0 + i128::from((t0 + k) * S),
+                "h",
+                &StaticLookup,
+            );
+            std::hint::black_box(records);
+        }
+        let _ = t.take_evicted_flows();
+        // What the collector does after a burst was evicted.
+        // SAFETY: malloc_trim has no preconditions.
+        #[cfg(target_env = "gnu")]
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        after = rss_kib("self").unwrap_or(0);
+    }
+    println!("{before} {peak} {after} {}", t.stats().conversations_active);
+}
+
 /// Child mode: churn through a table capped at `cap` for `secs`; print "t rss" samples.
 fn soak(cap: u64, secs: u64) {
     let mut t = ConversationTable::new(TableConfig {
@@ -87,6 +134,10 @@ fn main() -> anyhow::Result<()> {
         fill(n.parse()?);
         return Ok(());
     }
+    if let Some(n) = arg_value("child-burst") {
+        burst(n.parse()?);
+        return Ok(());
+    }
     if let Some(secs) = arg_value("child-soak") {
         soak(arg_u64("cap", 100_000), secs.parse()?);
         return Ok(());
@@ -123,6 +174,26 @@ fn main() -> anyhow::Result<()> {
             baseline: format!("empty process {:.1} MiB", before as f64 / 1024.0),
             ratio: format!("{per:.0} B/conversation"),
             goal: format!("bounded by max_conversations = {n}"),
+        });
+    }
+    let burst_n = arg_u64("burst", if smoke { 10_000 } else { 300_000 });
+    if burst_n > 0 {
+        let out = child(&[&format!("--child-burst={burst_n}")])?;
+        let v: Vec<u64> = out
+            .split_whitespace()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        let [before, peak, after, active] = v[..] else {
+            anyhow::bail!("unexpected child output {out:?}");
+        };
+        let kept = after.saturating_sub(before) as f64 / peak.saturating_sub(before).max(1) as f64;
+        rows.push(Row {
+            section: "memory",
+            case: format!("burst of {burst_n} conversations, all evicted ({active} left), third burst in a row"),
+            value: format!("{:.1} MiB RSS after eviction", after as f64 / 1024.0),
+            baseline: format!("peak {:.1} MiB, empty process {:.1} MiB", peak as f64 / 1024.0, before as f64 / 1024.0),
+            ratio: format!("{:.2} of the burst's memory kept", kept),
+            goal: flowlens_bench::goal_max(kept, 0.25),
         });
     }
     if soak_secs > 0 {

@@ -1,0 +1,276 @@
+//! One conversation's state: its key, kernel entries, counts, owners.
+
+use std::sync::Arc;
+
+use crate::nat::NatLink;
+use crate::owners::{Addr, Attribution};
+use crate::paths::{Counters, KernelEntry, PathCount, ReadWindow};
+use crate::types::{FlowObservation, FlowTuple, Hook, Role};
+
+/// Why a side was chosen as the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Evidence {
+    Socket,
+    Handshake,
+    Ports,
+}
+
+impl Evidence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Socket => "socket",
+            Self::Handshake => "handshake",
+            Self::Ports => "ports",
+        }
+    }
+}
+
+/// A conversation: both directions of a tuple, endpoints in ascending order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ConvKey {
+    pub proto: u8,
+    pub ends: [Addr; 2],
+}
+
+impl ConvKey {
+    /// The key of a (normalised) tuple and the index of its sender in `ends`.
+    pub fn of(t: &FlowTuple) -> (Self, usize) {
+        let (src, dst) = ((t.src, t.sport), (t.dst, t.dport));
+        if src <= dst {
+            (
+                Self {
+                    proto: t.proto,
+                    ends: [src, dst],
+                },
+                0,
+            )
+        } else {
+            (
+                Self {
+                    proto: t.proto,
+                    ends: [dst, src],
+                },
+                1,
+            )
+        }
+    }
+
+    /// The tuple sent by `ends[sender]`.
+    pub fn tuple(&self, sender: usize) -> FlowTuple {
+        let (s, d) = (self.ends[sender], self.ends[1 - sender]);
+        FlowTuple {
+            proto: self.proto,
+            src: s.0,
+            dst: d.0,
+            sport: s.1,
+            dport: d.1,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Conversation {
+    pub entries: Vec<KernelEntry>,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    /// Per sender.
+    pub paths: [PathCount; 2],
+    /// Per sender: counted at the last export.
+    pub exported: [Counters; 2],
+    pub tcp_flags: u8,
+    pub initiator: [bool; 2],
+    pub responder: [bool; 2],
+    pub owners: [Option<Attribution>; 2],
+    /// Client index, once proven by sockets or handshake.
+    pub client: Option<(usize, Evidence)>,
+    /// The translation, when connection tracking reported one.
+    pub nat: Option<Arc<NatLink>>,
+    /// Entries hold reads not yet counted.
+    pub pending: bool,
+    /// Started on a tuple an earlier connection used: kernel times before
+    /// this are that connection's.
+    pub since_ns: u64,
+}
+
+impl Conversation {
+    pub fn new(obs: &FlowObservation, nat: Option<Arc<NatLink>>) -> Self {
+        Self {
+            entries: Vec::with_capacity(2),
+            first_seen_ns: obs.first_seen_ns,
+            last_seen_ns: obs.last_seen_ns,
+            paths: [PathCount::default(); 2],
+            exported: [Counters::default(); 2],
+            tcp_flags: 0,
+            initiator: [false; 2],
+            responder: [false; 2],
+            owners: [None, None],
+            client: None,
+            nat,
+            pending: false,
+            since_ns: 0,
+        }
+    }
+
+    /// The conversation of the next connection on the same tuple, from `at_ns`:
+    /// the kernel entries' counters so far (and, when `take_pending`, what
+    /// this read added) stay with `self`.
+    pub fn successor(&mut self, at_ns: u64, take_pending: bool) -> Self {
+        let entries = self
+            .entries
+            .iter_mut()
+            .map(|e| {
+                let mut n = KernelEntry::new(e.sender, e.wire, e.wire_sender, e.ifindex, e.hook);
+                n.last = e.last;
+                n.last_seen_ns = e.last_seen_ns;
+                if take_pending && !e.pending.is_zero() {
+                    n.pending = e.pending;
+                    n.pending_from_ns = e.pending_from_ns.max(at_ns);
+                    e.pending = Counters::default();
+                }
+                n
+            })
+            .collect::<Vec<_>>();
+        let pending = entries.iter().any(|e| !e.pending.is_zero());
+        Self {
+            entries,
+            first_seen_ns: at_ns.max(self.first_seen_ns),
+            last_seen_ns: self.last_seen_ns.max(at_ns),
+            paths: [PathCount::default(); 2],
+            exported: [Counters::default(); 2],
+            tcp_flags: 0,
+            initiator: [false; 2],
+            responder: [false; 2],
+            owners: [None, None],
+            client: None,
+            nat: self.nat.clone(),
+            pending,
+            since_ns: at_ns,
+        }
+    }
+
+    pub fn observe(&mut self, obs: &FlowObservation, place: (usize, u8, usize), prev_read_ns: u64) {
+        let (sender, wire, wire_sender) = place;
+        let (s8, ws8) = (u8::from(sender == 1), u8::from(wire_sender == 1));
+        let pos = self.entries.iter().position(|e| {
+            e.wire == wire && e.wire_sender == ws8 && e.ifindex == obs.ifindex && e.hook == obs.hook
+        });
+        let fresh = pos.is_none();
+        let idx = pos.unwrap_or_else(|| {
+            self.entries
+                .push(KernelEntry::new(s8, wire, ws8, obs.ifindex, obs.hook));
+            self.entries.len() - 1
+        });
+        let Some(e) = self.entries.get_mut(idx) else {
+            return;
+        };
+        let cur = Counters {
+            packets: obs.packets,
+            bytes: obs.bytes,
+        };
+        let first = obs.first_seen_ns.max(self.since_ns);
+        e.read(cur, first, obs.last_seen_ns, fresh, prev_read_ns);
+        self.pending |= !e.pending.is_zero();
+        // Once a record carried it, first_seen stays: it names the conversation
+        // (a reused tuple's conversations differ by it).
+        let reported = self.exported.iter().any(|c| !c.is_zero());
+        if obs.first_seen_ns != 0
+            && !reported
+            && obs.first_seen_ns >= self.since_ns
+            && (self.first_seen_ns == 0 || obs.first_seen_ns < self.first_seen_ns)
+        {
+            self.first_seen_ns = obs.first_seen_ns;
+        }
+        self.last_seen_ns = self.last_seen_ns.max(obs.last_seen_ns);
+        if self.since_ns == 0 {
+            // Flags accumulate per kernel entry: a successor cannot tell its own.
+            self.tcp_flags |= obs.tcp_flags;
+            self.initiator[sender] |= obs.initiator;
+            self.responder[sender] |= obs.responder;
+        }
+    }
+
+    /// Counts pending reads; returns how many times the traffic moved paths.
+    pub fn resolve(&mut self, w: ReadWindow) -> u64 {
+        if !self.pending {
+            return 0;
+        }
+        let moved = (0..2u8)
+            .map(|s| self.paths[usize::from(s)].resolve(&mut self.entries, s, w))
+            .sum();
+        self.pending = self.entries.iter().any(|e| !e.pending.is_zero());
+        moved
+    }
+
+    pub fn counted(&self, sender: usize) -> Counters {
+        self.paths[sender].counted()
+    }
+
+    /// Whether a record carried any of its counts already.
+    pub fn has_news_reported(&self) -> bool {
+        self.exported.iter().any(|c| !c.is_zero())
+    }
+
+    pub fn has_news(&self) -> bool {
+        (0..2).any(|s| self.counted(s) != self.exported[s])
+    }
+
+    /// How end `side` is seen by the other end (its own address without NAT).
+    pub fn seen_as(&self, key: &ConvKey, side: usize) -> Addr {
+        self.nat
+            .as_ref()
+            .map_or(key.ends[side], |n| n.seen_as[side])
+    }
+
+    /// The kernel entries as (tuple, ifindex, hook), for deletion.
+    pub fn kernel_keys<'a>(
+        &'a self,
+        key: &'a ConvKey,
+    ) -> impl Iterator<Item = (FlowTuple, u32, Hook)> + 'a {
+        self.entries.iter().map(move |e| {
+            let wk = self.nat.as_ref().map_or(key, |n| n.wire_key(e.wire));
+            (wk.tuple(usize::from(e.wire_sender)), e.ifindex, e.hook)
+        })
+    }
+
+    /// The client index: sockets, then handshake (both kept once found), then ports.
+    pub fn decide_client(&mut self, key: &ConvKey) -> (usize, Evidence) {
+        if let Some(decided) = self.client {
+            return decided;
+        }
+        let by_socket = (0..2).find_map(|side| match self.owners[side].as_ref()?.role {
+            Role::Client => Some(side),
+            Role::Server => Some(1 - side),
+            Role::Unknown => None,
+        });
+        if let Some(side) = by_socket {
+            self.client = Some((side, Evidence::Socket));
+        } else if let Some(side) = self.by_handshake() {
+            self.client = Some((side, Evidence::Handshake));
+        } else if let Some(n) = &self.nat {
+            // Connection tracking knows who sent the first packet.
+            return (n.client, Evidence::Handshake);
+        }
+        self.client
+            .unwrap_or_else(|| (client_by_ports(key), Evidence::Ports))
+    }
+
+    fn by_handshake(&self) -> Option<usize> {
+        let one = |flags: [bool; 2]| match flags {
+            [true, false] => Some(0),
+            [false, true] => Some(1),
+            _ => None,
+        };
+        one(self.initiator).or_else(|| one(self.responder).map(|server| 1 - server))
+    }
+}
+
+/// Lower port is the server; equal ports: lower address is the server.
+pub(crate) fn client_by_ports(key: &ConvKey) -> usize {
+    let [a, b] = key.ends;
+    let server = if a.1 != b.1 {
+        usize::from(b.1 < a.1)
+    } else {
+        usize::from(b.0 < a.0)
+    };
+    1 - server
+}
