@@ -81,6 +81,8 @@ fn records() -> Vec<ConversationRecord> {
                 addr,
                 port,
                 local: process.is_some(),
+                nat_addr: None,
+                nat_port: None,
                 process,
             };
             let (client, server) = match i % 10 {
@@ -117,6 +119,7 @@ fn records() -> Vec<ConversationRecord> {
                 tcp_flags: 0x1b,
                 tcp_flags_text: "SYN|ACK|PSH|FIN".to_owned(),
                 ifaces: vec!["eth0".to_owned(), "docker0".to_owned()],
+                nat: None,
             }
         })
         .collect()

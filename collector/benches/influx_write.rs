@@ -67,6 +67,8 @@ fn interval(k: u32, rng: &mut Rng) -> Vec<ConversationRecord> {
                 addr: format!("172.17.0.{}", 2 + rng.below(40)),
                 port: 32768 + rng.below(28_000) as u16,
                 local: true,
+                nat_addr: None,
+                nat_port: None,
                 process: Some(process(rng)),
             },
             server: Endpoint {
@@ -78,6 +80,8 @@ fn interval(k: u32, rng: &mut Rng) -> Vec<ConversationRecord> {
                 ),
                 port: [80, 443, 5432, 6379][rng.below(4) as usize],
                 local: false,
+                nat_addr: None,
+                nat_port: None,
                 process: None,
             },
             client_evidence: "socket".to_owned(),
@@ -93,6 +97,7 @@ fn interval(k: u32, rng: &mut Rng) -> Vec<ConversationRecord> {
             tcp_flags: 0x1b,
             tcp_flags_text: "SYN|ACK|PSH|FIN".to_owned(),
             ifaces: vec!["eth0".to_owned()],
+            nat: None,
         })
         .collect()
 }

@@ -153,6 +153,22 @@ pub fn checks() -> Vec<Check> {
         )),
         Err(e) => out.push(check("socket and process hooks", false, true, e.to_string())),
     }
+    out.push(match crate::conntrack::probe() {
+        Ok(n) => check(
+            "connection tracking (NAT join over ctnetlink)",
+            true,
+            false,
+            format!("readable; {n} translated connections now"),
+        ),
+        Err(e) => check(
+            "connection tracking (NAT join over ctnetlink)",
+            false,
+            false,
+            format!(
+                "{e}: NAT'd conversations are reported once per side, flagged nat=\"unjoined\""
+            ),
+        ),
+    });
     let docker = Path::new("/var/run/docker.sock").exists();
     out.push(check(
         "Docker API socket (container names and images)",

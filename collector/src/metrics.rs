@@ -65,6 +65,8 @@ pub struct SelfMetrics {
     pub kernel: BTreeMap<&'static str, u64>,
     /// Correlator table statistics.
     pub table: TableStats,
+    /// Connection tracking reader (NAT join); `None` when unavailable.
+    pub conntrack: Option<crate::conntrack::ConntrackStats>,
     /// InfluxDB output counters, when it is enabled.
     pub influx: Option<InfluxMetrics>,
 }

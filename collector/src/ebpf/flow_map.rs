@@ -298,6 +298,22 @@ impl FlowMapReader {
         self.slots.as_ref().map_or(0, |v| v.per_cpu)
     }
 
+    /// Gives memory back after many keys were removed (a burst evicted):
+    /// returns whether a table shrank.
+    pub fn shrink(&mut self) -> bool {
+        fn shrink<K: std::hash::Hash + Eq, V>(m: &mut StdHashMap<K, V>) -> bool {
+            const FLOOR: usize = 1024;
+            let big = m.capacity() > FLOOR && m.capacity() / 4 > m.len();
+            if big {
+                m.shrink_to((2 * m.len()).max(FLOOR));
+            }
+            big
+        }
+        let a = shrink(&mut self.acc);
+        let h = shrink(&mut self.hash_last);
+        a || h
+    }
+
     /// Keys the reader holds totals for (bounded by the correlator's table,
     /// which removes every key it evicts).
     pub fn tracked_keys(&self) -> usize {

@@ -257,6 +257,9 @@ impl FlowSource for EbpfSource {
         for (tuple, ifindex, hook) in evicted {
             self.reader.remove(tuple, *ifindex, *hook);
         }
+        if evicted.len() >= 1024 {
+            self.reader.shrink();
+        }
     }
 
     fn monitored(&self) -> BTreeMap<u32, String> {

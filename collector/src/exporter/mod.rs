@@ -14,6 +14,7 @@ pub mod names;
 pub mod schedule;
 pub mod source;
 
+use crate::conntrack::NatFeed;
 use std::{
     collections::BTreeSet,
     sync::{
@@ -78,6 +79,8 @@ pub struct Exporter {
     attach_failures: u64,
     last_lost: u64,
     last_problems: u64,
+    /// Connection tracking for the NAT join (live sources).
+    nat: Option<NatFeed>,
 }
 
 impl Exporter {
@@ -96,6 +99,7 @@ impl Exporter {
             sinks,
             influx,
             metrics: Arc::new(Mutex::new(SelfMetrics::default())),
+            nat: None,
             attach_failures: 0,
             last_lost: 0,
             last_problems: 0,
@@ -173,6 +177,7 @@ impl Exporter {
     pub fn run<S: FlowSource>(&mut self, source: &mut S, stop: &AtomicBool) -> Finished {
         source.start(&mut self.table);
         if source.timeline() == Timeline::Live {
+            self.nat = Some(NatFeed::start(&mut self.table));
             let monitored: BTreeSet<String> = source.monitored().into_values().collect();
             info!(
                 capture = source.name(),
@@ -220,7 +225,18 @@ impl Exporter {
     fn export<S: FlowSource>(&mut self, source: &mut S, at: u64, last: bool) {
         // Sources read their counters first, then every owner event committed
         // before: an owner whose socket's packets were counted is known now.
+        // Translations first (and again after the read: a connection
+        // confirmed meanwhile joins before its sides are reported).
+        if let Some(n) = self.nat.as_mut() {
+            n.feed(&mut self.table);
+        }
+        if source.timeline() == Timeline::Live {
+            self.table.begin_read(crate::clock::monotonic_ns());
+        }
         let entries = source.collect(&mut self.table);
+        if let Some(n) = self.nat.as_mut() {
+            n.feed(&mut self.table);
+        }
         let now = match source.timeline() {
             Timeline::Live => source.now().unwrap_or(Now {
                 mono_ns: at,
@@ -245,7 +261,12 @@ impl Exporter {
             &self.cfg.host,
             &self.names,
         );
-        source.forget(&self.table.take_evicted_flows());
+        let evicted = self.table.take_evicted_flows();
+        source.forget(&evicted);
+        if evicted.len() >= 1024 {
+            // A burst ended: give its memory back.
+            crate::heap::trim_heap();
+        }
         let lost = self.sinks.write_interval(&records);
         self.update_metrics(source, entries, records.len() as u64, lost);
     }
@@ -268,6 +289,7 @@ impl Exporter {
             m.interfaces_monitored = source.monitored().len() as u64;
             m.interface_attach_failures = self.attach_failures;
             m.table = self.table.stats();
+            m.conntrack = self.nat.as_ref().and_then(NatFeed::stats);
             m.influx = self.influx.as_ref().map(|s| s.snapshot());
             source.report(&mut m);
             m.clone()
@@ -286,6 +308,12 @@ impl Exporter {
                 lost = lost_total,
                 unattributed_local = t.records_unattributed_local,
                 awaiting_owner = t.conversations_awaiting_owner,
+                nat = t.records_nat,
+                nat_unjoined = t.records_nat_unjoined,
+                moved = t.conversations_moved,
+                reused = t.connections_reused,
+                merged = t.connections_merged,
+                evicted_early = t.conversations_evicted_early,
                 "Interval exported."
             );
         } else {

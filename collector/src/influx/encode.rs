@@ -213,6 +213,7 @@ impl Encoder {
                 }
             });
         }
+        f.opt_str("nat", r.nat.as_ref());
         if folded.iter().any(Option::is_some) {
             // The original values of the folded tags, e.g. `client_comm=job-17,server_port=31337`.
             f.quoted("folded_tags", |buf| {
@@ -390,6 +391,10 @@ impl Fields<'_> {
         if let Some(port) = k.port {
             self.uint(port, e.port.into());
         }
+        self.opt_str(k.nat_addr, e.nat_addr.as_ref());
+        if let Some(port) = e.nat_port {
+            self.uint(k.nat_port, port.into());
+        }
         let Some(p) = &e.process else {
             return;
         };
@@ -487,6 +492,25 @@ mod tests {
              role=client,user=root bytes=700i,packets=7i,conversations=1i 1700000010000000000\n\
              flow_rollup,comm=python3,container=0123456789ab,direction=in,host=node1,peer=web,proto=tcp,\
              role=client,user=root bytes=90000i,packets=65i,conversations=1i 1700000010000000000\n"
+        );
+        assert_eq!(encode(&[r]), want);
+    }
+
+    #[test]
+    fn golden_nat_fields() {
+        let mut client = end("172.17.0.2", 40000, None);
+        client.nat_addr = Some("192.168.1.10".to_owned());
+        client.nat_port = Some(61000);
+        let mut r = record(client, end("10.9.0.2", 80, None), (80, 160), (1, 1));
+        r.nat = Some("snat".to_owned());
+        r.tcp_flags = 0;
+        r.tcp_flags_text.clear();
+        let want = format!(
+            "flow,client_local=false,host=node1,proto=tcp,server_local=false,server_port=80 \
+             bytes_c2s=80i,bytes_s2c=160i,packets_c2s=1i,packets_s2c=1i,client_addr=\"172.17.0.2\",\
+             client_port=40000i,client_nat_addr=\"192.168.1.10\",client_nat_port=61000i,\
+             server_addr=\"10.9.0.2\",client_evidence=\"socket\",{TIMES},tcp_flags=0i,\
+             ifaces=\"eth0\",nat=\"snat\" 1700000010000000000\n"
         );
         assert_eq!(encode(&[r]), want);
     }

@@ -47,6 +47,8 @@ pub fn end(addr: &str, port: u16, process: Option<ProcessAttribution>) -> Endpoi
         addr: addr.to_owned(),
         port,
         local: process.is_some(),
+        nat_addr: None,
+        nat_port: None,
         process,
     }
 }
@@ -78,6 +80,7 @@ pub fn record(
         tcp_flags: 0x1b,
         tcp_flags_text: "SYN|ACK|PSH|FIN".to_owned(),
         ifaces: vec!["eth0".to_owned()],
+        nat: None,
     }
 }
 

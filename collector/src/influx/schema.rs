@@ -182,6 +182,11 @@ pub const FLOW_FIELDS: &[&str] = &[
     "server_container_runtime",
     "server_container_image",
     "server_pod_uid",
+    "client_nat_addr",
+    "client_nat_port",
+    "server_nat_addr",
+    "server_nat_port",
+    "nat",
     "client_evidence",
     "duration_ms",
     "first_seen_unix_ns",
@@ -213,6 +218,10 @@ pub(crate) struct EndFields {
     pub addr: &'static str,
     /// `None` for the server: its port is a tag.
     pub port: Option<&'static str>,
+    /// The address the other end sees (NAT), when translated.
+    pub nat_addr: &'static str,
+    /// The port the other end sees (NAT), when translated.
+    pub nat_port: &'static str,
     pub pid: &'static str,
     pub uid: &'static str,
     pub gid: &'static str,
@@ -228,6 +237,8 @@ pub(crate) struct EndFields {
 pub(crate) const CLIENT_FIELDS: EndFields = EndFields {
     addr: "client_addr",
     port: Some("client_port"),
+    nat_addr: "client_nat_addr",
+    nat_port: "client_nat_port",
     pid: "client_pid",
     uid: "client_uid",
     gid: "client_gid",
@@ -243,6 +254,8 @@ pub(crate) const CLIENT_FIELDS: EndFields = EndFields {
 pub(crate) const SERVER_FIELDS: EndFields = EndFields {
     addr: "server_addr",
     port: None,
+    nat_addr: "server_nat_addr",
+    nat_port: "server_nat_port",
     pid: "server_pid",
     uid: "server_uid",
     gid: "server_gid",
