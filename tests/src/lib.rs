@@ -22,6 +22,7 @@ pub mod names;
 pub mod netns;
 pub mod pcap;
 pub mod records;
+pub mod router;
 pub mod spawn;
 
 pub use artifacts::ArtifactDir;

@@ -146,7 +146,7 @@ fn churn_every_conversation_attributed_to_both_processes() {
             logged_counter(&log, "lost"),
             Some(0),
             "flowlens lost data (rerun on a quieter machine); log tail:\n{}",
-            common::flowlens::tail(&log, 5)
+            flowlens_tests::flowlens::tail(&log, 5)
         );
         let merged = logged_counter(&log, "merged").unwrap_or(0);
         eprintln!(

@@ -280,6 +280,8 @@ pub fn record(i: u32, ts_ns: i64) -> flowlens_correlator::record::ConversationRe
             addr: "10.0.0.1".into(),
             port: 40000 + (i % 20000) as u16,
             local: true,
+            nat_addr: None,
+            nat_port: None,
             process: Some(ProcessAttribution {
                 pid: 1000 + i,
                 comm: "curl".into(),
@@ -299,6 +301,8 @@ pub fn record(i: u32, ts_ns: i64) -> flowlens_correlator::record::ConversationRe
             addr: format!("192.0.2.{}", i % 200 + 1),
             port: 443,
             local: false,
+            nat_addr: None,
+            nat_port: None,
             process: None,
         },
         client_evidence: "socket".into(),
@@ -314,6 +318,7 @@ pub fn record(i: u32, ts_ns: i64) -> flowlens_correlator::record::ConversationRe
         tcp_flags: 0x1b,
         tcp_flags_text: "SYN|ACK|PSH|FIN".into(),
         ifaces: vec!["eth0".into()],
+        nat: None,
     }
 }
 
