@@ -1,4 +1,4 @@
-//! Line-protocol encoding of one interval's conversation records into `flow` and `flow_rollup` points,
+//! Line-protocol encoding of one interval's conversation records into `flow`, `flow_rollup` and `flow_iface` points,
 //! appended to a caller's reused buffer (nanosecond timestamps, `\n`-terminated lines).
 //!
 //! Escaping follows the InfluxDB 1.x parser, which treats any delimiter preceded by a backslash as escaped:
@@ -6,7 +6,7 @@
 //! an escaped space; trailing backslashes are dropped (they would escape the delimiter after them). String
 //! fields: `"` and `\` get a backslash, `\n` `\r` become a space. Integers carry `i`, `u64` clamps to `i64::MAX`.
 //!
-//! Length: about 400 lines of code; the rest of the file is its unit tests.
+//! Length: about 500 lines of code (three measurements); the rest of the file is its unit tests.
 
 use std::array;
 use std::collections::HashMap;
@@ -17,8 +17,8 @@ use tracing::warn;
 
 use super::cardinality::{CardinalityStats, TagLimiter, OTHER};
 use super::schema::{
-    capped_tag_keys, flow_tags, local_ends, rollup_tags, usable_measurement, EndFields, FlowTag,
-    RollupTag, SchemaConfig, TagValue, CLIENT_FIELDS, SERVER_FIELDS,
+    capped_tag_keys, flow_tags, iface_tags, local_ends, rollup_tags, usable_measurement, EndFields,
+    FlowTag, IfaceTag, RollupTag, SchemaConfig, TagValue, CLIENT_FIELDS, SERVER_FIELDS,
 };
 
 /// Encodes conversation records as InfluxDB line protocol, with per-interval cardinality caps.
@@ -26,6 +26,7 @@ use super::schema::{
 pub struct Encoder {
     flow_name: Vec<u8>,
     rollup_name: Vec<u8>,
+    iface_name: Vec<u8>,
     limiter: TagLimiter,
     /// Limiter key of each flow tag (`None`: not capped).
     flow_keys: [Option<usize>; FlowTag::COUNT],
@@ -33,6 +34,10 @@ pub struct Encoder {
     rollup_keys: [Option<usize>; RollupTag::COUNT],
     /// Rollup tags whose key is not also a flow tag (shared keys are observed once, from the flow).
     rollup_own: [bool; RollupTag::COUNT],
+    /// Limiter key of each iface tag.
+    iface_keys: [Option<usize>; IfaceTag::COUNT],
+    /// Iface tags whose key is not also a flow tag.
+    iface_own: [bool; IfaceTag::COUNT],
     /// Next sequence number per hash of (series, interval end).
     seq: HashMap<u64, u32, BuildHasherDefault<DefaultHasher>>,
 }
@@ -45,28 +50,53 @@ struct RollupRow<'a> {
     sums: [u64; 5],
 }
 
+/// One interface group: its key (interval end, tags) and sums.
+struct IfaceRow<'a> {
+    ts: i64,
+    tags: [Option<TagValue<'a>>; IfaceTag::COUNT],
+    /// Bytes, packets (both directions), conversations.
+    sums: [u64; 3],
+}
+
+/// Measurement names: the configured ones, each unusable or duplicate one replaced by an unused default.
+fn measurement_names(cfg: &SchemaConfig) -> [String; 3] {
+    let defaults = SchemaConfig::default();
+    let fallback = [
+        defaults.flow_measurement,
+        defaults.rollup_measurement,
+        defaults.iface_measurement,
+    ];
+    let wanted = [
+        &cfg.flow_measurement,
+        &cfg.rollup_measurement,
+        &cfg.iface_measurement,
+    ];
+    let mut names: [String; 3] = Default::default();
+    for i in 0..3 {
+        let taken = |n: &str| names[..i].iter().any(|t| t == n);
+        names[i] = if usable_measurement(wanted[i]) && !taken(wanted[i]) {
+            wanted[i].clone()
+        } else {
+            let free = std::iter::once(&fallback[i])
+                .chain(&fallback)
+                .find(|n| !taken(n) && !wanted[i + 1..].contains(n));
+            free.unwrap_or(&fallback[i]).clone()
+        };
+    }
+    names
+}
+
 impl Encoder {
     /// An encoder for `cfg` (unusable measurement names fall back to the defaults, with a warning).
     pub fn new(cfg: SchemaConfig) -> Self {
-        let defaults = SchemaConfig::default();
         if let Err(error) = cfg.validate() {
             warn!(%error, "InfluxDB schema settings partly ignored.");
         }
-        let mut flow = &cfg.flow_measurement;
-        let mut rollup = &cfg.rollup_measurement;
-        if !usable_measurement(flow) {
-            flow = &defaults.flow_measurement;
-        }
-        if !usable_measurement(rollup) || rollup == flow {
-            rollup = if flow == &defaults.rollup_measurement {
-                &defaults.flow_measurement
-            } else {
-                &defaults.rollup_measurement
-            };
-        }
-        let (mut flow_name, mut rollup_name) = (Vec::new(), Vec::new());
-        push_name(&mut flow_name, flow, false);
-        push_name(&mut rollup_name, rollup, false);
+        let [flow, rollup, iface] = measurement_names(&cfg);
+        let (mut flow_name, mut rollup_name, mut iface_name) = (Vec::new(), Vec::new(), Vec::new());
+        push_name(&mut flow_name, &flow, false);
+        push_name(&mut rollup_name, &rollup, false);
+        push_name(&mut iface_name, &iface, false);
         let keys = capped_tag_keys();
         let limiter = TagLimiter::new(keys.iter().map(|k| (*k, cfg.cap_for(k))));
         let flow_keys = array::from_fn(|i| {
@@ -77,24 +107,29 @@ impl Encoder {
             let t = RollupTag::ALL[i];
             t.capped().then(|| limiter.index_of(t.key())).flatten()
         });
-        let rollup_own = array::from_fn(|i| {
-            !FlowTag::ALL
-                .iter()
-                .any(|f| f.key() == RollupTag::ALL[i].key())
+        let is_flow_key = |key: &str| FlowTag::ALL.iter().any(|f| f.key() == key);
+        let rollup_own = array::from_fn(|i| !is_flow_key(RollupTag::ALL[i].key()));
+        let iface_keys = array::from_fn(|i| {
+            let t = IfaceTag::ALL[i];
+            t.capped().then(|| limiter.index_of(t.key())).flatten()
         });
+        let iface_own = array::from_fn(|i| !is_flow_key(IfaceTag::ALL[i].key()));
         Self {
             flow_name,
             rollup_name,
+            iface_name,
             limiter,
             flow_keys,
             rollup_keys,
             rollup_own,
+            iface_keys,
+            iface_own,
             seq: HashMap::default(),
         }
     }
 
-    /// Appends one interval's points (flow + rollup) as line protocol (ns precision, '\n'-terminated lines)
-    /// to `buf`; returns the number of lines appended. Resets per-interval cardinality state at the start.
+    /// Appends one interval's points (flow, rollup, iface) as line protocol (ns precision, '\n'-terminated
+    /// lines) to `buf`; returns the number of lines appended. Resets per-interval cardinality state at the start.
     pub fn encode_interval(&mut self, records: &[ConversationRecord], buf: &mut Vec<u8>) -> usize {
         self.limiter.begin_interval();
         self.seq.clear();
@@ -103,8 +138,22 @@ impl Encoder {
         }
         self.limiter.decide();
         let mut rows = Vec::with_capacity(records.len());
+        let mut iface_rows = Vec::with_capacity(records.len());
         for r in records {
             self.write_flow(r, buf);
+            let (bytes, packets) = (
+                r.bytes_c2s.saturating_add(r.bytes_s2c),
+                r.packets_c2s.saturating_add(r.packets_s2c),
+            );
+            for iface in &r.ifaces {
+                let mut tags = iface_tags(r, iface);
+                self.fold(&mut tags, &self.iface_keys, None);
+                iface_rows.push(IfaceRow {
+                    ts: r.ts_unix_ns,
+                    tags,
+                    sums: [bytes, packets, 1],
+                });
+            }
             for end in local_ends(r) {
                 let mut tags = rollup_tags(r, &end);
                 self.fold(&mut tags, &self.rollup_keys, None);
@@ -117,7 +166,7 @@ impl Encoder {
                 });
             }
         }
-        records.len() + self.write_rollup(rows, buf)
+        records.len() + self.write_rollup(rows, buf) + self.write_iface(iface_rows, buf)
     }
 
     /// Cumulative cardinality counters (values folded into `other`, per tag key).
@@ -144,6 +193,12 @@ impl Encoder {
         for end in local_ends(r) {
             let tags = rollup_tags(r, &end);
             for ((key, own), v) in self.rollup_keys.iter().zip(&self.rollup_own).zip(tags) {
+                count(key.filter(|_| *own), v);
+            }
+        }
+        for iface in &r.ifaces {
+            let tags = iface_tags(r, iface);
+            for ((key, own), v) in self.iface_keys.iter().zip(&self.iface_own).zip(tags) {
                 count(key.filter(|_| *own), v);
             }
         }
@@ -266,6 +321,41 @@ impl Encoder {
                 finish_line(buf, ts);
                 lines += 1;
             }
+        }
+        lines
+    }
+}
+
+impl Encoder {
+    /// Merges interface rows with equal keys and writes one point per group; returns the lines.
+    fn write_iface(&mut self, mut rows: Vec<IfaceRow<'_>>, buf: &mut Vec<u8>) -> usize {
+        rows.sort_unstable_by(|a, b| (a.ts, &a.tags).cmp(&(b.ts, &b.tags)));
+        let mut lines = 0;
+        let mut rest = rows.as_slice();
+        while let Some(head) = rest.first() {
+            let n = rest
+                .iter()
+                .take_while(|r| r.ts == head.ts && r.tags == head.tags)
+                .count();
+            let (group, tail) = rest.split_at(n);
+            rest = tail;
+            let mut sums = [0u64; 3];
+            for r in group {
+                for (s, v) in sums.iter_mut().zip(r.sums) {
+                    *s = s.saturating_add(v);
+                }
+            }
+            let start = buf.len();
+            buf.extend_from_slice(&self.iface_name);
+            push_tags(buf, IfaceTag::ALL.iter().map(|t| t.key()), &head.tags);
+            let ts = self.timestamp(&buf[start..], head.ts);
+            buf.push(b' ');
+            let mut f = Fields { buf, first: true };
+            f.uint("bytes", sums[0]);
+            f.uint("packets", sums[1]);
+            f.uint("conversations", sums[2]);
+            finish_line(buf, ts);
+            lines += 1;
         }
         lines
     }
@@ -449,10 +539,11 @@ mod tests {
              client_port=51234i,client_pid=4242i,client_uid=1000i,client_gid=1000i,client_exe=\"/usr/bin/curl\",\
              client_cgroup=\"/user.slice/user-1000.slice/session-2.scope\",client_container_runtime=\"host\",\
              server_addr=\"93.184.216.34\",client_evidence=\"socket\",{TIMES},{TCP},ifaces=\"eth0\" 1700000010000000000\n\
-             flow_rollup,comm=curl,container=host,direction=out,host=node1,peer=93.184.216.34,proto=tcp,role=client,\
-             user=alice bytes=1200i,packets=10i,conversations=1i 1700000010000000000\n\
-             flow_rollup,comm=curl,container=host,direction=in,host=node1,peer=93.184.216.34,proto=tcp,role=client,\
-             user=alice bytes=5400i,packets=12i,conversations=1i 1700000010000000000\n"
+             flow_rollup,comm=curl,container=host,direction=out,host=node1,peer=93.184.216.34,peer_local=false,proto=tcp,\
+             role=client,server_port=443,username=alice bytes=1200i,packets=10i,conversations=1i 1700000010000000000\n\
+             flow_rollup,comm=curl,container=host,direction=in,host=node1,peer=93.184.216.34,peer_local=false,proto=tcp,\
+             role=client,server_port=443,username=alice bytes=5400i,packets=12i,conversations=1i 1700000010000000000\n\
+             flow_iface,host=node1,iface=eth0,proto=tcp bytes=6600i,packets=22i,conversations=1i 1700000010000000000\n"
         );
         assert_eq!(encode(&[r]), want);
     }
@@ -484,14 +575,15 @@ mod tests {
              server_cgroup=\"/docker/{ID_WEB}\",server_container_id=\"{ID_WEB}\",server_container_runtime=\"docker\",\
              server_container_image=\"nginx:1.27\",client_evidence=\"socket\",{TIMES},{TCP},ifaces=\"eth0\" \
              1700000010000000000\n\
-             flow_rollup,comm=nginx,container=web,direction=out,host=node1,peer=0123456789ab,proto=tcp,role=server,\
-             user=root bytes=90000i,packets=65i,conversations=1i 1700000010000000000\n\
-             flow_rollup,comm=nginx,container=web,direction=in,host=node1,peer=0123456789ab,proto=tcp,role=server,\
-             user=root bytes=700i,packets=7i,conversations=1i 1700000010000000000\n\
-             flow_rollup,comm=python3,container=0123456789ab,direction=out,host=node1,peer=web,proto=tcp,\
-             role=client,user=root bytes=700i,packets=7i,conversations=1i 1700000010000000000\n\
-             flow_rollup,comm=python3,container=0123456789ab,direction=in,host=node1,peer=web,proto=tcp,\
-             role=client,user=root bytes=90000i,packets=65i,conversations=1i 1700000010000000000\n"
+             flow_rollup,comm=nginx,container=web,direction=out,host=node1,peer=0123456789ab,peer_local=true,proto=tcp,\
+             role=server,server_port=80,username=root bytes=90000i,packets=65i,conversations=1i 1700000010000000000\n\
+             flow_rollup,comm=nginx,container=web,direction=in,host=node1,peer=0123456789ab,peer_local=true,proto=tcp,\
+             role=server,server_port=80,username=root bytes=700i,packets=7i,conversations=1i 1700000010000000000\n\
+             flow_rollup,comm=python3,container=0123456789ab,direction=out,host=node1,peer=web,peer_local=true,proto=tcp,\
+             role=client,server_port=80,username=root bytes=700i,packets=7i,conversations=1i 1700000010000000000\n\
+             flow_rollup,comm=python3,container=0123456789ab,direction=in,host=node1,peer=web,peer_local=true,proto=tcp,\
+             role=client,server_port=80,username=root bytes=90000i,packets=65i,conversations=1i 1700000010000000000\n\
+             flow_iface,host=node1,iface=eth0,proto=tcp bytes=90700i,packets=72i,conversations=1i 1700000010000000000\n"
         );
         assert_eq!(encode(&[r]), want);
     }
@@ -510,7 +602,8 @@ mod tests {
              bytes_c2s=80i,bytes_s2c=160i,packets_c2s=1i,packets_s2c=1i,client_addr=\"172.17.0.2\",\
              client_port=40000i,client_nat_addr=\"192.168.1.10\",client_nat_port=61000i,\
              server_addr=\"10.9.0.2\",client_evidence=\"socket\",{TIMES},tcp_flags=0i,\
-             ifaces=\"eth0\",nat=\"snat\" 1700000010000000000\n"
+             ifaces=\"eth0\",nat=\"snat\" 1700000010000000000\n\
+             flow_iface,host=node1,iface=eth0,proto=tcp bytes=240i,packets=2i,conversations=1i 1700000010000000000\n"
         );
         assert_eq!(encode(&[r]), want);
     }
@@ -532,9 +625,15 @@ mod tests {
             "flow,client_local=false,host=node1,proto=udp,server_local=false,server_port=53 \
              bytes_c2s=80i,bytes_s2c=160i,packets_c2s=1i,packets_s2c=1i,client_addr=\"10.1.1.1\",\
              client_port=5353i,server_addr=\"10.1.1.2\",client_evidence=\"ports\",{TIMES},tcp_flags=0i,\
-             ifaces=\"eth0,if7\" 1700000010000000000\n"
+             ifaces=\"eth0,if7\" 1700000010000000000\n\
+             flow_iface,host=node1,iface=eth0,proto=udp bytes=240i,packets=2i,conversations=1i 1700000010000000000\n\
+             flow_iface,host=node1,iface=if7,proto=udp bytes=240i,packets=2i,conversations=1i 1700000010000000000\n"
         );
-        assert_eq!(encode(&[r]), want, "no rollup rows without a local end");
+        assert_eq!(
+            encode(&[r]),
+            want,
+            "no rollup rows without a local end; the conversation on each of its interfaces"
+        );
     }
 
     #[test]
@@ -568,7 +667,7 @@ mod tests {
         assert_eq!(flow.tag("host"), Some("node 1"));
         assert_eq!(flow.field("server_exe"), Some("C:\\tools\\\"x\""));
         fn who(p: &Point) -> (Option<&str>, Option<&str>, Option<&str>) {
-            (p.tag("comm"), p.tag("peer"), p.tag("user"))
+            (p.tag("comm"), p.tag("peer"), p.tag("username"))
         }
         let client = (Some("my,proc=1 x"), Some("dév,ctr=1 x"), Some("ü ser"));
         assert_eq!((who(&points[1]), who(&points[2])), (client, client));
@@ -603,13 +702,17 @@ mod tests {
              server_addr=\"172.17.0.2\",server_pid=52i,server_uid=0i,server_gid=0i,\
              server_cgroup=\"/docker/{ID_WEB}\",server_container_id=\"{ID_WEB}\",server_container_runtime=\"docker\",\
              server_container_image=\"nginx:1.27\",{TIMES},tcp_flags=0i 1700000010000000000\n\
-             flow_rollup,container=host,direction=out,peer=4f1c2a9e8b7d,role=client,user=1000 \
+             flow_rollup,container=host,direction=out,peer=4f1c2a9e8b7d,peer_local=true,role=client,\
+             server_port=443,username=1000 \
              bytes=5i,packets=1i,conversations=1i 1700000010000000000\n\
-             flow_rollup,container=host,direction=in,peer=4f1c2a9e8b7d,role=client,user=1000 \
+             flow_rollup,container=host,direction=in,peer=4f1c2a9e8b7d,peer_local=true,role=client,\
+             server_port=443,username=1000 \
              bytes=0i,packets=0i,conversations=1i 1700000010000000000\n\
-             flow_rollup,comm=nginx,container=4f1c2a9e8b7d,direction=out,peer=10.0.0.5,role=server,user=root \
+             flow_rollup,comm=nginx,container=4f1c2a9e8b7d,direction=out,peer=10.0.0.5,peer_local=true,\
+             role=server,server_port=443,username=root \
              bytes=0i,packets=0i,conversations=1i 1700000010000000000\n\
-             flow_rollup,comm=nginx,container=4f1c2a9e8b7d,direction=in,peer=10.0.0.5,role=server,user=root \
+             flow_rollup,comm=nginx,container=4f1c2a9e8b7d,direction=in,peer=10.0.0.5,peer_local=true,\
+             role=server,server_port=443,username=root \
              bytes=5i,packets=1i,conversations=1i 1700000010000000000\n"
         );
         assert_eq!(encode(&[r]), want);

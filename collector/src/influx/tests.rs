@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use flowlens_correlator::record::{ConversationRecord, Endpoint};
 
 use super::fixtures::{container_proc, end, host_proc, parse_all, record, Point};
-use super::schema::{FlowTag, RollupTag, FLOW_FIELDS, ROLLUP_FIELDS};
+use super::schema::{FlowTag, IfaceTag, RollupTag, FLOW_FIELDS, IFACE_FIELDS, ROLLUP_FIELDS};
 use super::{Encoder, SchemaConfig};
 
 fn encode(enc: &mut Encoder, records: &[ConversationRecord]) -> Vec<Point> {
@@ -109,6 +109,9 @@ fn sums(points: &[Point]) -> (Sums<'_>, Sums<'_>) {
     let (mut rollup, mut flow) = (BTreeMap::new(), BTreeMap::new());
     for p in points {
         let f = |k: &str| p.int(k).unwrap();
+        if p.measurement == "flow_iface" {
+            continue;
+        }
         if p.measurement == "flow_rollup" {
             let s: &mut [i64; 3] = rollup.entry(p.tag("direction").unwrap()).or_default();
             for (s, k) in s.iter_mut().zip(["bytes", "packets", "conversations"]) {
@@ -161,10 +164,17 @@ fn output_uses_only_schema_names_and_sorted_tags() {
         );
         let (schema_tags, schema_fields): (Vec<_>, _) = match p.measurement.as_str() {
             "flow" => (FlowTag::ALL.iter().map(|t| t.key()).collect(), FLOW_FIELDS),
-            _ => (
+            "flow_rollup" => (
                 RollupTag::ALL.iter().map(|t| t.key()).collect(),
                 ROLLUP_FIELDS,
             ),
+            m => {
+                assert_eq!(m, "flow_iface");
+                (
+                    IfaceTag::ALL.iter().map(|t| t.key()).collect(),
+                    IFACE_FIELDS,
+                )
+            }
         };
         assert!(keys.iter().all(|k| schema_tags.contains(k)), "{keys:?}");
         assert!(p
@@ -187,8 +197,8 @@ fn cardinality_stays_under_the_caps_and_every_fold_is_counted() {
     let caps = [
         ("client_comm", 8),
         ("server_port", 4),
-        ("peer", 16),
-        ("comm", 8),
+        ("peer", 6),
+        ("comm", 4),
     ];
     let cfg = SchemaConfig {
         tag_caps: caps.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
@@ -227,7 +237,8 @@ fn cardinality_stays_under_the_caps_and_every_fold_is_counted() {
         let points = encode(&mut enc, &records);
         // Natural domains: users alice/bob/root (3), containers host/ctr2/ctr3 (3), one host, one proto.
         let flow_bound = (8 + 1) * (4 + 1) * 3 * 3;
-        let rollup_bound = (8 + 1) * (16 + 1) * 3 * 3 * 2;
+        // Rollup: comm, peer, server_port capped; username, container natural; peers all remote; 2 directions.
+        let rollup_bound = (4 + 1) * (6 + 1) * (4 + 1) * 3 * 3 * 2;
         let series = |m: &str| {
             points
                 .iter()
@@ -256,20 +267,23 @@ fn cardinality_stays_under_the_caps_and_every_fold_is_counted() {
         all_series.extend(flow);
         all_series.extend(rollup);
     }
-    assert!(all_series.len() <= intervals * ((8 + 1) * (4 + 1) * 9 + (8 + 1) * (16 + 1) * 18));
+    assert!(
+        all_series.len() <= intervals * ((8 + 1) * (4 + 1) * 9 + (4 + 1) * (6 + 1) * (4 + 1) * 18)
+    );
     let stats = enc.stats();
     let want = |distinct: u64, cap: u64| intervals as u64 * (distinct - cap);
     assert_eq!(stats.folded["client_comm"], want(per as u64, 8));
-    assert_eq!(stats.folded["comm"], want(per as u64, 8));
+    assert_eq!(stats.folded["comm"], want(per as u64, 4));
     assert_eq!(stats.folded["server_port"], want(50, 4));
-    assert_eq!(stats.folded["peer"], want(per as u64, 16));
+    assert_eq!(stats.folded["peer"], want(per as u64, 6));
     assert_eq!(stats.folded["client_user"], 0);
+    assert_eq!(stats.folded["iface"], 0);
     assert_eq!(stats.distinct_last_interval["peer"], per as u64);
     assert_eq!(stats.distinct_last_interval["client_container_name"], 3);
     let folded: u64 = stats.folded.values().sum();
     assert_eq!(
         folded,
-        want(per as u64, 8) * 2 + want(50, 4) + want(per as u64, 16)
+        want(per as u64, 8) + want(per as u64, 4) + want(50, 4) + want(per as u64, 6)
     );
 }
 
@@ -313,4 +327,110 @@ fn measurement_names_are_escaped_and_fall_back_when_unusable() {
     let points = parse_all(&buf);
     assert_eq!(points[0].measurement, "net flow,v2");
     assert_eq!(points[1].measurement, "flow_rollup");
+}
+
+/// The questions of docs/queries.md, answered from the encoded points as InfluxDB would: per interface,
+/// remote endpoints (`peer_local = 'false'`) and server ports each match the conversations they stand for.
+#[test]
+fn iface_remote_and_port_rollups_match_the_conversations() {
+    let mut records = mixed(3000);
+    for (i, r) in records.iter_mut().enumerate() {
+        r.ifaces = match i % 3 {
+            0 => vec!["eth0".into()],
+            1 => vec!["veth1".into(), "br0".into()],
+            _ => vec![],
+        };
+    }
+    // Caps above the fixture's distinct values: folding is tested elsewhere.
+    let cfg = SchemaConfig {
+        tag_cap: 100_000,
+        ..SchemaConfig::default()
+    };
+    let points = encode(&mut Encoder::new(cfg), &records);
+    let total = |r: &ConversationRecord| (r.bytes_c2s + r.bytes_s2c) as i64;
+    // Per interface: every conversation's bytes on each interface that saw it.
+    let mut want: BTreeMap<&str, [i64; 2]> = BTreeMap::new();
+    for r in &records {
+        for i in &r.ifaces {
+            let w = want.entry(i.as_str()).or_default();
+            w[0] += total(r);
+            w[1] += 1;
+        }
+    }
+    let mut got: BTreeMap<&str, [i64; 2]> = BTreeMap::new();
+    for p in points.iter().filter(|p| p.measurement == "flow_iface") {
+        let g = got.entry(p.tag("iface").unwrap()).or_default();
+        g[0] += p.int("bytes").unwrap();
+        g[1] += p.int("conversations").unwrap();
+    }
+    assert_eq!(got, want);
+    // Remote endpoints: rollup points whose peer is not local, by peer and direction.
+    let mut want: BTreeMap<(String, &str), i64> = BTreeMap::new();
+    let mut want_ports: BTreeMap<Option<String>, i64> = BTreeMap::new();
+    for r in &records {
+        let port = (r.proto != "icmp").then(|| r.server.port.to_string());
+        for (local, other, sent, recv) in [
+            (&r.client, &r.server, r.bytes_c2s, r.bytes_s2c),
+            (&r.server, &r.client, r.bytes_s2c, r.bytes_c2s),
+        ] {
+            if local.process.is_some() && other.process.is_none() {
+                *want.entry((other.addr.clone(), "out")).or_default() += sent as i64;
+                *want.entry((other.addr.clone(), "in")).or_default() += recv as i64;
+            }
+            if local.process.is_some() {
+                *want_ports.entry(port.clone()).or_default() += sent as i64;
+            }
+        }
+    }
+    let mut got: BTreeMap<(String, &str), i64> = BTreeMap::new();
+    let mut got_ports: BTreeMap<Option<String>, i64> = BTreeMap::new();
+    for p in points.iter().filter(|p| p.measurement == "flow_rollup") {
+        let (dir, bytes) = (p.tag("direction").unwrap(), p.int("bytes").unwrap());
+        if p.tag("peer_local") == Some("false") {
+            *got.entry((p.tag("peer").unwrap().to_owned(), dir))
+                .or_default() += bytes;
+        }
+        if dir == "out" {
+            *got_ports
+                .entry(p.tag("server_port").map(str::to_owned))
+                .or_default() += bytes;
+        }
+    }
+    assert!(want.len() > 100, "the fixture has many remote peers");
+    let differ = want.iter().filter(|(k, v)| got.get(*k) != Some(v)).count();
+    assert!(
+        got.len() == want.len() && differ == 0,
+        "{differ} remote peers differ"
+    );
+    assert_eq!(got_ports, want_ports);
+}
+
+#[test]
+fn measurement_names_never_collide() {
+    let r = record(
+        end("10.0.0.5", 1, Some(host_proc(1, "a", None))),
+        end("1.1.1.1", 80, None),
+        (1, 1),
+        (1, 1),
+    );
+    let names = |flow: &str, rollup: &str, iface: &str| {
+        let cfg = SchemaConfig {
+            flow_measurement: flow.into(),
+            rollup_measurement: rollup.into(),
+            iface_measurement: iface.into(),
+            ..SchemaConfig::default()
+        };
+        let mut buf = Vec::new();
+        Encoder::new(cfg).encode_interval(std::slice::from_ref(&r), &mut buf);
+        let mut m: Vec<String> = parse_all(&buf).into_iter().map(|p| p.measurement).collect();
+        m.dedup();
+        m
+    };
+    assert_eq!(names("a", "b", "c"), ["a", "b", "c"]);
+    assert_eq!(
+        names("flow_iface", "flow_iface", "flow_iface"),
+        ["flow_iface", "flow_rollup", "flow"]
+    );
+    assert_eq!(names("x", "x", ""), ["x", "flow_rollup", "flow_iface"]);
+    assert_eq!(names("flow_rollup", "", "y"), ["flow_rollup", "flow", "y"]);
 }
