@@ -1,0 +1,279 @@
+#!/usr/bin/env python3
+"""Writes grafana/dashboards/*.json: the flowlens dashboards (InfluxQL, raw queries).
+
+Edit this file, not the JSON, then run it: `python3 grafana/build-dashboards.py`. The test
+tests/tests/grafana_dashboards.rs checks that the JSON is what this script writes, and runs every query
+against a real InfluxDB after real traffic (docs/queries.md lists them).
+
+Conventions: counters are per-interval deltas, so time series are `sum(...)` per `$__interval`, divided
+by the interval (`* 1000 / $__interval_ms`) for bytes/s, never a derivative. Tables rank with `top()` over
+a subquery, so the order comes from InfluxDB, not from Grafana.
+"""
+import json
+import os
+
+DS = {"type": "influxdb", "uid": "flowlens-influxdb"}
+SCHEMA_VERSION = 39
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Filters shared by every query of a dashboard.
+HOST = '"host" =~ /^$host$/'
+
+
+def var(name, query, label=None):
+    """A multi-value template variable from SHOW TAG VALUES ("All" = every value)."""
+    return {
+        "type": "query",
+        "name": name,
+        "label": label or name,
+        "datasource": DS,
+        "query": query,
+        "definition": query,
+        "refresh": 2,
+        "multi": True,
+        "includeAll": True,
+        "allValue": ".*",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "sort": 1,
+    }
+
+
+EXPLORER = {
+    "type": "textbox",
+    "name": "explorer",
+    "label": "Web explorer URL",
+    "query": "http://127.0.0.1:8647",
+    "current": {"text": "http://127.0.0.1:8647", "value": "http://127.0.0.1:8647"},
+    "hide": 0,
+}
+
+
+def target(query, fmt="time_series", ref="A"):
+    return {"refId": ref, "datasource": DS, "rawQuery": True, "resultFormat": fmt, "query": query}
+
+
+def rate_series(title, query, unit="Bps", links=None):
+    p = {
+        "type": "timeseries",
+        "title": title,
+        "datasource": DS,
+        "targets": [target(query)],
+        "fieldConfig": {
+            "defaults": {"unit": unit, "custom": {"drawStyle": "line", "fillOpacity": 10, "stacking": {"mode": "normal"}}},
+            "overrides": [],
+        },
+        "options": {"legend": {"displayMode": "table", "placement": "right", "calcs": ["mean", "max"]}},
+    }
+    if links:
+        p["fieldConfig"]["defaults"]["links"] = links
+    return p
+
+
+def table(title, query, links=None, unit="bytes"):
+    p = {
+        "type": "table",
+        "title": title,
+        "datasource": DS,
+        "targets": [target(query, fmt="table")],
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {"showHeader": True},
+        "transformations": [{"id": "organize", "options": {"excludeByName": {"Time": True}}}],
+    }
+    if links:
+        p["fieldConfig"]["overrides"] = [
+            {"matcher": {"id": "byName", "options": field}, "properties": [{"id": "links", "value": ls}]}
+            for field, ls in links.items()
+        ]
+    return p
+
+
+def pie(title, query):
+    return {
+        "type": "piechart",
+        "title": title,
+        "datasource": DS,
+        "targets": [target(query, fmt="table")],
+        "fieldConfig": {"defaults": {"unit": "bytes"}, "overrides": []},
+        "options": {"reduceOptions": {"values": True, "calcs": [], "fields": "/^bytes$/"}, "pieType": "donut",
+                    "legend": {"displayMode": "table", "placement": "right", "values": ["value", "percent"]}},
+    }
+
+
+def link(title, url):
+    return {"title": title, "url": url}
+
+
+def to_dash(uid, var_name, value_expr):
+    """A data link to another flowlens dashboard, keeping the time range and the host."""
+    return link(f"{uid.split('-')[1].capitalize()} dashboard",
+                f"/d/{uid}?${{__url_time_range}}&${{host:queryparam}}&var-{var_name}={value_expr}")
+
+
+def to_explorer(kind, value_expr):
+    return link(f"Open in the web explorer", f"${{explorer}}/{kind}/{value_expr}")
+
+
+def top(field_sum, tags, n, measurement, where, alias="bytes"):
+    """Top n groups by a summed counter over the whole time range, ranked by InfluxDB."""
+    tag_list = ", ".join(f'"{t}"' for t in tags)
+    return (f'SELECT top("b", {tag_list}, {n}) AS "{alias}", {tag_list} FROM '
+            f'(SELECT {field_sum} AS "b" FROM "{measurement}" WHERE {where} AND $timeFilter GROUP BY {tag_list})')
+
+
+ROLLUP_RATE = 'SELECT sum("bytes") * 1000 / $__interval_ms FROM "flow_rollup" WHERE {where} AND $timeFilter GROUP BY time($__interval), {by} fill(0)'
+FLOW_BYTES = 'sum("bytes_c2s") + sum("bytes_s2c")'
+
+CONTAINER_LINKS = [to_dash("flowlens-container", "container", "${__field.labels.container}"),
+                   to_explorer("container", "${__field.labels.container}")]
+PROCESS_LINKS = [to_dash("flowlens-process", "comm", "${__field.labels.comm}"),
+                 to_explorer("process", "${__field.labels.comm}")]
+USER_LINKS = [to_dash("flowlens-user", "username", "${__field.labels.username}"),
+              to_explorer("user", "${__field.labels.username}")]
+
+
+def cell_links(kind_uid_var):
+    """Table cell links: field name -> links built from the cell's value."""
+    out = {}
+    for field, uid, var_name, kind in kind_uid_var:
+        out[field] = [
+            link(f"{uid.split('-')[1].capitalize()} dashboard",
+                 f"/d/{uid}?${{__url_time_range}}&${{host:queryparam}}&var-{var_name}=${{__value.raw}}"),
+            to_explorer(kind, "${__value.raw}"),
+        ]
+    return out
+
+
+TALKER_LINKS = cell_links([
+    ("container", "flowlens-container", "container", "container"),
+    ("comm", "flowlens-process", "comm", "process"),
+    ("username", "flowlens-user", "username", "user"),
+])
+REMOTE_LINKS = {"peer": [to_explorer("remote", "${__value.raw}")]}
+
+
+def dashboard(uid, title, variables, rows):
+    panels, y, pid = [], 0, 1
+    for row in rows:
+        width = 24 // len(row)
+        for i, p in enumerate(row):
+            p = dict(p, id=pid, gridPos={"h": 9, "w": width, "x": i * width, "y": y})
+            pid += 1
+            panels.append(p)
+        y += 9
+    return {
+        "uid": uid,
+        "title": title,
+        "tags": ["flowlens"],
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "editable": True,
+        "graphTooltip": 1,
+        "time": {"from": "now-1h", "to": "now"},
+        "refresh": "30s",
+        "timezone": "",
+        "links": [{"type": "dashboards", "tags": ["flowlens"], "asDropdown": False, "includeVars": False,
+                   "keepTime": True, "title": "flowlens"},
+                  {"type": "link", "title": "Web explorer", "url": "${explorer}", "targetBlank": True}],
+        "templating": {"list": [var("host", 'SHOW TAG VALUES FROM "flow" WITH KEY = "host"')] + variables + [EXPLORER]},
+        "annotations": {"list": []},
+        "panels": panels,
+    }
+
+
+def overview():
+    return dashboard("flowlens-overview", "flowlens / Overview", [], [
+        [rate_series("Traffic by host", f'SELECT ({FLOW_BYTES}) * 1000 / $__interval_ms FROM "flow" WHERE {HOST} AND $timeFilter GROUP BY time($__interval), "host" fill(0)'),
+         rate_series("Traffic by container (sent + received)", ROLLUP_RATE.format(where=HOST, by='"container"'), links=CONTAINER_LINKS)],
+        [rate_series("Traffic by process (sent + received)", ROLLUP_RATE.format(where=HOST, by='"comm"'), links=PROCESS_LINKS),
+         rate_series("Traffic by user (sent + received)", ROLLUP_RATE.format(where=HOST, by='"username"'), links=USER_LINKS)],
+        [table("Top talkers (container, process, user)", top('sum("bytes")', ["container", "comm", "username"], 10, "flow_rollup", HOST), links=TALKER_LINKS),
+         pie("Protocol mix", f'SELECT {FLOW_BYTES} AS "bytes" FROM "flow" WHERE {HOST} AND $timeFilter GROUP BY "proto"')],
+        [table("Top remote endpoints", top('sum("bytes")', ["peer"], 10, "flow_rollup", f"\"peer_local\" = 'false' AND {HOST}"), links=REMOTE_LINKS),
+         table("Traffic per server port", top(FLOW_BYTES, ["server_port"], 10, "flow", HOST))],
+        [rate_series("Traffic per interface", 'SELECT sum("bytes") * 1000 / $__interval_ms FROM "flow_iface" WHERE ' + HOST + ' AND $timeFilter GROUP BY time($__interval), "iface" fill(0)'),
+         rate_series("Collector: data lost, by reason (per second)", 'SELECT sum("lost") * 1000 / $__interval_ms FROM "flowlens_self" WHERE ' + HOST + ' AND $timeFilter GROUP BY time($__interval), "reason" fill(0)', unit="short")],
+    ])
+
+
+def entity(uid, title, key, label, kind, extra_rows):
+    where = f'{HOST} AND "{key}" =~ /^${key}$/'
+    v = var(key, f'SHOW TAG VALUES FROM "flow_rollup" WITH KEY = "{key}" WHERE {HOST}', label)
+    return dashboard(uid, title, [v], [
+        [rate_series(f"Sent by the {label.lower()}", ROLLUP_RATE.format(where=where + " AND \"direction\" = 'out'", by=f'"{key}"')),
+         rate_series(f"Received by the {label.lower()}", ROLLUP_RATE.format(where=where + " AND \"direction\" = 'in'", by=f'"{key}"'))],
+        [table("Peers", top('sum("bytes")', ["peer"], 20, "flow_rollup", where), links=REMOTE_LINKS),
+         table("Server ports", top('sum("bytes")', ["server_port", "role"], 20, "flow_rollup", where))],
+    ] + extra_rows(where))
+
+
+def container():
+    return entity("flowlens-container", "flowlens / Container", "container", "Container", "container", lambda w: [
+        [rate_series("Processes of the container", ROLLUP_RATE.format(where=w, by='"comm"'), links=PROCESS_LINKS),
+         table("Users in the container", top('sum("bytes")', ["username"], 20, "flow_rollup", w), links=cell_links([("username", "flowlens-user", "username", "user")]))],
+    ])
+
+
+def process():
+    return entity("flowlens-process", "flowlens / Process", "comm", "Process", "process", lambda w: [
+        [table("Containers running the process", top('sum("bytes")', ["container", "username"], 20, "flow_rollup", w),
+               links=cell_links([("container", "flowlens-container", "container", "container"), ("username", "flowlens-user", "username", "user")])),
+         rate_series("Connections (conversations per second, by role)", 'SELECT sum("conversations") * 1000 / $__interval_ms FROM "flow_rollup" WHERE ' + w + " AND \"direction\" = 'out' AND $timeFilter GROUP BY time($__interval), \"role\" fill(0)", unit="short")],
+    ])
+
+
+def user():
+    return entity("flowlens-user", "flowlens / User", "username", "User", "user", lambda w: [
+        [table("Processes of the user", top('sum("bytes")', ["comm", "container"], 20, "flow_rollup", w),
+               links=cell_links([("comm", "flowlens-process", "comm", "process"), ("container", "flowlens-container", "container", "container")])),
+         rate_series("Remote endpoints of the user", ROLLUP_RATE.format(where=w + " AND \"peer_local\" = 'false'", by='"peer"'))],
+    ])
+
+
+def host():
+    return dashboard("flowlens-host", "flowlens / Host", [], [
+        [rate_series("Traffic per interface", 'SELECT sum("bytes") * 1000 / $__interval_ms FROM "flow_iface" WHERE ' + HOST + ' AND $timeFilter GROUP BY time($__interval), "iface" fill(0)'),
+         rate_series("Packets per interface", 'SELECT sum("packets") * 1000 / $__interval_ms FROM "flow_iface" WHERE ' + HOST + ' AND $timeFilter GROUP BY time($__interval), "iface" fill(0)', unit="pps")],
+        [rate_series("Sent and received by the host's processes", ROLLUP_RATE.format(where=HOST, by='"direction"')),
+         rate_series("Traffic with remote endpoints", ROLLUP_RATE.format(where=HOST + " AND \"peer_local\" = 'false'", by='"direction"'))],
+        [table("Containers", top('sum("bytes")', ["container"], 20, "flow_rollup", HOST), links=cell_links([("container", "flowlens-container", "container", "container")])),
+         table("Services (server ports of local processes)", top('sum("bytes")', ["server_port", "comm"], 20, "flow_rollup", HOST + " AND \"role\" = 'server'"),
+               links=cell_links([("comm", "flowlens-process", "comm", "process")]))],
+        [rate_series("Conversations per second", 'SELECT count("bytes_c2s") * 1000 / $__interval_ms FROM "flow" WHERE ' + HOST + ' AND $timeFilter GROUP BY time($__interval), "proto" fill(0)', unit="short"),
+         pie("Protocol mix", f'SELECT {FLOW_BYTES} AS "bytes" FROM "flow" WHERE {HOST} AND $timeFilter GROUP BY "proto"')],
+    ])
+
+
+def conversations():
+    w = HOST + ' AND ("client_container_name" =~ /^$container$/ OR "server_container_name" =~ /^$container$/)'
+    cv = var("container", 'SHOW TAG VALUES FROM "flow" WITH KEY IN ("client_container_name", "server_container_name") WHERE ' + HOST, "Container")
+    q = ('SELECT "client_addr", "client_port", "client_comm", "client_user", "client_container_name", '
+         '"server_addr", "server_port", "server_comm", "server_user", "server_container_name", "proto", '
+         '"bytes_c2s", "bytes_s2c", "packets_c2s", "packets_s2c", "client_evidence", "ifaces" '
+         'FROM "flow" WHERE ' + w + ' AND $timeFilter ORDER BY time DESC LIMIT 1000')
+    t = table("Conversations (latest 1000 records; one row per conversation per export interval)", q,
+              links=cell_links([("client_comm", "flowlens-process", "comm", "process"), ("server_comm", "flowlens-process", "comm", "process"),
+                                ("client_user", "flowlens-user", "username", "user"), ("server_user", "flowlens-user", "username", "user")]))
+    t["fieldConfig"]["overrides"] += [
+        {"matcher": {"id": "byRegexp", "options": "^(client|server)_port$|^packets"}, "properties": [{"id": "unit", "value": "none"}]},
+        {"matcher": {"id": "byRegexp", "options": "^(client|server)_(addr|comm|user|container_name)$|^proto$|^client_evidence$|^ifaces$"}, "properties": [{"id": "unit", "value": "string"}]},
+    ]
+    t["gridPos"] = None
+    d = dashboard("flowlens-conversations", "flowlens / Conversations", [cv], [
+        [t],
+        [table("Top conversations by bytes (client, server, port)", top(FLOW_BYTES, ["client_comm", "server_comm", "server_port"], 20, "flow", w))],
+    ])
+    d["panels"][0]["gridPos"]["h"] = 18
+    d["panels"][1]["gridPos"]["y"] = 18
+    return d
+
+
+def main():
+    for name, d in [("overview", overview()), ("container", container()), ("process", process()),
+                    ("user", user()), ("host", host()), ("conversations", conversations())]:
+        with open(os.path.join(HERE, "dashboards", f"{name}.json"), "w") as f:
+            json.dump(d, f, indent=2, sort_keys=True)
+            f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
