@@ -132,6 +132,14 @@ impl SelfMetrics {
 
     /// Loss counters by reason (only the non-zero ones).
     pub fn losses(&self) -> BTreeMap<&'static str, u64> {
+        self.all_losses()
+            .into_iter()
+            .filter(|(_, v)| *v > 0)
+            .collect()
+    }
+
+    /// Every loss counter by reason, zeros included, in a fixed order (cumulative since start).
+    pub fn all_losses(&self) -> Vec<(&'static str, u64)> {
         let k = |n: &str| self.kernel.get(n).copied().unwrap_or(0);
         let all = [
             ("kernel_flow_map_full", k("flow_map_full")),
@@ -159,10 +167,7 @@ impl SelfMetrics {
                 i.dead_letter_overflow_points,
             ),
         ];
-        all.into_iter()
-            .chain(influx)
-            .filter(|(_, v)| *v > 0)
-            .collect()
+        all.into_iter().chain(influx).collect()
     }
 }
 

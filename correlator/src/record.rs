@@ -196,7 +196,7 @@ pub fn format_rfc3339(unix_ns: i128) -> String {
 }
 
 /// Unix ns clamped into `i64` (the range of the numeric record fields).
-pub(crate) fn clamp_i64(ns: i128) -> i64 {
+pub fn clamp_i64(ns: i128) -> i64 {
     ns.clamp(0, i128::from(i64::MAX)) as i64
 }
 

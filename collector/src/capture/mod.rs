@@ -7,8 +7,9 @@
 pub mod accounts;
 pub mod parse;
 
+/// Frame builders for the tests (the replay's use them too).
 #[cfg(test)]
-mod parse_tests;
+pub(crate) mod parse_tests;
 
 pub use accounts::{AccountStats, FlowAccounts, FlowCounters};
 pub use parse::{linktype, parse_frame, Frag, ParsedPacket, Skip};

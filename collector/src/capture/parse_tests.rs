@@ -11,7 +11,7 @@ const B: [u8; 4] = [10, 0, 0, 2];
 const A6: [u8; 16] = [0x20, 0x01, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 const B6: [u8; 16] = [0x20, 0x01, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 
-fn eth(tags: &[u16], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn eth(tags: &[u16], ethertype: u16, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
     for t in tags {
         f.extend_from_slice(&t.to_be_bytes());
@@ -22,12 +22,19 @@ fn eth(tags: &[u16], ethertype: u16, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-fn v4(proto: u8, frag_off: u16, id: u16, options: &[u8], payload: &[u8]) -> Vec<u8> {
+pub(crate) fn v4(proto: u8, frag_off: u16, id: u16, options: &[u8], payload: &[u8]) -> Vec<u8> {
     let tot = (20 + options.len() + payload.len()) as u16;
     v4_claiming(proto, frag_off, id, options, payload, tot)
 }
 
-fn v4_claiming(proto: u8, fo: u16, id: u16, opts: &[u8], payload: &[u8], tot: u16) -> Vec<u8> {
+pub(crate) fn v4_claiming(
+    proto: u8,
+    fo: u16,
+    id: u16,
+    opts: &[u8],
+    payload: &[u8],
+    tot: u16,
+) -> Vec<u8> {
     let mut p = vec![0x40 | (5 + opts.len() / 4) as u8, 0];
     p.extend_from_slice(&tot.to_be_bytes());
     p.extend_from_slice(&id.to_be_bytes());
@@ -60,7 +67,7 @@ fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
     t
 }
 
-fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut u = Vec::new();
     u.extend_from_slice(&sport.to_be_bytes());
     u.extend_from_slice(&dport.to_be_bytes());

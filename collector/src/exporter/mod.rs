@@ -4,7 +4,7 @@
 //! replay) only captures. Every interval:
 //!
 //! ```text
-//! source.collect() -> table.export() -> source.forget(evicted) -> sinks -> metrics + log
+//! source.collect() -> table.export() -> source.forget(evicted) -> sinks -> metrics + log -> sinks (self-metrics)
 //! ```
 //!
 //! A policy (timeouts, limits, which losses are errors, what is logged)
@@ -23,7 +23,10 @@ use std::{
     },
 };
 
-use flowlens_correlator::conversation::{ConversationTable, TableConfig};
+use flowlens_correlator::{
+    conversation::{ConversationTable, TableConfig},
+    record::clamp_i64,
+};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -268,19 +271,25 @@ impl Exporter {
             crate::heap::trim_heap();
         }
         let lost = self.sinks.write_interval(&records);
-        self.update_metrics(source, entries, records.len() as u64, lost);
+        if let Some(snapshot) = self.update_metrics(source, entries, records.len() as u64, lost) {
+            // With the interval's time, so a replay's losses sit beside its records.
+            self.sinks
+                .write_self_metrics(&snapshot, &self.cfg.host, clamp_i64(now.unix_ns));
+        }
     }
 
+    /// Updates the shared self-metrics and logs the interval; returns the
+    /// snapshot (`None`: a reader panicked holding the lock).
     fn update_metrics<S: FlowSource>(
         &mut self,
         source: &mut S,
         entries: u64,
         exported: u64,
         lost: u64,
-    ) {
+    ) -> Option<SelfMetrics> {
         let snapshot = {
             let Ok(mut m) = self.metrics.lock() else {
-                return;
+                return None;
             };
             m.intervals += 1;
             m.records_exported += exported;
@@ -329,5 +338,6 @@ impl Exporter {
         }
         snapshot.log_new_losses(&mut self.last_lost, source.loss_hint());
         snapshot.log_new_problems(&mut self.last_problems);
+        Some(snapshot)
     }
 }

@@ -393,6 +393,16 @@ fn push_tags<'k>(
     }
 }
 
+/// Appends a measurement name, escaped.
+pub(crate) fn push_measurement(buf: &mut Vec<u8>, s: &str) {
+    push_name(buf, s, false);
+}
+
+/// Appends a tag value, escaped.
+pub(crate) fn push_escaped_tag(buf: &mut Vec<u8>, s: &str) {
+    push_name(buf, s, true);
+}
+
 /// Appends a measurement (`equals == false`) or a tag key/value, escaped.
 fn push_name(buf: &mut Vec<u8>, s: &str, equals: bool) {
     let s = s.trim_end_matches('\\');

@@ -5,6 +5,7 @@
 pub mod cardinality;
 pub mod encode;
 pub mod schema;
+pub mod self_metrics;
 
 // The writer side: HTTP, spool, settings and the sink (see sink.rs).
 pub mod error;

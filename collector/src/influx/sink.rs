@@ -17,12 +17,13 @@ pub use super::error::InfluxError;
 use super::{
     encode::Encoder,
     http::{Auth, Client, Outcome},
+    self_metrics::SelfMetricsEncoder,
     settings::InfluxSettings,
     spool::Spool,
     stats::{spool_or_count, InfluxStats},
     writer::{lock, Backoff, Batch, DeadLetter, Writer},
 };
-use crate::sinks::RecordSink;
+use crate::{metrics::SelfMetrics, sinks::RecordSink};
 
 /// Start-up health check: reachability, credentials, database. Config
 /// errors (credentials, database, retention policy) fail; an unreachable
@@ -101,6 +102,7 @@ fn health_check(client: &Client, create_db: bool) -> Result<(), InfluxError> {
 /// Writes records to InfluxDB without ever waiting on the network.
 pub struct InfluxSink {
     encoder: Encoder,
+    self_metrics: SelfMetricsEncoder,
     buf: Vec<u8>,
     queue: Option<Sender<Batch>>,
     ctl: Sender<Instant>,
@@ -152,6 +154,7 @@ impl InfluxSink {
             .map_err(InfluxError::Thread)?;
         Ok(Self {
             encoder: Encoder::new(s.schema),
+            self_metrics: SelfMetricsEncoder::default(),
             buf: Vec::with_capacity(s.batch_bytes.min(4 << 20)),
             queue: Some(tx),
             ctl: ctl_tx,
@@ -255,6 +258,17 @@ impl RecordSink for InfluxSink {
         let r = self.write_lines(&buf);
         self.buf = buf;
         r.map(|_| ())
+    }
+
+    fn write_self_metrics(&mut self, metrics: &SelfMetrics, host: &str, ts: i64) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        self.self_metrics
+            .encode(&metrics.all_losses(), host, ts, &mut buf);
+        if let Err(error) = self.write_lines(&buf) {
+            warn!(%error, "The collector's loss counters were not queued for InfluxDB.");
+        }
+        self.buf = buf;
     }
 
     fn close(&mut self) -> io::Result<()> {

@@ -15,6 +15,8 @@ mod source;
 mod summary;
 
 #[cfg(test)]
+mod export_tests;
+#[cfg(test)]
 mod reader_tests;
 
 use std::{

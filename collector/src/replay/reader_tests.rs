@@ -20,7 +20,7 @@ fn w16(v: &mut Vec<u8>, x: u16, big: bool) {
 }
 
 /// A pcap file; packets are (sec, frac, data).
-fn pcap(big: bool, nanos: bool, link: u32, pkts: &[(u32, u32, &[u8])]) -> Vec<u8> {
+pub(super) fn pcap(big: bool, nanos: bool, link: u32, pkts: &[(u32, u32, &[u8])]) -> Vec<u8> {
     let mut v = Vec::new();
     w32(&mut v, if nanos { 0xa1b2_3c4d } else { 0xa1b2_c3d4 }, big);
     w16(&mut v, 2, big);

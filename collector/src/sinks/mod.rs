@@ -10,8 +10,10 @@
 //! with the records sorted by conversation; a sink that needs time (network,
 //! disk) must queue and return, as the InfluxDB sink does. An error counts the
 //! interval's records as lost (`records_lost_sink`, an ERROR line) and the run
-//! goes on. [`RecordSink::close`] runs once at shutdown, after the last
-//! interval.
+//! goes on. After the records, [`RecordSink::write_self_metrics`] gets the
+//! interval's self-metrics (a sink that keeps history writes them; the
+//! others ignore them). [`RecordSink::close`] runs once at shutdown, after
+//! the last interval.
 
 pub mod jsonl;
 pub mod summary;
@@ -21,6 +23,8 @@ use std::io;
 use flowlens_correlator::record::ConversationRecord;
 use tracing::error;
 
+use crate::metrics::SelfMetrics;
+
 pub use jsonl::JsonlSink;
 pub use summary::SummarySink;
 
@@ -28,6 +32,12 @@ pub use summary::SummarySink;
 pub trait RecordSink {
     /// Writes one interval's records.
     fn write_interval(&mut self, records: &[ConversationRecord]) -> io::Result<()>;
+
+    /// Writes the collector's own counters after an interval (`host`: the
+    /// records' host name; `ts_unix_ns`: the interval's time, that of its
+    /// records). Only sinks that keep history do something with them
+    /// (InfluxDB: the `flowlens_self` measurement).
+    fn write_self_metrics(&mut self, _metrics: &SelfMetrics, _host: &str, _ts_unix_ns: i64) {}
 
     /// Called once at shutdown after the last interval: flush within a
     /// bounded time (the InfluxDB sink spools what it cannot send).
@@ -79,6 +89,14 @@ impl Sinks {
             }
         }
         lost
+    }
+
+    /// Gives every sink the self-metrics after an interval (see
+    /// [`RecordSink::write_self_metrics`]).
+    pub fn write_self_metrics(&mut self, metrics: &SelfMetrics, host: &str, ts_unix_ns: i64) {
+        for sink in &mut self.sinks {
+            sink.write_self_metrics(metrics, host, ts_unix_ns);
+        }
     }
 
     /// Closes every sink (the InfluxDB sink flushes or spools); returns how
