@@ -9,6 +9,7 @@ Conventions: counters are per-interval deltas, so time series are `sum(...)` per
 by the interval (`* 1000 / $__interval_ms`) for bytes/s, never a derivative. Tables rank with `top()` over
 a subquery, so the order comes from InfluxDB, not from Grafana.
 """
+import argparse
 import json
 import os
 
@@ -189,7 +190,7 @@ def overview():
         [table("Top talkers (container, process, user)", top('sum("bytes")', ["container", "comm", "username"], 10, "flow_rollup", HOST), links=TALKER_LINKS),
          pie("Protocol mix", f'SELECT {FLOW_BYTES} AS "bytes" FROM "flow" WHERE {HOST} AND $timeFilter GROUP BY "proto"')],
         [table("Top remote endpoints", top('sum("bytes")', ["peer"], 10, "flow_rollup", f"\"peer_local\" = 'false' AND {HOST}"), links=REMOTE_LINKS),
-         table("Traffic per server port", top(FLOW_BYTES, ["server_port"], 10, "flow", HOST))],
+         table("Traffic per server port", top(FLOW_BYTES, ["server_port"], 10, "flow", "\"server_port\" != '' AND " + HOST))],
         [rate_series("Traffic per interface", 'SELECT sum("bytes") * 1000 / $__interval_ms FROM "flow_iface" WHERE ' + HOST + ' AND $timeFilter GROUP BY time($__interval), "iface" fill(0)'),
          rate_series("Collector: data lost, by reason (per second)", 'SELECT sum("lost") * 1000 / $__interval_ms FROM "flowlens_self" WHERE ' + HOST + ' AND $timeFilter GROUP BY time($__interval), "reason" fill(0)', unit="short")],
     ])
@@ -268,9 +269,12 @@ def conversations():
 
 
 def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.path.join(HERE, "dashboards"), help="output directory")
+    out = ap.parse_args().out
     for name, d in [("overview", overview()), ("container", container()), ("process", process()),
                     ("user", user()), ("host", host()), ("conversations", conversations())]:
-        with open(os.path.join(HERE, "dashboards", f"{name}.json"), "w") as f:
+        with open(os.path.join(out, f"{name}.json"), "w") as f:
             json.dump(d, f, indent=2, sort_keys=True)
             f.write("\n")
 
