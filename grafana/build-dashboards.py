@@ -268,15 +268,75 @@ def conversations():
     return d
 
 
+QUERIES_INTRO = """# InfluxQL queries: every dashboard panel, and the common questions
+
+Written by `grafana/build-dashboards.py` (edit it, not this file). The measurements and their tags are in
+[schema.md](schema.md#influxdb). In Grafana the placeholders are filled in for you; by hand, replace
+`$timeFilter` with e.g. `time > now() - 1h`, `$__interval` with the bucket (`1m`), `$__interval_ms` with
+the bucket in milliseconds (`60000`), and a variable such as `$container` with a regular expression of the
+values (`web`, `(web|db)`, or `.*` for all; Grafana escapes regex characters in values).
+
+How to read them:
+
+- Counters are **per-interval deltas**: totals are `sum()`, a rate is `sum()` per `GROUP BY time()` bucket
+  divided by the bucket (`* 1000 / $__interval_ms` gives per second). Never `derivative()`.
+- `flow_rollup` counts each local end: a conversation between two local processes is in it twice (once per
+  end). `"direction" = 'out'` alone, or `"peer_local" = 'false'`, counts each conversation once.
+- Tables rank with `top()` over a subquery, so InfluxDB does the ordering.
+- Always double-quote identifiers (`"username"`); no flowlens key is a keyword, but quoting is always safe.
+  Addresses are fields of `flow`: to group by the other end, use the rollup's `peer` tag.
+
+Every query below is run by `tests/tests/grafana_dashboards.rs` against a real InfluxDB after real traffic,
+and must return what that traffic implies.
+
+## Common questions
+
+```sql
+-- Top remote endpoints (the other ends no local process owns), both directions
+SELECT top("b", "peer", 10) AS "bytes", "peer" FROM (SELECT sum("bytes") AS "b" FROM "flow_rollup" WHERE "peer_local" = 'false' AND $timeFilter GROUP BY "peer")
+-- Traffic per server port (each conversation once, also those with no local process)
+SELECT sum("bytes_c2s") + sum("bytes_s2c") AS "bytes" FROM "flow" WHERE "server_port" != '' AND $timeFilter GROUP BY "server_port"
+-- Traffic per interface, bytes per second
+SELECT sum("bytes") * 1000 / $__interval_ms FROM "flow_iface" WHERE $timeFilter GROUP BY time($__interval), "iface" fill(0)
+-- Per container, process, user: sent + received by the local processes
+SELECT sum("bytes") FROM "flow_rollup" WHERE $timeFilter GROUP BY "container"
+SELECT sum("bytes") FROM "flow_rollup" WHERE $timeFilter GROUP BY "comm"
+SELECT sum("bytes") FROM "flow_rollup" WHERE $timeFilter GROUP BY "username"
+-- Who talks to 10.0.0.7 (by process and user)?
+SELECT sum("bytes") FROM "flow_rollup" WHERE "peer" = '10.0.0.7' AND $timeFilter GROUP BY "comm", "username", "container"
+-- What was lost, by reason
+SELECT sum("lost") FROM "flowlens_self" WHERE $timeFilter GROUP BY "reason"
+```
+"""
+
+
+def queries_md(dashes):
+    out = [QUERIES_INTRO]
+    for d in dashes:
+        out.append(f"\n## {d['title']} (`{d['uid']}`)\n")
+        for v in d["templating"]["list"]:
+            if v["type"] == "query":
+                out.append(f"- variable `${v['name']}`: `{v['query']}`")
+        out.append("")
+        for p in d["panels"]:
+            for t in p["targets"]:
+                out.append(f"**{p['title']}** ({p['type']})\n\n```sql\n{t['query']}\n```\n")
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(HERE, "dashboards"), help="output directory")
-    out = ap.parse_args().out
-    for name, d in [("overview", overview()), ("container", container()), ("process", process()),
-                    ("user", user()), ("host", host()), ("conversations", conversations())]:
-        with open(os.path.join(out, f"{name}.json"), "w") as f:
+    ap.add_argument("--docs", default=os.path.join(HERE, "..", "docs", "queries.md"), help="queries.md path")
+    args = ap.parse_args()
+    dashes = [("overview", overview()), ("container", container()), ("process", process()),
+              ("user", user()), ("host", host()), ("conversations", conversations())]
+    for name, d in dashes:
+        with open(os.path.join(args.out, f"{name}.json"), "w") as f:
             json.dump(d, f, indent=2, sort_keys=True)
             f.write("\n")
+    with open(args.docs, "w") as f:
+        f.write(queries_md([d for _, d in dashes]))
 
 
 if __name__ == "__main__":

@@ -226,9 +226,16 @@ fn dashboards_are_what_the_generator_writes() {
         .arg(repo().join("grafana/build-dashboards.py"))
         .arg("--out")
         .arg(tmp.path())
+        .arg("--docs")
+        .arg(tmp.path().join("queries.md"))
         .status()
         .expect("python3");
     assert!(st.success());
+    assert_eq!(
+        std::fs::read_to_string(repo().join("docs/queries.md")).ok(),
+        std::fs::read_to_string(tmp.path().join("queries.md")).ok(),
+        "docs/queries.md differs from what grafana/build-dashboards.py writes: run it"
+    );
     for d in [
         "overview",
         "container",
