@@ -1,15 +1,55 @@
 #!/usr/bin/env bash
-# Runs every flowlens test: unit, golden, kernel (BPF_PROG_TEST_RUN, real hooks)
-# and end-to-end (network namespaces, cgroups, real Docker). Needs root.
+# Runs every flowlens test on a fresh Debian 12/13 or Ubuntu 24.04 machine: installs what the tests need
+# (scripts/lib/deps.sh), then cargo fmt --check, clippy -D warnings, the unit and golden tests, the kernel
+# and end-to-end tests (root: network namespaces, cgroups, real Docker, real InfluxDB, tshark on tcpdump's
+# captures, Grafana dashboards, the compose stack and the deploy units), and the benchmarks' smoke run.
+#
+#   scripts/test-all.sh            # as your user: it asks sudo for what needs root
+#   scripts/test-all.sh --no-install  # skip the installation step
+#
+# .ci/run calls this and nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The kernel and end-to-end tests need root: run the whole script as root, with the caller's Rust.
 if [ "$(id -u)" != 0 ]; then
-	echo "error: the kernel and end-to-end tests need root: sudo $0" >&2
-	exit 1
+	echo "==> Re-running as root (sudo) with this user's Rust toolchain"
+	exec sudo env "PATH=$PATH" "CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}" "RUSTUP_HOME=${RUSTUP_HOME:-$HOME/.rustup}" \
+		"FLOWLENS_OWNER=$(id -u):$(id -g)" "$0" "$@"
 fi
-# The end-to-end tests run the real binary.
+if [ -n "${FLOWLENS_OWNER:-}" ]; then
+	# Builds as root leave root-owned files: give target/ back to the caller at the end.
+	trap 'chown -R "$FLOWLENS_OWNER" target 2>/dev/null || true' EXIT
+fi
+
+INSTALL=1
+[ "${1:-}" = --no-install ] && INSTALL=""
+
+. scripts/lib/deps.sh
+detect_distro
+ensure_rust
+if [ -n "$INSTALL" ]; then
+	ensure_packages "Build (clang, libbpf)" "${DEPS_BUILD[@]}"
+	ensure_packages "Tests (namespaces, traffic, Docker, tshark, ...)" "${DEPS_TEST[@]}"
+	ensure_influxdb
+	ensure_chromium
+	ensure_kubernetes_validate
+	ensure_tcpdump_captures
+fi
+
+step() { echo "==> $*"; }
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+step "Build (the end-to-end tests run the real binary)"
 cargo build --workspace --bins
-# Unit and golden tests (no privileges needed, parallel).
+step "Unit and golden tests"
 cargo test --workspace --exclude flowlens-tests
 # Kernel and end-to-end tests share interfaces and system-wide hooks: one at a time.
+step "Kernel and end-to-end tests (root, one at a time)"
 cargo test -p flowlens-tests -- --test-threads=1
+# Benchmarks report, they don't gate; this only checks that every one still runs.
+step "Benchmarks, smoke run"
+bench/run-all.sh --smoke
+step "All tests passed"
