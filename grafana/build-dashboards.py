@@ -12,6 +12,7 @@ a subquery, so the order comes from InfluxDB, not from Grafana.
 import argparse
 import json
 import os
+import re
 
 DS = {"type": "influxdb", "uid": "flowlens-influxdb"}
 SCHEMA_VERSION = 39
@@ -54,11 +55,16 @@ def target(query, fmt="time_series", ref="A"):
 
 
 def rate_series(title, query, unit="Bps", links=None):
+    t = target(query)
+    # Legend: the value of the grouping tag ("web", not "flow_rollup.sum {container: web}").
+    tag = re.search(r'GROUP BY time\(\$__interval\), "(\w+)"', query)
+    if tag:
+        t["alias"] = f"$tag_{tag.group(1)}"
     p = {
         "type": "timeseries",
         "title": title,
         "datasource": DS,
-        "targets": [target(query)],
+        "targets": [t],
         "fieldConfig": {
             "defaults": {"unit": unit, "custom": {"drawStyle": "line", "fillOpacity": 10, "stacking": {"mode": "normal"}}},
             "overrides": [],

@@ -367,23 +367,29 @@ fn collector_image_runs_with_the_compose_privileges_and_writes_attributed_flows(
         let base = format!("debian:{codename}-slim");
         d.cli(&["import", &tar.to_string_lossy(), &base]);
         // The Dockerfile's `prebuilt` stage with the binary `cargo build` made on this host (same release).
-        let bin = common::flowlens::binary();
-        let rel = bin
-            .strip_prefix(repo())
-            .expect("binary inside the repository")
-            .to_string_lossy()
-            .into_owned();
+        // A build context with what the `prebuilt` stage reads: the repository's Dockerfile and healthcheck,
+        // and the binary where FLOWLENS_BINARY's default expects it.
+        let ctx = d.root().join("context");
+        for (from, to) in [
+            (repo().join("Dockerfile"), ctx.join("Dockerfile")),
+            (
+                repo().join("deploy/docker/healthcheck.sh"),
+                ctx.join("deploy/docker/healthcheck.sh"),
+            ),
+            (
+                common::flowlens::binary(),
+                ctx.join("target/release/flowlens"),
+            ),
+        ] {
+            std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir context");
+            std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+        }
         let image = format!("flowlens:{u}");
         let build = Command::new("/usr/bin/docker")
-            .current_dir(repo())
+            .current_dir(&ctx)
             .env("DOCKER_BUILDKIT", "0")
             .args(["-H", &d.host, "build", "-q", "--target", "prebuilt"])
-            .args([
-                "--build-arg",
-                &format!("FLOWLENS_BINARY={rel}"),
-                "--build-arg",
-                &format!("DEBIAN_RELEASE={codename}"),
-            ])
+            .args(["--build-arg", &format!("DEBIAN_RELEASE={codename}")])
             .args(["-t", &image, "."])
             .output()
             .expect("docker build");
