@@ -71,7 +71,7 @@ pkg_name() {
 
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
-export DEBIAN_FRONTEND=noninteractive
+export DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes
 APT_UPDATED=""
 
 apt_update_once() {

@@ -97,6 +97,26 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Volume entries as `source:target[:ro]`, from the short syntax (docker-compose 1.x prints it) or the
+/// long one (Compose v2, e.g. Debian 13's docker-compose).
+fn volumes(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| match m {
+            Value::String(s) => s.strip_suffix(":rw").unwrap_or(s).to_owned(),
+            m => {
+                let ro = if m["read_only"] == true { ":ro" } else { "" };
+                let (src, dst) = (
+                    m["source"].as_str().unwrap_or(""),
+                    m["target"].as_str().unwrap_or(""),
+                );
+                format!("{src}:{dst}{ro}")
+            }
+        })
+        .collect()
+}
+
 #[test]
 fn compose_file_is_accepted_and_least_privilege() {
     let missing = compose_config(&["docker-compose.yml"], &[]).expect_err("passwords are required");
@@ -143,7 +163,7 @@ fn compose_file_is_accepted_and_least_privilege() {
     );
     assert_eq!(strings(&f["security_opt"]), ["no-new-privileges:true"]);
     assert_eq!(f["read_only"], true);
-    for v in strings(&f["volumes"]) {
+    for v in volumes(&f["volumes"]) {
         let ro = v.ends_with(":ro") || v.starts_with("flowlens-data:");
         assert!(ro, "flowlens mounts {v} writable");
     }
@@ -188,7 +208,7 @@ fn compose_file_is_accepted_and_least_privilege() {
     assert!(v2["services"]["influxdb"]["image"]
         .as_str()
         .is_some_and(|i| i.starts_with("influxdb:2")));
-    let mounts = strings(&v2["services"]["grafana"]["volumes"]).join(" ");
+    let mounts = volumes(&v2["services"]["grafana"]["volumes"]).join(" ");
     assert!(
         mounts.contains("datasources-influxdb2:/etc/grafana/provisioning/datasources"),
         "{mounts}"
@@ -198,7 +218,7 @@ fn compose_file_is_accepted_and_least_privilege() {
         &SECRETS,
     )
     .expect("socket");
-    let vols = strings(&s["services"]["flowlens"]["volumes"]);
+    let vols = volumes(&s["services"]["flowlens"]["volumes"]);
     assert!(
         vols.iter()
             .any(|v| v == "/var/run/docker.sock:/run/docker.sock:ro"),
@@ -318,7 +338,7 @@ fn run_args(
                 }
             }
             "volumes" => a.extend(
-                strings(v)
+                volumes(v)
                     .into_iter()
                     .map(|m| format!("--volume={}", rename_volume(&m))),
             ),
