@@ -2,7 +2,7 @@
 """Writes grafana/dashboards/*.json: the flowlens dashboards (InfluxQL, raw queries).
 
 Edit this file, not the JSON, then run it: `python3 grafana/build-dashboards.py`. The test
-tests/tests/grafana_dashboards.rs checks that the JSON is what this script writes, and runs every query
+tests/tests/grafana_dashboards.rs checks that the JSON is what this script writes; grafana_queries.rs runs every query
 against a real InfluxDB after real traffic (docs/queries.md lists them).
 
 Conventions: counters are per-interval deltas, so time series are `sum(...)` per `$__interval`, divided
@@ -292,8 +292,9 @@ How to read them:
 - Always double-quote identifiers (`"username"`); no flowlens key is a keyword, but quoting is always safe.
   Addresses are fields of `flow`: to group by the other end, use the rollup's `peer` tag.
 
-Every query below is run by `tests/tests/grafana_dashboards.rs` against a real InfluxDB after real traffic,
-and must return what that traffic implies.
+Every panel and variable query below is run by `tests/tests/grafana_queries.rs` against a real InfluxDB after
+real traffic and must return exactly what that traffic implies; the common questions (here and in schema.md)
+must parse, run and return rows.
 
 ## Common questions
 

@@ -84,7 +84,14 @@ fn every_panel_and_variable_query_returns_what_the_traffic_implies() {
             b_if: nb.host_if.clone(),
             a_gw: na.host_v4.to_string(),
             remote: remote_addr(&na),
+            losses: losses_in_log(&log),
         };
+        if !w.losses.is_empty() {
+            eprintln!(
+                "note: the collector lost data under this machine's load: {:?}",
+                w.losses
+            );
+        }
         let t1 = now_ms() + 60_000;
         check_scenario_shape(&records, &w, &na);
         let time_filter = format!("time >= {t0}ms and time <= {t1}ms");
@@ -111,7 +118,50 @@ fn every_panel_and_variable_query_returns_what_the_traffic_implies() {
         }
         eprintln!("{checked} queries checked");
         assert!(checked > 60, "{checked}");
+        check_doc_examples(&influx, &time_filter, &w);
     });
+}
+
+/// Every example query of docs/queries.md and docs/schema.md parses and runs on the scenario's data (a
+/// keyword used as a name, like the rollup's old `user`, fails to parse); the ones about the scenario's
+/// kind of traffic return rows.
+fn check_doc_examples(influx: &Influxd, time_filter: &str, w: &World) {
+    let mut n = 0;
+    for doc in ["docs/queries.md", "docs/schema.md"] {
+        let text = std::fs::read_to_string(grafana_common::repo().join(doc)).expect("doc");
+        let mut in_sql = false;
+        for line in text.lines() {
+            match line.trim() {
+                "```sql" => in_sql = true,
+                "```" => in_sql = false,
+                l if in_sql && l.starts_with("SELECT") => {
+                    let q = Render {
+                        time_filter: time_filter.to_owned(),
+                        vars: vec![
+                            ("host".into(), ".*".into()),
+                            ("container".into(), ".*".into()),
+                            ("comm".into(), ".*".into()),
+                            ("username".into(), ".*".into()),
+                        ],
+                    }
+                    .apply(l);
+                    let rows = run_query(influx, &q);
+                    // Examples that name things of another host (nginx, curl, 10.0.0.7) may be empty.
+                    let foreign = ["nginx", "curl", "10.0.0.7", "'other'"]
+                        .iter()
+                        .any(|x| l.contains(x));
+                    assert!(
+                        foreign || !rows.is_empty(),
+                        "{doc}: no rows for an example that should have some:\n  {q}"
+                    );
+                    n += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    eprintln!("{n} documented example queries ran ({})", w.host);
+    assert!(n >= 50, "{n} examples found: the sql blocks moved?");
 }
 
 fn now_ms() -> i64 {
@@ -425,8 +475,8 @@ fn check_panel(
             );
             assert_eq!(
                 series_totals(res, &["reason"]),
-                Totals::new(),
-                "{ctx}: nothing was lost"
+                w.losses,
+                "{ctx}: the losses the collector logged"
             )
         }
         (_, t) if t.starts_with("Sent by the") => series(

@@ -137,6 +137,24 @@ pub struct World {
     /// Address of the host process `loadgen` as its peer `websrv` sees it.
     pub a_gw: String,
     pub remote: String,
+    /// The collector's loss counters at its exit, by reason (from its last "Data was lost" log line).
+    pub losses: std::collections::BTreeMap<Vec<String>, i64>,
+}
+
+/// The cumulative loss counters of the last "Data was lost" line of a collector's log (none: nothing
+/// was lost). Other flowlens instances' load on this machine can make the kernel's ring buffer or the
+/// event queue overflow: the dashboard must then show exactly what the collector counted.
+pub fn losses_in_log(log: &str) -> std::collections::BTreeMap<Vec<String>, i64> {
+    let Some(line) = log.lines().filter(|l| l.contains("Data was lost")).last() else {
+        return Default::default();
+    };
+    let map = line
+        .split_once("by_reason=")
+        .map(|(_, m)| m.trim())
+        .expect("by_reason in the loss line");
+    let parsed: std::collections::BTreeMap<String, i64> =
+        serde_json::from_str(map).unwrap_or_else(|e| panic!("{map}: {e}"));
+    parsed.into_iter().map(|(k, v)| (vec![k], v)).collect()
 }
 
 pub fn run_traffic(
