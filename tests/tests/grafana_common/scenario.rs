@@ -145,7 +145,7 @@ pub struct World {
 /// was lost). Other flowlens instances' load on this machine can make the kernel's ring buffer or the
 /// event queue overflow: the dashboard must then show exactly what the collector counted.
 pub fn losses_in_log(log: &str) -> std::collections::BTreeMap<Vec<String>, i64> {
-    let Some(line) = log.lines().filter(|l| l.contains("Data was lost")).last() else {
+    let Some(line) = log.lines().rfind(|l| l.contains("Data was lost")) else {
         return Default::default();
     };
     let map = line
