@@ -2,7 +2,8 @@
 #
 # Supported: Debian 12 (bookworm), Debian 13 (trixie), Ubuntu 24.04 (noble), with git, curl, sudo and
 # rustup's cargo already there. Everything is installed only when missing, so running it again is quick
-# and quiet.
+# and quiet. Run end to end on Debian 12 only; the package names were checked against the Debian 13 and
+# Ubuntu 24.04 archives (Ubuntu: clang-19 is in noble-updates, bpftool in linux-tools-*, Chromium a snap).
 #
 # To add a need: put the package in the list of the step that needs it below (DEPS_<step>), with a
 # comment saying which test or tool uses it; where a distribution names it differently, add a case to
@@ -104,8 +105,10 @@ ensure_packages() {
 	$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# InfluxDB 1.x server (/usr/bin/influxd) for the InfluxDB tests. Debian 12 ships `influxdb` 1.6.7; where
-# the distribution has none, InfluxData's own apt repository provides the 1.x package.
+# InfluxDB 1.x server (/usr/bin/influxd) for the InfluxDB tests. Debian 12 (1.6.7~rc0-1), Debian 13
+# (1.6.7~rc0-2) and Ubuntu 24.04 (1.6.7~rc0-2build1, universe) all ship `influxdb` (their archives' package
+# lists, checked 2026-12-02); where a release has none, InfluxData's own apt repository provides the 1.x
+# package (not reachable from the machine this was written on: that path is untested).
 ensure_influxdb() {
 	if [ -x /usr/bin/influxd ]; then
 		echo "==> InfluxDB (influxd): already installed"
