@@ -38,6 +38,15 @@ pub fn output(prog: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run `{prog}`: {e} (is it installed?)"))
 }
 
+/// A finished command's stdout and stderr, one after the other (for messages).
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Whether `prog` is found in `PATH` (or is an existing path).
 pub fn exists(prog: &str) -> bool {
     if prog.contains('/') {

@@ -14,7 +14,7 @@ use super::cmd;
 pub fn binary() -> PathBuf {
     match std::env::var_os("FLOWLENS_BIN") {
         Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/flowlens"),
+        None => crate::repo_root().join("target/debug/flowlens"),
     }
 }
 
@@ -239,6 +239,19 @@ pub fn read_jsonl(path: &Path) -> Vec<Value> {
             Err(e) => panic!("{}:{}: invalid JSON ({e}): {l}", path.display(), i + 1),
         })
         .collect()
+}
+
+/// The loss counters by reason of the last "Data was lost" line of a flowlens
+/// log (cumulative since it started; empty: it lost nothing).
+pub fn losses_in_log(log: &str) -> BTreeMap<String, i64> {
+    let Some(line) = log.lines().rfind(|l| l.contains("Data was lost")) else {
+        return BTreeMap::new();
+    };
+    let map = line
+        .split_once("by_reason=")
+        .map(|(_, m)| m.trim())
+        .unwrap_or_else(|| panic!("no by_reason in the loss line: {line}"));
+    serde_json::from_str(map).unwrap_or_else(|e| panic!("{map}: {e}"))
 }
 
 /// The last `n` lines of `s`.

@@ -6,7 +6,8 @@
 //! ([`Uniq`]) so [`leftovers::assert_no_leftovers`] can prove it.
 //!
 //! Needs root and: iproute2, ethtool, tcpdump, python3, util-linux (setpriv),
-//! socat, iputils-ping, busybox-static, docker.io (dockerd) for `e2e_docker`.
+//! socat, iputils-ping, busybox-static, docker.io (dockerd) for `e2e_docker`
+//! and `compose_stack`; python3-yaml for the compose and Kubernetes files.
 
 pub mod agent;
 pub mod artifacts;
@@ -16,6 +17,7 @@ pub mod checks;
 pub mod cmd;
 pub mod docker;
 pub mod flowlens;
+pub mod grafana;
 pub mod influx;
 pub mod leftovers;
 pub mod names;
@@ -24,8 +26,9 @@ pub mod pcap;
 pub mod records;
 pub mod router;
 pub mod spawn;
+pub mod yaml;
 
-pub use artifacts::ArtifactDir;
+pub use artifacts::{ArtifactDir, TempDir};
 pub use capture::Tcpdump;
 pub use cgroup::FakeContainer;
 pub use checks::{Checks, ExpectedContainer, ExpectedEndpoint};
@@ -91,6 +94,15 @@ pub fn target_tmpdir() -> std::path::PathBuf {
         .ok()
         .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join("tmp")))
         .unwrap_or_else(|| std::env::temp_dir().join("flowlens-tests"))
+}
+
+/// The workspace's root directory (where `Cargo.toml`, `grafana/`, `deploy/`
+/// and `docs/` are).
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate is in the workspace")
+        .to_path_buf()
 }
 
 /// Sleeps for `ms` milliseconds.

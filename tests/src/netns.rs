@@ -121,6 +121,22 @@ fn disable_offloads(ns: Option<&str>, dev: &str) {
     }
 }
 
+/// The MAC address of `dev` (in namespace `ns`, else the host's).
+pub fn mac_of(ns: Option<&str>, dev: &str) -> String {
+    let mut args = vec![];
+    if let Some(ns) = ns {
+        args.extend(["-n", ns]);
+    }
+    args.extend(["-o", "link", "show", dev]);
+    let out = cmd::run("ip", &args);
+    let mut words = out.split_whitespace();
+    words
+        .find(|w| *w == "link/ether")
+        .and_then(|_| words.next())
+        .unwrap_or_else(|| panic!("no MAC address of {dev}: {out}"))
+        .to_owned()
+}
+
 /// ifindex of a root-namespace interface.
 pub fn ifindex(dev: &str) -> Option<u32> {
     std::fs::read_to_string(format!("/sys/class/net/{dev}/ifindex"))

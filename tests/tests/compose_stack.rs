@@ -19,27 +19,20 @@
 //!
 //! Needs root, docker.io, docker-compose, debootstrap.
 //! `cargo build -p flowlens-collector && cargo test -p flowlens-tests --test compose_stack -- --test-threads=1`
-
-mod common;
-mod influx_common;
+//!
+//! Length: the file as resolved by docker-compose and the image run with exactly that resolution share
+//! the reading of the file (`compose_config`, `volumes`, `run_args`); apart, each would repeat it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
-use common::docker::{nc_script, Dockerd};
-use common::{agent, cmd, scenario, sleep_ms, Place, NOBODY};
-use influx_common::{wait_for, Influxd};
+use flowlens_tests::docker::{nc_script, Dockerd, IMAGE};
+use flowlens_tests::influx::{wait_for, Influxd};
+use flowlens_tests::{agent, cmd, flowlens, repo_root, scenario, sleep_ms, yaml, Place, NOBODY};
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
 
 const SECRETS: [(&str, &str); 4] = [
     ("INFLUX_ADMIN_PASSWORD", "adm-pw-3141"),
@@ -52,7 +45,7 @@ const SECRETS: [(&str, &str); 4] = [
 /// compose reads); the resolved file as JSON.
 fn compose_config(files: &[&str], env: &[(&str, &str)]) -> Result<Value, String> {
     let mut c = Command::new("docker-compose");
-    c.current_dir(repo())
+    c.current_dir(repo_root())
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     for f in files {
@@ -69,24 +62,9 @@ fn compose_config(files: &[&str], env: &[(&str, &str)]) -> Result<Value, String>
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
     // Debian's docker-compose depends on python3-yaml: the same parser reads its output.
-    let mut py = Command::new("/usr/bin/python3")
-        .args([
-            "-c",
-            "import json,sys,yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    use std::io::Write;
-    py.stdin
-        .take()
-        .expect("stdin")
-        .write_all(&out.stdout)
-        .expect("write yaml");
-    let json = py.wait_with_output().expect("python3 yaml");
-    assert!(json.status.success());
-    Ok(serde_json::from_slice(&json.stdout).expect("json"))
+    let docs = yaml::documents(&out.stdout);
+    assert_eq!(docs.len(), 1, "one resolved file");
+    Ok(docs.into_iter().next().unwrap_or_default())
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -225,13 +203,13 @@ fn compose_file_is_accepted_and_least_privilege() {
         "{vols:?}"
     );
     // .env.example names every variable the files read.
-    let example = std::fs::read_to_string(repo().join(".env.example")).expect(".env.example");
+    let example = std::fs::read_to_string(repo_root().join(".env.example")).expect(".env.example");
     for f in [
         "docker-compose.yml",
         "deploy/compose/influxdb2.yml",
         "deploy/compose/docker-socket.yml",
     ] {
-        let text = std::fs::read_to_string(repo().join(f)).expect("compose file");
+        let text = std::fs::read_to_string(repo_root().join(f)).expect("compose file");
         for (i, _) in text.match_indices("${") {
             let name: String = text[i + 2..]
                 .chars()
@@ -281,7 +259,7 @@ fn host_release() -> (String, String) {
 
 /// A minbase root file system of this host's release as a tar, built once and kept in target/.
 fn base_rootfs_tar(codename: &str, mirror: &str) -> PathBuf {
-    let dir = repo().join("target/docker-base");
+    let dir = repo_root().join("target/docker-base");
     let tar = dir.join(format!("{codename}-minbase.tar"));
     if tar.is_file() {
         return tar;
@@ -367,7 +345,7 @@ fn run_args(
 }
 
 fn flowlens_has_flag(flag: &str) -> bool {
-    let out = Command::new(common::flowlens::binary())
+    let out = Command::new(flowlens::binary())
         .args(["run", "--help"])
         .output()
         .expect("flowlens run --help");
@@ -391,15 +369,12 @@ fn collector_image_runs_with_the_compose_privileges_and_writes_attributed_flows(
         // and the binary where FLOWLENS_BINARY's default expects it.
         let ctx = d.root().join("context");
         for (from, to) in [
-            (repo().join("Dockerfile"), ctx.join("Dockerfile")),
+            (repo_root().join("Dockerfile"), ctx.join("Dockerfile")),
             (
-                repo().join("deploy/docker/healthcheck.sh"),
+                repo_root().join("deploy/docker/healthcheck.sh"),
                 ctx.join("deploy/docker/healthcheck.sh"),
             ),
-            (
-                common::flowlens::binary(),
-                ctx.join("target/release/flowlens"),
-            ),
+            (flowlens::binary(), ctx.join("target/release/flowlens")),
         ] {
             std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir context");
             std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
@@ -500,12 +475,10 @@ fn collector_image_runs_with_the_compose_privileges_and_writes_attributed_flows(
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let id = d.cli(&refs);
         let logs = || {
-            let out = cmd::output("/usr/bin/docker", &["-H", &d.host, "logs", &name]);
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
+            cmd::text(&cmd::output(
+                "/usr/bin/docker",
+                &["-H", &d.host, "logs", &name],
+            ))
         };
         let running = wait_for(Duration::from_secs(60), || {
             logs().contains("flowlens running")
@@ -557,7 +530,7 @@ fn collector_image_runs_with_the_compose_privileges_and_writes_attributed_flows(
             ("client_container_name", Value::from("host")),
             ("server_comm", Value::from("nc")),
             ("server_container_id", Value::from(srv.id.clone())),
-            ("server_container_image", Value::from(common::docker::IMAGE)),
+            ("server_container_image", Value::from(IMAGE)),
             ("server_user", Value::from("root")),
         ]);
         for (k, v) in &want {

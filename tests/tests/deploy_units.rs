@@ -13,26 +13,20 @@
 //!
 //! Needs root. `cargo build -p flowlens-collector && cargo test -p flowlens-tests --test deploy_units -- --test-threads=1`
 
-mod common;
-
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::flowlens::{binary, read_jsonl};
-use common::{agent, scenario, sleep_ms, FakeContainer, Place, VethNetns, NOBODY};
+use flowlens_tests::flowlens::binary;
+use flowlens_tests::{
+    agent, cmd, repo_root, scenario, sleep_ms, yaml, FakeContainer, Flowlens, Place, TempDir,
+    VethNetns, NOBODY,
+};
 use serde_json::Value;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
 fn unit_text() -> String {
-    std::fs::read_to_string(repo().join("deploy/systemd/flowlens.service")).expect("unit file")
+    std::fs::read_to_string(repo_root().join("deploy/systemd/flowlens.service")).expect("unit file")
 }
 
 /// The unit with its ExecStart pointing at the built binary, in a fresh directory.
@@ -43,33 +37,20 @@ fn unit_copy(dir: &Path) -> PathBuf {
     p
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("flowlens-deploy")
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("mkdir");
-    d
-}
-
 #[test]
 fn systemd_unit_verifies_cleanly_and_is_hardened() {
     assert!(
         binary().is_file(),
         "cargo build -p flowlens-collector first"
     );
-    let dir = tmpdir("verify");
-    let unit = unit_copy(&dir);
+    let dir = TempDir::new("deploy-verify");
+    let unit = unit_copy(dir.path());
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&unit)
         .output()
         .expect("systemd-analyze (apt-get install systemd)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = cmd::text(&out);
     assert!(
         out.status.success() && text.trim().is_empty(),
         "systemd-analyze verify: {:?}\n{text}",
@@ -92,7 +73,6 @@ fn systemd_unit_verifies_cleanly_and_is_hardened() {
         score <= 3.5,
         "exposure {score} (\"OK\" is below 4):\n{text}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn unit_capabilities() -> Vec<String> {
@@ -121,45 +101,39 @@ fn systemd_unit_user_and_capabilities_run_the_ebpf_pipeline() {
             .join(",");
         let net = VethNetns::new(u);
         let ctr = FakeContainer::new(u, &net);
+        // Its output directory must be writable by the unprivileged uid.
         let dir = PathBuf::from(format!("/tmp/fl13-unit-{u}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-        let jsonl = dir.join("flows.jsonl");
-        let log = dir.join("flowlens.log");
         let uid = NOBODY.to_string();
-        let mut child = Command::new("setpriv")
-            .args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
-            .arg(format!("--inh-caps=-all,{set}"))
-            .arg(format!("--ambient-caps=-all,{set}"))
-            .arg(format!("--bounding-set=-all,{set}"))
-            .arg("--no-new-privs")
-            .arg("--")
-            .arg(binary())
-            .args([
-                "run",
-                "--iface",
-                &net.host_if,
-                "--export-interval",
-                "1s",
-                "--jsonl",
-            ])
-            .arg(&jsonl)
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("setpriv (util-linux)");
-        let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
-        let up = common::cmd::wait_until(Duration::from_secs(30), || {
-            read_log().contains("flowlens running")
+        let (inh, ambient, bounding) = (
+            format!("--inh-caps=-all,{set}"),
+            format!("--ambient-caps=-all,{set}"),
+            format!("--bounding-set=-all,{set}"),
+        );
+        let setpriv = [
+            "setpriv",
+            "--reuid",
+            &uid,
+            "--regid",
+            &uid,
+            "--clear-groups",
+            &inh,
+            &ambient,
+            &bounding,
+            "--no-new-privs",
+            "--",
+        ];
+        let fl = Flowlens::start_wrapped(&dir, &[&net.host_if], &[], &[], &setpriv);
+        let up = cmd::wait_until(Duration::from_secs(30), || {
+            fl.log().contains("flowlens running")
         });
         assert!(
             up,
             "flowlens did not start with the unit's privileges:\n{}",
-            read_log()
+            fl.log()
         );
         let peer = IpAddr::V4(net.peer_v4);
         let mut srv = agent::tcp_server(Place::In(&ctr), None, peer, 5301, 4_000, 9_000);
@@ -176,12 +150,8 @@ fn systemd_unit_user_and_capabilities_run_the_ebpf_pipeline() {
         cli.wait_success();
         srv.wait_success();
         sleep_ms(2_500);
-        common::cmd::kill(child.id(), libc::SIGTERM);
-        let status = child.wait().expect("wait");
-        let text = read_log();
-        let records = read_jsonl(&jsonl);
+        let (records, text) = fl.stop_with_log();
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(status.success(), "exit {status:?}\n{text}");
         assert!(
             !text.contains("falling back to AF_PACKET"),
             "the eBPF programs must load:\n{text}"
@@ -210,7 +180,7 @@ fn systemd_unit_user_and_capabilities_run_the_ebpf_pipeline() {
 fn kubernetes_validate() -> PathBuf {
     let p = std::env::var_os("FLOWLENS_KUBERNETES_VALIDATE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/venv-deploy/bin/kubernetes-validate"));
+        .unwrap_or_else(|| repo_root().join("target/venv-deploy/bin/kubernetes-validate"));
     assert!(
         p.is_file(),
         "{} missing: scripts/test-all.sh installs it (python3 -m venv target/venv-deploy && \
@@ -222,21 +192,14 @@ fn kubernetes_validate() -> PathBuf {
 
 /// The manifests as JSON documents (Debian's python3-yaml reads them).
 fn manifests() -> Vec<Value> {
-    let out = Command::new("/usr/bin/python3")
-        .args([
-            "-c",
-            "import json,sys,yaml; json.dump([d for f in sys.argv[1:] for d in yaml.safe_load_all(open(f))], sys.stdout)",
-        ])
-        .arg(repo().join("deploy/kubernetes/configmap.yaml"))
-        .arg(repo().join("deploy/kubernetes/daemonset.yaml"))
-        .output()
-        .expect("python3 with yaml (apt-get install python3-yaml)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
+    ["configmap.yaml", "daemonset.yaml"]
+        .iter()
+        .flat_map(|f| {
+            let path = repo_root().join("deploy/kubernetes").join(f);
+            let text = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            yaml::documents(&text)
+        })
+        .collect()
 }
 
 #[test]
@@ -244,15 +207,11 @@ fn kubernetes_manifests_validate_and_match_the_compose_privileges() {
     let kv = kubernetes_validate();
     let out = Command::new(&kv)
         .arg("--strict")
-        .arg(repo().join("deploy/kubernetes/configmap.yaml"))
-        .arg(repo().join("deploy/kubernetes/daemonset.yaml"))
+        .arg(repo_root().join("deploy/kubernetes/configmap.yaml"))
+        .arg(repo_root().join("deploy/kubernetes/daemonset.yaml"))
         .output()
         .expect("kubernetes-validate");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = cmd::text(&out);
     assert!(out.status.success(), "kubernetes-validate:\n{text}");
     assert_eq!(text.matches(" passed for resource ").count(), 3, "{text}");
     let docs = manifests();
@@ -298,30 +257,26 @@ fn kubernetes_manifests_validate_and_match_the_compose_privileges() {
     let toml = docs[0]["data"]["flowlens.toml"]
         .as_str()
         .expect("flowlens.toml");
-    let dir = tmpdir("configmap");
-    let f = dir.join("flowlens.toml");
-    std::fs::write(&f, toml).expect("write toml");
-    let out = Command::new(binary())
-        .args(["run", "--config"])
-        .arg(&f)
-        .args(["--iface", "flnoiface0"])
-        .output()
-        .expect("flowlens");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let dir = TempDir::new("deploy-configmap");
+    let f = dir.path().join("flowlens.toml");
+    // What flowlens says about a config file with `text`.
+    let stderr_with = |text: &str| {
+        std::fs::write(&f, text).expect("write toml");
+        let out = Command::new(binary())
+            .args(["run", "--config"])
+            .arg(&f)
+            .args(["--iface", "flnoiface0"])
+            .output()
+            .expect("flowlens");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = stderr_with(toml);
     assert!(
         err.contains("unknown interface 'flnoiface0'"),
         "the ConfigMap's TOML must be valid:\n{err}"
     );
-    std::fs::write(&f, format!("{toml}\nbogus_key = 1\n")).expect("write toml");
-    let out = Command::new(binary())
-        .args(["run", "--config"])
-        .arg(&f)
-        .args(["--iface", "flnoiface0"])
-        .output()
-        .expect("flowlens");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("bogus_key"),
+        stderr_with(&format!("{toml}\nbogus_key = 1\n")).contains("bogus_key"),
         "a bad key is reported"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

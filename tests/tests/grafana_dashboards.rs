@@ -5,39 +5,11 @@
 //! that exist. The queries themselves run in grafana_queries.rs. No root needed.
 //! `cargo test -p flowlens-tests --test grafana_dashboards`
 
-// grafana_common's scenario and query helpers (used by grafana_queries) need these.
-mod common;
-mod grafana_common;
-mod influx_common;
-
 use std::collections::BTreeSet;
 
-use grafana_common::{dashboards, repo};
+use flowlens_tests::grafana::dashboards;
+use flowlens_tests::{repo_root, TempDir};
 use serde_json::Value;
-
-/// A temporary directory under target/tmp, removed on drop.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let p = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("flowlens-grafana")
-            .join(format!("{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("mkdir");
-        TempDir(p)
-    }
-
-    fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 // ---------------------------------------------------------------------------------------------------
 // Static checks (no root, no InfluxDB)
@@ -47,15 +19,16 @@ const MIN_SCHEMA_VERSION: i64 = 39;
 
 #[test]
 fn dashboards_are_valid_and_use_the_provisioned_data_source() {
-    let ds = std::fs::read_to_string(repo().join("grafana/provisioning/datasources/flowlens.yaml"))
-        .expect("datasource provisioning");
+    let ds =
+        std::fs::read_to_string(repo_root().join("grafana/provisioning/datasources/flowlens.yaml"))
+            .expect("datasource provisioning");
     let uid = ds
         .lines()
         .find_map(|l| l.trim().strip_prefix("uid: "))
         .expect("the data source has a fixed uid")
         .trim();
     let ds2 = std::fs::read_to_string(
-        repo().join("grafana/provisioning/datasources-influxdb2/flowlens.yaml"),
+        repo_root().join("grafana/provisioning/datasources-influxdb2/flowlens.yaml"),
     )
     .expect("2.x datasource");
     assert!(
@@ -163,7 +136,7 @@ fn collect_datasources(v: &Value, out: &mut Vec<(String, String)>) {
 fn dashboards_are_what_the_generator_writes() {
     let tmp = TempDir::new("dashboards");
     let st = std::process::Command::new("python3")
-        .arg(repo().join("grafana/build-dashboards.py"))
+        .arg(repo_root().join("grafana/build-dashboards.py"))
         .arg("--out")
         .arg(tmp.path())
         .arg("--docs")
@@ -172,7 +145,7 @@ fn dashboards_are_what_the_generator_writes() {
         .expect("python3");
     assert!(st.success());
     assert_eq!(
-        std::fs::read_to_string(repo().join("docs/queries.md")).ok(),
+        std::fs::read_to_string(repo_root().join("docs/queries.md")).ok(),
         std::fs::read_to_string(tmp.path().join("queries.md")).ok(),
         "docs/queries.md differs from what grafana/build-dashboards.py writes: run it"
     );
@@ -185,7 +158,7 @@ fn dashboards_are_what_the_generator_writes() {
         "conversations",
     ] {
         let f = format!("{d}.json");
-        let committed = std::fs::read_to_string(repo().join("grafana/dashboards").join(&f));
+        let committed = std::fs::read_to_string(repo_root().join("grafana/dashboards").join(&f));
         let fresh = std::fs::read_to_string(tmp.path().join(&f));
         assert_eq!(
             committed.ok(),
@@ -197,7 +170,7 @@ fn dashboards_are_what_the_generator_writes() {
 
 #[test]
 fn provisioning_references_existing_paths() {
-    let compose = std::fs::read_to_string(repo().join("docker-compose.yml")).expect("compose");
+    let compose = std::fs::read_to_string(repo_root().join("docker-compose.yml")).expect("compose");
     // Every ./grafana bind mount exists, and the dashboards provider reads where the JSON is mounted.
     let mounts: Vec<(String, String)> = compose
         .lines()
@@ -210,10 +183,10 @@ fn provisioning_references_existing_paths() {
         .collect();
     assert_eq!(mounts.len(), 3, "{mounts:?}");
     for (host, _) in &mounts {
-        assert!(repo().join(host).is_dir(), "{host} missing");
+        assert!(repo_root().join(host).is_dir(), "{host} missing");
     }
     let provider =
-        std::fs::read_to_string(repo().join("grafana/provisioning/dashboards/flowlens.yaml"))
+        std::fs::read_to_string(repo_root().join("grafana/provisioning/dashboards/flowlens.yaml"))
             .expect("dashboard provider");
     let path = provider
         .lines()
@@ -223,7 +196,7 @@ fn provisioning_references_existing_paths() {
         .iter()
         .find(|(_, c)| c == path)
         .unwrap_or_else(|| panic!("nothing is mounted at the provider's path {path}"));
-    assert!(std::fs::read_dir(repo().join(host))
+    assert!(std::fs::read_dir(repo_root().join(host))
         .expect("dashboards dir")
         .flatten()
         .any(|e| e.path().extension().is_some_and(|x| x == "json")));
@@ -237,16 +210,16 @@ fn provisioning_references_existing_paths() {
     let file = home
         .strip_prefix(&format!("{path}/"))
         .expect("home under the provider path");
-    assert!(repo().join(host).join(file).is_file(), "{home}");
+    assert!(repo_root().join(host).join(file).is_file(), "{home}");
     // Every ${GF_*} the data source files read is set in the Grafana service (or the 2.x override).
-    let override2 =
-        std::fs::read_to_string(repo().join("deploy/compose/influxdb2.yml")).expect("override");
+    let override2 = std::fs::read_to_string(repo_root().join("deploy/compose/influxdb2.yml"))
+        .expect("override");
     for f in [
         "datasources/flowlens.yaml",
         "datasources-influxdb2/flowlens.yaml",
     ] {
         let text =
-            std::fs::read_to_string(repo().join("grafana/provisioning").join(f)).expect("ds");
+            std::fs::read_to_string(repo_root().join("grafana/provisioning").join(f)).expect("ds");
         for (i, _) in text.match_indices("${") {
             let name: String = text[i + 2..].chars().take_while(|c| *c != '}').collect();
             let set = format!("{name}:");

@@ -10,19 +10,25 @@
 //! (rendering, links, transformations) is not tested; the queries are.
 //! Needs root. `cargo build -p flowlens-collector && cargo test -p flowlens-tests --test grafana_queries -- --test-threads=1`
 
-mod common;
-mod grafana_common;
-mod influx_common;
+//!
+//! Length: one test (the scenario is expensive: two namespaces, eight processes, a collector and an
+//! InfluxDB) whose expectations are one match arm per panel, so a panel without one fails; the scenario
+//! and the schema's rules live in `grafana_queries/`.
+
+#[path = "grafana_queries/expect.rs"]
+mod expect;
+#[path = "grafana_queries/scenario.rs"]
+mod scenario;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::flowlens::read_jsonl;
-use common::{scenario, sleep_ms, ArtifactDir, FakeContainer, VethNetns};
-use grafana_common::expect::*;
-use grafana_common::scenario::*;
-use grafana_common::{dashboards, panel_queries, variables, Dashboard, Query};
-use influx_common::{wait_for, FlowlensRun, Influxd};
+use expect::*;
+use flowlens_tests::flowlens::{losses_in_log, read_jsonl};
+use flowlens_tests::grafana::{dashboards, panel_queries, variables, Dashboard, Query};
+use flowlens_tests::influx::{influx_args, wait_for, FlowlensRun, Influxd, Series};
+use flowlens_tests::{repo_root, scenario, sleep_ms, ArtifactDir, FakeContainer, Uniq, VethNetns};
+use scenario::*;
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------------
@@ -33,28 +39,15 @@ fn every_panel_and_variable_query_returns_what_the_traffic_implies() {
     scenario(|u| {
         let influx = Influxd::start();
         let art = ArtifactDir::new(u);
-        let (ua, ub) = (common::Uniq::new(), common::Uniq::new());
+        let (ua, ub) = (Uniq::new(), Uniq::new());
         let na = VethNetns::new(&ua);
         let ca = FakeContainer::new(&ua, &na);
         let nb = VethNetns::new(&ub);
         let cb = FakeContainer::new(&ub, &nb);
         let cmds = Commands::new(u);
         let t0 = now_ms() - 60_000;
-        let spool = art.path().join("spool").to_string_lossy().into_owned();
-        let extra: Vec<String> = [
-            "--iface",
-            &nb.host_if,
-            "--influx-url",
-            &influx.url(),
-            "--influx-db",
-            DB,
-            "--influx-create-db",
-            "--influx-spool-dir",
-            &spool,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut extra = vec!["--iface".to_owned(), nb.host_if.clone()];
+        extra.extend(influx_args(&influx.url(), DB, &art.path().join("spool")));
         let fl = FlowlensRun::start(art.path(), &na.host_if, &extra, &[], "dash");
         run_traffic(&cmds, &na, &ca, &nb, &cb);
         sleep_ms(2_500);
@@ -84,7 +77,10 @@ fn every_panel_and_variable_query_returns_what_the_traffic_implies() {
             b_if: nb.host_if.clone(),
             a_gw: na.host_v4.to_string(),
             remote: remote_addr(&na),
-            losses: losses_in_log(&log),
+            losses: losses_in_log(&log)
+                .into_iter()
+                .map(|(reason, n)| (vec![reason], n))
+                .collect(),
         };
         if !w.losses.is_empty() {
             eprintln!(
@@ -103,13 +99,13 @@ fn every_panel_and_variable_query_returns_what_the_traffic_implies() {
                     vars: sel.clone(),
                 };
                 for (name, q) in variables(&d) {
-                    let res = run_query(&influx, &r.apply(&q));
+                    let res = influx.series(DB, &r.apply(&q));
                     check_variable(&d.uid, &name, &res, &w);
                     checked += 1;
                 }
                 for q in panel_queries(&d) {
                     let text = r.apply(&q.query);
-                    let res = run_query(&influx, &text);
+                    let res = influx.series(DB, &text);
                     let ctx = format!("{} / {} with {sel:?}\n  {text}", q.dashboard, q.panel);
                     check_panel(&q, &ctx, &res, &records, &sel, &w);
                     checked += 1;
@@ -128,7 +124,7 @@ fn every_panel_and_variable_query_returns_what_the_traffic_implies() {
 fn check_doc_examples(influx: &Influxd, time_filter: &str, w: &World) {
     let mut n = 0;
     for doc in ["docs/queries.md", "docs/schema.md"] {
-        let text = std::fs::read_to_string(grafana_common::repo().join(doc)).expect("doc");
+        let text = std::fs::read_to_string(repo_root().join(doc)).expect("doc");
         let mut in_sql = false;
         for line in text.lines() {
             match line.trim() {
@@ -145,7 +141,7 @@ fn check_doc_examples(influx: &Influxd, time_filter: &str, w: &World) {
                         ],
                     }
                     .apply(l);
-                    let rows = run_query(influx, &q);
+                    let rows = influx.series(DB, &q);
                     // Examples that name things of another host (nginx, curl, 10.0.0.7) may be empty.
                     let foreign = ["nginx", "curl", "10.0.0.7", "'other'"]
                         .iter()

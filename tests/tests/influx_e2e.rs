@@ -7,32 +7,16 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use flowlens_tests::flowlens::read_jsonl;
-use flowlens_tests::influx::{free_port, wait_for, FlowlensRun, Influxd};
+use flowlens_tests::influx::{free_port, influx_args, wait_for, FlowlensRun, Influxd};
 use flowlens_tests::{
     agent, scenario, sleep_ms, ArtifactDir, FakeContainer, Place, VethNetns, NOBODY,
 };
 use serde_json::Value;
 
 const DB: &str = "flowlens";
-
-fn influx_args(url: &str, dir: &Path) -> Vec<String> {
-    [
-        "--influx-url",
-        url,
-        "--influx-db",
-        DB,
-        "--influx-create-db",
-        "--influx-spool-dir",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([dir.join("spool").to_string_lossy().into_owned()])
-    .collect()
-}
 
 /// Short conversations between the host and the fake container: TCP both
 /// ways (one spanning two export intervals) and UDP. `base` offsets ports.
@@ -244,7 +228,7 @@ fn records_round_trip_exactly() {
         let fl = FlowlensRun::start(
             art.path(),
             &net.host_if,
-            &influx_args(&influx.url(), art.path()),
+            &influx_args(&influx.url(), DB, &art.path().join("spool")),
             &[],
             "1",
         );
@@ -272,7 +256,7 @@ fn influxdb_crash_and_collector_restart_lose_nothing() {
         let art = ArtifactDir::new(u);
         let net = VethNetns::new(u);
         let ctr = FakeContainer::new(u, &net);
-        let args = influx_args(&influx.url(), art.path());
+        let args = influx_args(&influx.url(), DB, &art.path().join("spool"));
         let fl = FlowlensRun::start(art.path(), &net.host_if, &args, &[], "1");
         traffic(&net, &ctr, 5200);
         sleep_ms(1_500);

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use flowlens_tests::influx::{Influxd, TempDir};
+use flowlens_tests::influx::{influx_args, Influxd, TempDir};
 use serde_json::Value;
 
 const DB: &str = "replay";
@@ -81,15 +81,7 @@ fn replayed_records_land_in_influxdb_with_capture_timestamps() {
             "--jsonl",
         ])
         .arg(&jsonl)
-        .args([
-            "--influx-url",
-            &influx.url(),
-            "--influx-db",
-            DB,
-            "--influx-create-db",
-            "--influx-spool-dir",
-        ])
-        .arg(dir.path().join("spool"))
+        .args(influx_args(&influx.url(), DB, &dir.path().join("spool")))
         .output()
         .expect("run flowlens replay");
     assert!(

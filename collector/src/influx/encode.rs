@@ -42,20 +42,31 @@ pub struct Encoder {
     seq: HashMap<u64, u32, BuildHasherDefault<DefaultHasher>>,
 }
 
-/// One rollup group: its key (interval end, tags) and sums.
-struct RollupRow<'a> {
+/// One group of an aggregate measurement: its key (interval end, `T` tags) and `S` sums.
+struct Row<'a, const T: usize, const S: usize> {
     ts: i64,
-    tags: [Option<TagValue<'a>>; RollupTag::COUNT],
-    /// Bytes out, packets out, bytes in, packets in, conversations.
-    sums: [u64; 5],
+    tags: [Option<TagValue<'a>>; T],
+    sums: [u64; S],
 }
 
-/// One interface group: its key (interval end, tags) and sums.
-struct IfaceRow<'a> {
-    ts: i64,
-    tags: [Option<TagValue<'a>>; IfaceTag::COUNT],
-    /// Bytes, packets (both directions), conversations.
-    sums: [u64; 3],
+/// A rollup group; sums: bytes out, packets out, bytes in, packets in, conversations.
+type RollupRow<'a> = Row<'a, { RollupTag::COUNT }, 5>;
+
+/// An interface group; sums: bytes, packets (both directions), conversations.
+type IfaceRow<'a> = Row<'a, { IfaceTag::COUNT }, 3>;
+
+/// Sorts `rows` by key and merges the rows of each key into one (sums saturating).
+fn merge<const T: usize, const S: usize>(rows: &mut Vec<Row<'_, T, S>>) {
+    rows.sort_unstable_by(|a, b| (a.ts, &a.tags).cmp(&(b.ts, &b.tags)));
+    rows.dedup_by(|next, kept| {
+        let same = next.ts == kept.ts && next.tags == kept.tags;
+        if same {
+            for (s, v) in kept.sums.iter_mut().zip(next.sums) {
+                *s = s.saturating_add(v);
+            }
+        }
+        same
+    });
 }
 
 /// Measurement names: the configured ones, each unusable or duplicate one replaced by an unused default.
@@ -289,75 +300,43 @@ impl Encoder {
 
     /// Merges rollup rows with equal keys and writes two points per group (`out`, `in`); returns the lines.
     fn write_rollup(&mut self, mut rows: Vec<RollupRow<'_>>, buf: &mut Vec<u8>) -> usize {
-        rows.sort_unstable_by(|a, b| (a.ts, &a.tags).cmp(&(b.ts, &b.tags)));
-        let mut lines = 0;
-        let mut rest = rows.as_slice();
-        while let Some(head) = rest.first() {
-            let n = rest
-                .iter()
-                .take_while(|r| r.ts == head.ts && r.tags == head.tags)
-                .count();
-            let (group, tail) = rest.split_at(n);
-            rest = tail;
-            let mut sums = [0u64; 5];
-            for r in group {
-                for (s, v) in sums.iter_mut().zip(r.sums) {
-                    *s = s.saturating_add(v);
-                }
-            }
-            let mut tags = head.tags;
+        merge(&mut rows);
+        for row in &rows {
+            let (mut tags, sums) = (row.tags, row.sums);
             for (direction, bytes, packets) in [("out", sums[0], sums[1]), ("in", sums[2], sums[3])]
             {
                 tags[RollupTag::Direction as usize] = Some(TagValue::Str(direction));
                 let start = buf.len();
                 buf.extend_from_slice(&self.rollup_name);
                 push_tags(buf, RollupTag::ALL.iter().map(|t| t.key()), &tags);
-                let ts = self.timestamp(&buf[start..], head.ts);
+                let ts = self.timestamp(&buf[start..], row.ts);
                 buf.push(b' ');
                 let mut f = Fields { buf, first: true };
                 f.uint("bytes", bytes);
                 f.uint("packets", packets);
                 f.uint("conversations", sums[4]);
                 finish_line(buf, ts);
-                lines += 1;
             }
         }
-        lines
+        2 * rows.len()
     }
-}
 
-impl Encoder {
     /// Merges interface rows with equal keys and writes one point per group; returns the lines.
     fn write_iface(&mut self, mut rows: Vec<IfaceRow<'_>>, buf: &mut Vec<u8>) -> usize {
-        rows.sort_unstable_by(|a, b| (a.ts, &a.tags).cmp(&(b.ts, &b.tags)));
-        let mut lines = 0;
-        let mut rest = rows.as_slice();
-        while let Some(head) = rest.first() {
-            let n = rest
-                .iter()
-                .take_while(|r| r.ts == head.ts && r.tags == head.tags)
-                .count();
-            let (group, tail) = rest.split_at(n);
-            rest = tail;
-            let mut sums = [0u64; 3];
-            for r in group {
-                for (s, v) in sums.iter_mut().zip(r.sums) {
-                    *s = s.saturating_add(v);
-                }
-            }
+        merge(&mut rows);
+        for row in &rows {
             let start = buf.len();
             buf.extend_from_slice(&self.iface_name);
-            push_tags(buf, IfaceTag::ALL.iter().map(|t| t.key()), &head.tags);
-            let ts = self.timestamp(&buf[start..], head.ts);
+            push_tags(buf, IfaceTag::ALL.iter().map(|t| t.key()), &row.tags);
+            let ts = self.timestamp(&buf[start..], row.ts);
             buf.push(b' ');
             let mut f = Fields { buf, first: true };
-            f.uint("bytes", sums[0]);
-            f.uint("packets", sums[1]);
-            f.uint("conversations", sums[2]);
+            f.uint("bytes", row.sums[0]);
+            f.uint("packets", row.sums[1]);
+            f.uint("conversations", row.sums[2]);
             finish_line(buf, ts);
-            lines += 1;
         }
-        lines
+        rows.len()
     }
 }
 

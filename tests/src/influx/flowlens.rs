@@ -6,6 +6,23 @@ use std::time::Duration;
 
 use super::wait_for;
 
+/// The flags that make flowlens write to database `db` at `url`, creating it,
+/// with its spool in `spool`.
+pub fn influx_args(url: &str, db: &str, spool: &Path) -> Vec<String> {
+    [
+        "--influx-url",
+        url,
+        "--influx-db",
+        db,
+        "--influx-create-db",
+        "--influx-spool-dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([spool.to_string_lossy().into_owned()])
+    .collect()
+}
+
 /// `flowlens run --iface IF --export-interval 1s --jsonl FILE` plus extra
 /// arguments (the InfluxDB flags). Dropping it sends SIGTERM and waits.
 pub struct FlowlensRun {

@@ -7,22 +7,21 @@
 pub mod fake;
 pub mod flowlens;
 
+/// Scratch directories (the InfluxDB tests' spools and servers).
+pub use crate::TempDir;
 pub use fake::{FakeInflux, Reply, Request};
-pub use flowlens::FlowlensRun;
+pub use flowlens::{influx_args, FlowlensRun};
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 /// The InfluxDB server binary.
 pub const INFLUXD: &str = "/usr/bin/influxd";
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
@@ -44,36 +43,13 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// `target/tmp/flowlens-influx/<name>-<pid>-<n>`: removed on drop, kept
-/// (path printed) when the test panicked or `FLOWLENS_KEEP_ARTIFACTS` is set.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// A fresh empty directory.
-    pub fn new(name: &str) -> Self {
-        let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        let p = crate::target_tmpdir()
-            .join("flowlens-influx")
-            .join(format!("{name}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
-        TempDir(p)
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() || std::env::var_os("FLOWLENS_KEEP_ARTIFACTS").is_some() {
-            eprintln!("artifacts kept in {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+/// One result series of a query: its `GROUP BY` tags and its rows as column
+/// -> value maps (nulls included).
+pub struct Series {
+    /// Tag key -> value.
+    pub tags: BTreeMap<String, String>,
+    /// The rows, `time` included.
+    pub rows: Vec<BTreeMap<String, Value>>,
 }
 
 /// A real InfluxDB 1.x server. Dropping it kills it (SIGKILL) and removes its
@@ -230,34 +206,52 @@ impl Influxd {
         v
     }
 
-    /// Rows of a `SELECT` as column -> value maps (tags and fields).
+    /// Rows of a `SELECT` as column -> value maps (tags and fields; nulls
+    /// left out), the series after each other.
     pub fn rows(&self, db: &str, q: &str) -> Vec<BTreeMap<String, Value>> {
-        let v = self.query(db, q);
         let mut out = Vec::new();
-        for series in v
-            .pointer("/results/0/series")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let cols: Vec<String> = series["columns"]
-                .as_array()
-                .expect("columns")
-                .iter()
-                .map(|c| c.as_str().unwrap_or_default().to_owned())
-                .collect();
-            for row in series["values"].as_array().into_iter().flatten() {
-                let row = row.as_array().expect("row");
-                out.push(
-                    cols.iter()
-                        .cloned()
-                        .zip(row.iter().cloned())
-                        .filter(|(_, v)| !v.is_null())
-                        .collect(),
-                );
+        for s in self.series(db, q) {
+            for mut row in s.rows {
+                row.retain(|_, v| !v.is_null());
+                out.push(row);
             }
         }
         out
+    }
+
+    /// The result series of a `SELECT` (one per `GROUP BY` tag set).
+    pub fn series(&self, db: &str, q: &str) -> Vec<Series> {
+        let v = self.query(db, q);
+        let all = v.pointer("/results/0/series").and_then(Value::as_array);
+        all.into_iter()
+            .flatten()
+            .map(|s| {
+                let tags = s["tags"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect();
+                let cols: Vec<String> = s["columns"]
+                    .as_array()
+                    .expect("columns")
+                    .iter()
+                    .map(|c| c.as_str().unwrap_or_default().to_owned())
+                    .collect();
+                let rows = s["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        cols.iter()
+                            .cloned()
+                            .zip(r.as_array().expect("row").iter().cloned())
+                            .collect()
+                    })
+                    .collect();
+                Series { tags, rows }
+            })
+            .collect()
     }
 }
 

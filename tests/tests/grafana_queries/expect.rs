@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::influx_common::Influxd;
+use flowlens_tests::influx::Series;
 
 /// `$__interval` of every query: Grafana's min interval for flowlens (grafana/provisioning).
 pub const INTERVAL_S: i64 = 10;
@@ -170,47 +170,6 @@ impl Render {
         assert!(!left, "unsubstituted variable in {s}");
         s
     }
-}
-
-/// One result series: its tags and rows as column -> value.
-pub struct Series {
-    pub tags: BTreeMap<String, String>,
-    pub rows: Vec<BTreeMap<String, Value>>,
-}
-
-pub fn run_query(influx: &Influxd, q: &str) -> Vec<Series> {
-    let v = influx.query(DB, q);
-    v.pointer("/results/0/series")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            let tags = s["tags"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
-                .collect();
-            let cols: Vec<String> = s["columns"]
-                .as_array()
-                .expect("columns")
-                .iter()
-                .map(|c| c.as_str().unwrap_or("").to_owned())
-                .collect();
-            let rows = s["values"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|r| {
-                    cols.iter()
-                        .cloned()
-                        .zip(r.as_array().expect("row").iter().cloned())
-                        .collect()
-                })
-                .collect();
-            Series { tags, rows }
-        })
-        .collect()
 }
 
 /// A rate time series back to totals per group (value × interval, summed over the buckets).

@@ -1,40 +1,33 @@
-//! Shared by the Grafana tests: the dashboards as data (mod.rs), the traffic scenario (scenario.rs), and
-//! what the scenario implies plus running queries as Grafana would (expect.rs).
-
-// Each test binary uses a different part.
-#![allow(dead_code, unused_imports)]
-
-pub mod expect;
-pub mod scenario;
-
-use std::path::{Path, PathBuf};
+//! The Grafana dashboards (`grafana/dashboards/*.json`) as data: their panels'
+//! and variables' InfluxQL, for the static checks (`grafana_dashboards`) and
+//! for running every query against a real InfluxDB (`grafana_queries`).
 
 use serde_json::Value;
 
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-// ---------------------------------------------------------------------------------------------------
-// The dashboards as data
-
+/// One panel query.
 pub struct Query {
+    /// The dashboard's uid.
     pub dashboard: String,
+    /// The panel's title.
     pub panel: String,
+    /// The panel's type (`timeseries`, `table`, ...).
     pub kind: String,
+    /// The raw InfluxQL, variables not substituted.
     pub query: String,
 }
 
+/// One dashboard file.
 pub struct Dashboard {
+    /// Its uid (the `/d/<uid>` of links).
     pub uid: String,
+    /// The whole file.
     pub json: Value,
 }
 
+/// Every dashboard of `grafana/dashboards`, by uid; a file that is not valid
+/// JSON or has no uid fails.
 pub fn dashboards() -> Vec<Dashboard> {
-    let dir = repo().join("grafana/dashboards");
+    let dir = crate::repo_root().join("grafana/dashboards");
     let mut out: Vec<Dashboard> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .flatten()
@@ -52,6 +45,7 @@ pub fn dashboards() -> Vec<Dashboard> {
     out
 }
 
+/// Every query of every panel of `d`, in panel order.
 pub fn panel_queries(d: &Dashboard) -> Vec<Query> {
     let mut out = Vec::new();
     for p in d.json["panels"].as_array().expect("panels") {
@@ -67,6 +61,7 @@ pub fn panel_queries(d: &Dashboard) -> Vec<Query> {
     out
 }
 
+/// The query variables of `d`: (name, InfluxQL).
 pub fn variables(d: &Dashboard) -> Vec<(String, String)> {
     d.json["templating"]["list"]
         .as_array()

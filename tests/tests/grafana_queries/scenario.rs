@@ -4,7 +4,8 @@
 
 use std::path::PathBuf;
 
-use crate::common::{self, FakeContainer, Place, Proc, VethNetns, NOBODY};
+use flowlens_tests::netns::mac_of;
+use flowlens_tests::{agent, FakeContainer, Place, Proc, Uniq, VethNetns, NOBODY};
 
 /// uid of `daemon` on Debian.
 pub const DAEMON: u32 = 1;
@@ -76,11 +77,11 @@ elif mode == 'raw-udp':
 pub struct Commands(pub PathBuf);
 
 impl Commands {
-    pub fn new(u: &common::Uniq) -> Self {
+    pub fn new(u: &Uniq) -> Self {
         let dir = PathBuf::from(format!("/tmp/fl13-{u}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
-        let python = common::agent::python();
+        let python = agent::python();
         for name in [
             "websrv", "loadgen", "sink", "uploader", "dnsd", "resolver", "udpsink", "rawsend",
         ] {
@@ -103,21 +104,6 @@ impl Drop for Commands {
     }
 }
 
-pub fn mac_of(ns: Option<&str>, dev: &str) -> String {
-    let mut args = vec![];
-    if let Some(ns) = ns {
-        args.extend(["-n", ns]);
-    }
-    args.extend(["-o", "link", "show", dev]);
-    let out = common::cmd::run("ip", &args);
-    let mut words = out.split_whitespace();
-    words
-        .find(|w| *w == "link/ether")
-        .and_then(|_| words.next())
-        .expect("MAC address")
-        .to_owned()
-}
-
 /// UDP datagrams of `payload` bytes over IPv4: L3 bytes.
 pub fn udp_l3(payloads: &[usize]) -> i64 {
     payloads.iter().map(|p| (p + 28) as i64).sum()
@@ -138,23 +124,9 @@ pub struct World {
     pub a_gw: String,
     pub remote: String,
     /// The collector's loss counters at its exit, by reason (from its last "Data was lost" log line).
+    /// Other flowlens instances' load on this machine can make the kernel's ring buffer or the event
+    /// queue overflow: the dashboard must then show exactly what the collector counted.
     pub losses: std::collections::BTreeMap<Vec<String>, i64>,
-}
-
-/// The cumulative loss counters of the last "Data was lost" line of a collector's log (none: nothing
-/// was lost). Other flowlens instances' load on this machine can make the kernel's ring buffer or the
-/// event queue overflow: the dashboard must then show exactly what the collector counted.
-pub fn losses_in_log(log: &str) -> std::collections::BTreeMap<Vec<String>, i64> {
-    let Some(line) = log.lines().rfind(|l| l.contains("Data was lost")) else {
-        return Default::default();
-    };
-    let map = line
-        .split_once("by_reason=")
-        .map(|(_, m)| m.trim())
-        .expect("by_reason in the loss line");
-    let parsed: std::collections::BTreeMap<String, i64> =
-        serde_json::from_str(map).unwrap_or_else(|e| panic!("{map}: {e}"));
-    parsed.into_iter().map(|(k, v)| (vec![k], v)).collect()
 }
 
 pub fn run_traffic(
