@@ -1,6 +1,7 @@
 //! `flowlens replay` writes to the same sinks as `flowlens run`: the records
 //! of a capture land in a real InfluxDB (Debian's influxd) with the capture's
-//! timestamps and the same values as the JSON lines.
+//! timestamps and the same values as the JSON lines, and so do the
+//! collector's loss counters (`flowlens_self`).
 
 use std::process::Command;
 
@@ -118,10 +119,28 @@ fn replayed_records_land_in_influxdb_with_capture_timestamps() {
         .map(|rows| rows.iter().filter_map(|r| r[0].as_i64()).collect())
         .unwrap_or_default();
     assert_eq!(times.len(), 3, "{v}");
-    for t in times {
+    for t in &times {
         assert!(
-            (1_700_000_000_000_000_000..1_700_000_030_000_000_000).contains(&t),
+            (1_700_000_000_000_000_000..1_700_000_030_000_000_000).contains(t),
             "time {t}"
         );
+    }
+    // The collector's loss counters follow every interval with its time: one point per reason at each
+    // record time, all zero (this replay loses nothing).
+    let reasons = influx.series(DB, "SELECT lost FROM flowlens_self GROUP BY reason");
+    assert!(reasons.len() >= 10, "every loss reason: {}", reasons.len());
+    for s in &reasons {
+        let got: Vec<(i64, i64)> = s
+            .rows
+            .iter()
+            .map(|r| {
+                (
+                    r["time"].as_i64().unwrap_or(-1),
+                    r["lost"].as_i64().unwrap_or(-1),
+                )
+            })
+            .collect();
+        let want: Vec<(i64, i64)> = times.iter().map(|t| (*t, 0)).collect();
+        assert_eq!(got, want, "flowlens_self of {:?}", s.tags);
     }
 }
