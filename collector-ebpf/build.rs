@@ -1,17 +1,12 @@
-//! Compiles every `bpf/*.bpf.c` with clang into `$OUT_DIR/<name>.bpf.o`.
-use std::{env, path::PathBuf, process::Command};
+//! Compiles every `bpf/*.bpf.c` with clang into `$OUT_DIR/<name>.bpf.o`, and
+//! `flow.bpf.c` and `sock.bpf.c` a second time with `-DFL_COMPAT` into
+//! `<name>.compat.bpf.o` (the programs for kernels 5.10 and 5.11).
+use std::{env, path::PathBuf};
 
-fn find_clang() -> String {
-    if let Ok(c) = env::var("FLOWLENS_CLANG") {
-        return c;
-    }
-    for c in ["clang-19", "clang-18", "clang-17", "clang-16", "clang"] {
-        if Command::new(c).arg("--version").output().is_ok() {
-            return c.to_string();
-        }
-    }
-    panic!("no clang found: install clang-19 (apt-get install clang-19 libbpf-dev) or set FLOWLENS_CLANG");
-}
+include!("build/bpf_clang.rs");
+
+/// Sources that have a compat build.
+const COMPAT: [&str; 2] = ["flow.bpf", "sock.bpf"];
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
@@ -19,14 +14,9 @@ fn main() {
     let bpf_dir = manifest.join("bpf");
     let include = bpf_dir.join("include");
     println!("cargo:rerun-if-env-changed=FLOWLENS_CLANG");
+    println!("cargo:rerun-if-changed=build/bpf_clang.rs");
     println!("cargo:rerun-if-changed={}", include.display());
     let clang = find_clang();
-    let arch = match env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
-        Ok("x86_64") => "x86",
-        Ok("aarch64") => "arm64",
-        Ok(other) => panic!("unsupported target arch for the BPF programs: {other}"),
-        Err(_) => "x86",
-    };
     for entry in std::fs::read_dir(&include).expect("bpf/include") {
         let p = entry.expect("dir entry").path();
         println!("cargo:rerun-if-changed={}", p.display());
@@ -38,35 +28,21 @@ fn main() {
         .collect();
     sources.sort();
     for src in sources {
-        println!("cargo:rerun-if-changed={}", src.display());
         let stem = src
             .file_name()
             .and_then(|n| n.to_str())
             .and_then(|n| n.strip_suffix(".c"))
             .expect("file name");
-        let obj = out.join(format!("{stem}.o"));
-        let output = Command::new(&clang)
-            // v3: jmp32 and fetching atomics (flow slot claims; the kernel needs
-            // >= 5.12 to accept those, below the 6.3 the socket hooks need).
-            .args([
-                "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror",
-            ])
-            .arg(format!("-D__TARGET_ARCH_{arch}"))
-            .arg("-I")
-            .arg(&include)
-            .arg("-c")
-            .arg(&src)
-            .arg("-o")
-            .arg(&obj)
-            .output()
-            .unwrap_or_else(|e| panic!("running {clang}: {e}"));
-        if !output.status.success() {
-            panic!(
-                "clang failed on {}:\n{}{}",
-                src.display(),
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
+        compile_bpf(
+            &clang,
+            &src,
+            &out.join(format!("{stem}.o")),
+            &[&include],
+            &[],
+        );
+        if COMPAT.contains(&stem) {
+            let obj = out.join(format!("{}.compat.bpf.o", stem.trim_end_matches(".bpf")));
+            compile_bpf(&clang, &src, &obj, &[&include], &["FL_COMPAT"]);
         }
     }
 }

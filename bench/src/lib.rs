@@ -6,6 +6,38 @@
 
 pub mod frames;
 
+/// Empty programs of every type and hook flowlens uses
+/// (`bpf/bench_empty.bpf.c`): the floor the kernel benchmarks divide by.
+pub static BENCH_EMPTY_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_empty.bpf.o"));
+
+/// Program names inside [`BENCH_EMPTY_OBJ`].
+pub mod bench_empty {
+    use flowlens_ebpf::sock;
+
+    /// XDP program returning `XDP_PASS`.
+    pub const PROG_XDP: &str = "bench_empty_xdp";
+    /// TC classifier returning `TC_ACT_UNSPEC`.
+    pub const PROG_TC: &str = "bench_empty_tc";
+    /// Empty programs on the socket/process hooks, as (empty program,
+    /// flowlens program it stands beside).
+    pub const SOCK_HOOKS: [(&str, &str); 13] = [
+        ("bench_empty_sock_send", sock::PROG_SEND),
+        ("bench_empty_sock_recv", sock::PROG_RECV),
+        ("bench_empty_inet_sendmsg", sock::PROG_FEXIT_SEND4),
+        ("bench_empty_inet6_sendmsg", sock::PROG_FEXIT_SEND6),
+        ("bench_empty_inet_recvmsg", sock::PROG_FEXIT_RECV4),
+        ("bench_empty_inet6_recvmsg", sock::PROG_FEXIT_RECV6),
+        ("bench_empty_sock_state", sock::PROG_STATE),
+        ("bench_empty_exec", sock::PROG_EXEC),
+        ("bench_empty_exit", sock::PROG_EXIT),
+        ("bench_empty_exit_task", sock::PROG_EXIT_TASK),
+        ("bench_empty_accept4", sock::PROG_ACCEPT4),
+        ("bench_empty_accept", sock::PROG_ACCEPT),
+        ("bench_empty_icmp_egress", sock::PROG_ICMP_EGRESS),
+    ];
+}
+
 use std::time::Duration;
 
 /// Median of `xs` (mean of the middle two for an even count); 0 for none.

@@ -81,6 +81,12 @@
  * lags the real last packet by less than one tick (1/HZ, 4 ms at HZ=250) and
  * is never below first_seen_ns. Both stay within CLOCK_MONOTONIC's past.
  *
+ * Kernels: this file is built twice. flow.bpf.o needs 5.12 (fetching atomics,
+ * a global function with a pointer argument); flow.compat.bpf.o (-DFL_COMPAT)
+ * runs from 5.10 on (see slot_count and flowlens_account). The collector
+ * picks one by probing the kernel. Loops are unrolled (5.10 has bounded loops
+ * but no bpf_loop), and map helpers get keys on the stack.
+ *
  * Verifier: the parser is inlined into both programs and hands scalars only
  * (struct pkt_meta) to the global function flowlens_account(), which the
  * verifier checks once instead of once per parser path (the unrolled IPv6
@@ -190,12 +196,22 @@ static __always_inline void add_to(struct flow_value *v, __u64 packets, __u64 by
 	v->flags |= flags;
 }
 
-static __always_inline void update_flow(struct flow_key *key, __u64 packets, __u64 bytes,
+/*
+ * The key is copied to the stack first: kernels before 6.2 accept only stack,
+ * packet or map memory as a map helper's key, not the caller's memory that
+ * flowlens_account() receives ("R2 type=mem expected=fp" on 6.1). Only flows
+ * without a slot come here.
+ */
+static __always_inline void update_flow(const struct flow_key *mkey, __u64 packets, __u64 bytes,
 					__u8 tcp_flags, __u8 flags)
 {
-	struct flow_value *v = bpf_map_lookup_elem(&flowlens_flows, key);
+	struct flow_key k, *key = &k;
+	struct flow_value *v;
 	struct flow_value nv;
 	long err;
+
+	__builtin_memcpy(&k, mkey, sizeof(k));
+	v = bpf_map_lookup_elem(&flowlens_flows, key);
 
 	if (v) {
 		add_to(v, packets, bytes, tcp_flags, flags);
@@ -237,6 +253,8 @@ static __always_inline __u32 slot_hash(const struct flow_key *k)
 }
 
 #define READ_ONCE_U64(x) (*(volatile __u64 *)&(x))
+#define WRITE_ONCE_U32(x, v) (*(volatile __u32 *)&(x) = (v))
+#define fl_barrier() asm volatile("" ::: "memory")
 
 static __always_inline int key_eq(const struct flow_key *a, const struct flow_key *b)
 {
@@ -300,12 +318,31 @@ static __always_inline int slot_count(struct flow_key *key, __u64 packets, __u64
 	 * atomics are fully ordered on every JIT (a plain atomic add is relaxed on
 	 * arm64), so the key and value are written strictly between the two.
 	 */
+#ifndef FL_COMPAT
 	seq = __sync_fetch_and_add(&free->seq, 1);
 	__builtin_memcpy(&free->key, key, sizeof(*key));
 	__builtin_memset(&free->val, 0, sizeof(free->val));
 	add_to(&free->val, packets, bytes, tcp_flags, flags);
 	seq += __sync_fetch_and_add(&free->seq, 1);
 	return seq & 1; /* even + odd: always 1; uses both results, so both fetch */
+#else
+	/*
+	 * Kernels before 5.12 have no fetching atomics. This CPU is the slot's
+	 * only writer and the program cannot be preempted by another flow
+	 * program on it, so plain stores keep the protocol; x86 does not reorder
+	 * stores with stores, and the collector loads this object with slots
+	 * only on x86-64 (elsewhere it sets fl_slot_bits = 0: hash only).
+	 */
+	seq = free->seq;
+	WRITE_ONCE_U32(free->seq, seq + 1);
+	fl_barrier();
+	__builtin_memcpy(&free->key, key, sizeof(*key));
+	__builtin_memset(&free->val, 0, sizeof(free->val));
+	add_to(&free->val, packets, bytes, tcp_flags, flags);
+	fl_barrier();
+	WRITE_ONCE_U32(free->seq, seq + 2);
+	return 1;
+#endif
 }
 
 static __always_inline int has_ports(__u8 proto)
@@ -344,9 +381,15 @@ struct pkt_meta {
 /*
  * Counts one parsed packet: fragment ports, bytes, the flow update. A global
  * (non-inlined) function so the verifier checks it once, not once per parser
- * path.
+ * path. Kernels before 5.12 do not accept a pointer to memory as a global
+ * function's argument: the compat build makes it a static subprogram, which
+ * the verifier checks in each caller's context.
  */
+#ifndef FL_COMPAT
 __noinline int flowlens_account(struct pkt_meta *m)
+#else
+static __noinline int flowlens_account(struct pkt_meta *m)
+#endif
 {
 	__u32 avail, segs, gso_size;
 	__u64 packets = 1, bytes;

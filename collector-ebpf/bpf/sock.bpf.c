@@ -21,6 +21,19 @@
  * request (addresses + identifier), so the collector can join a raw socket's
  * owner to its echo conversation. It never drops a packet.
  *
+ * Kernels (the collector probes and attaches per kernel; README's table):
+ *  - send/recv: tp_btf sock_send_length / sock_recv_length (6.3+), else fexit
+ *    on inet_sendmsg, inet6_sendmsg, inet_recvmsg, inet6_recvmsg (the
+ *    functions those tracepoints' caller dispatches to for every IPv4/IPv6
+ *    socket: TCP, UDP, ping, raw; same context, same arguments, same events).
+ *  - process exit: tp_btf sched_process_exit with group_dead (6.16+), else
+ *    the task-only tracepoint with the group's end read from signal->live.
+ *  - This file is built twice: sock.bpf.o needs 5.12 helpers in tracing
+ *    programs (bpf_get_socket_cookie, bpf_sk_storage_get,
+ *    bpf_get_current_task_btf); sock.compat.bpf.o (-DFL_COMPAT) runs on
+ *    5.10/5.11: the cookie is read from the socket (see sk_cookie), the
+ *    dedup is flowlens_sock_seen alone, the task is read with CO-RE.
+ *
  * Counters: CNT_SOCK_EVENTS / CNT_PROC_EVENTS count every attempt to emit an
  * event, CNT_RINGBUF_FULL the attempts whose reserve failed. Hence
  *   events delivered = CNT_SOCK_EVENTS + CNT_PROC_EVENTS - CNT_RINGBUF_FULL.
@@ -49,11 +62,17 @@ struct {
 	__uint(max_entries, 1 << 20);
 } flowlens_events SEC(".maps");
 
+/* What flowlens_sock_seen remembers of a reported socket. */
+struct sock_seen {
+	__u64 hash_role;   /* tuple_hash() | ROLE_* */
+	__u64 reported_ns; /* tick_ns() of the report */
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, __u64);
+	__type(value, struct sock_seen);
 } flowlens_sock_seen SEC(".maps");
 
 struct {
@@ -171,10 +190,54 @@ static __always_inline __u64 tuple_hash(const struct sk_tuple *t)
 	return h & ~ROLE_MASK;
 }
 
-static __always_inline void mark_seen(__u64 cookie, __u64 value)
+static __always_inline void mark_seen(__u64 cookie, __u64 hash_role)
 {
-	if (bpf_map_update_elem(&flowlens_sock_seen, &cookie, &value, BPF_ANY))
+	struct sock_seen v = { .hash_role = hash_role, .reported_ns = tick_ns() };
+
+	if (bpf_map_update_elem(&flowlens_sock_seen, &cookie, &v, BPF_ANY))
 		count(CNT_SOCK_MAP_FULL);
+}
+
+/*
+ * The socket's cookie. Before 5.12 tracing programs cannot call
+ * bpf_get_socket_cookie, so the compat build reads the cookie the kernel
+ * stored when something first asked for it (sock_diag, a cgroup or socket
+ * program, flowlens_icmp_egress); a socket nobody asked yet gets an id
+ * derived from its address (bit 62 set: apart from kernel cookies, which
+ * count up from 1, and from the collector's /proc ids, bit 63). Every hook
+ * of one build derives it the same way, so the events of a socket join.
+ */
+static __always_inline __u64 fl_pseudo_cookie(const void *sk)
+{
+	const void *p = sk;
+	__u64 addr = 0;
+
+	/* The verifier allows no arithmetic on a socket pointer: read its bits. */
+	bpf_probe_read_kernel(&addr, sizeof(addr), &p);
+	return ((addr * 0x9E3779B97F4A7C15ULL) >> 2) | (1ULL << 62);
+}
+
+static __always_inline __u64 sk_cookie(struct sock *sk)
+{
+#ifndef FL_COMPAT
+	return bpf_get_socket_cookie(sk);
+#else
+	__u64 c = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+
+	return c ? c : fl_pseudo_cookie(sk);
+#endif
+}
+
+/* The current task's flags (PF_*). */
+static __always_inline __u32 current_flags(void)
+{
+#ifndef FL_COMPAT
+	return bpf_get_current_task_btf()->flags;
+#else
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	return BPF_CORE_READ(task, flags);
+#endif
 }
 
 /*
@@ -216,9 +279,7 @@ static __always_inline int emit_sock(const struct sk_tuple *t, __u32 netns, __u6
 	e->role = role;
 	e->hook = hook;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	/* a cookie of 0 (accept before any cookie was generated) is not a key */
-	if (cookie)
-		mark_seen(cookie, hash | role);
+	mark_seen(cookie, hash | role);
 	bpf_ringbuf_submit(e, 0);
 	return 1;
 }
@@ -227,13 +288,15 @@ static __always_inline int emit_sock(const struct sk_tuple *t, __u32 netns, __u6
  * send/recv: the hot path is one socket-local storage lookup whose stored
  * tuple hash matches (no hash-map lookup, no cookie). A miss falls back to
  * flowlens_sock_seen, which also knows sockets reported by connect/accept.
+ * The compat build has no socket storage in tracing programs: its hot path is
+ * the flowlens_sock_seen lookup.
  */
 static __always_inline int on_sock_io(struct sock *sk, int ret, __u8 hook)
 {
 	struct sk_tuple t;
 	__u16 family, proto;
-	__u64 cookie, hash, now, *seen;
-	struct sk_local *local;
+	__u64 cookie, hash, now;
+	struct sock_seen *seen;
 	int refresh = 0;
 	__u8 role;
 
@@ -265,18 +328,27 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, __u8 hook)
 	}
 	hash = tuple_hash(&t);
 	now = tick_ns();
-	local = bpf_sk_storage_get(&flowlens_sk_seen, sk, 0, 0);
+#ifndef FL_COMPAT
+	struct sk_local *local = bpf_sk_storage_get(&flowlens_sk_seen, sk, 0, 0);
+
 	if (local && local->hash == hash) {
 		if (now - local->reported_ns < fl_refresh_ns)
 			return 0;
 		refresh = 1; /* in use long after its report: report it again */
 	}
-	cookie = bpf_get_socket_cookie(sk);
+#endif
+	cookie = sk_cookie(sk);
 	seen = bpf_map_lookup_elem(&flowlens_sock_seen, &cookie);
 	if (seen) {
-		if ((*seen & ~ROLE_MASK) == hash && !refresh)
+		if ((seen->hash_role & ~ROLE_MASK) == hash && !refresh) {
+#ifndef FL_COMPAT
 			goto remember; /* reported by connect/accept, or storage was full */
-		role = *seen & ROLE_MASK;
+#else
+			if (now - seen->reported_ns < fl_refresh_ns)
+				return 0;
+#endif
+		}
+		role = seen->hash_role & ROLE_MASK;
 	} else if (proto != IPPROTO_TCP) {
 		role = hook == SOCK_HOOK_SEND ? ROLE_CLIENT : ROLE_SERVER;
 	} else {
@@ -284,6 +356,7 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, __u8 hook)
 	}
 	if (!emit_sock(&t, sk->__sk_common.skc_net.net->ns.inum, cookie, role, hook, hash))
 		return 0;
+#ifndef FL_COMPAT
 remember:
 	local = bpf_sk_storage_get(&flowlens_sk_seen, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (local) {
@@ -292,6 +365,7 @@ remember:
 	} else {
 		count(CNT_SOCK_MAP_FULL);
 	}
+#endif
 	return 0;
 }
 
@@ -305,6 +379,38 @@ SEC("tp_btf/sock_recv_length")
 int BPF_PROG(flowlens_sock_recv, struct sock *sk, int ret, int flags)
 {
 	return on_sock_io(sk, ret, SOCK_HOOK_RECV);
+}
+
+/*
+ * Before 6.3: the same events from the return of the inet protocol
+ * functions that sock_sendmsg/sock_recvmsg dispatch to (the 6.3 tracepoints
+ * fire right after them), in the same process context. Their signatures
+ * are unchanged from 5.10 to 6.x, unlike tcp_recvmsg's and udp_recvmsg's.
+ */
+SEC("fexit/inet_sendmsg")
+int BPF_PROG(flowlens_inet_sendmsg, struct socket *sock, struct msghdr *msg, size_t size, int ret)
+{
+	return on_sock_io(sock->sk, ret, SOCK_HOOK_SEND);
+}
+
+SEC("fexit/inet6_sendmsg")
+int BPF_PROG(flowlens_inet6_sendmsg, struct socket *sock, struct msghdr *msg, size_t size, int ret)
+{
+	return on_sock_io(sock->sk, ret, SOCK_HOOK_SEND);
+}
+
+SEC("fexit/inet_recvmsg")
+int BPF_PROG(flowlens_inet_recvmsg, struct socket *sock, struct msghdr *msg, size_t size, int flags,
+	     int ret)
+{
+	return on_sock_io(sock->sk, ret, SOCK_HOOK_RECV);
+}
+
+SEC("fexit/inet6_recvmsg")
+int BPF_PROG(flowlens_inet6_recvmsg, struct socket *sock, struct msghdr *msg, size_t size,
+	     int flags, int ret)
+{
+	return on_sock_io(sock->sk, ret, SOCK_HOOK_RECV);
 }
 
 /* Transitions worth a record; the others are implied by these. */
@@ -321,7 +427,8 @@ int BPF_PROG(flowlens_sock_state, const struct sock *sk, int oldstate, int newst
 	struct tcp_state_event *e;
 	struct sk_tuple t;
 	__u16 family;
-	__u64 cookie, *seen;
+	__u64 cookie;
+	struct sock_seen *seen;
 
 	if (!sk || sk->sk_protocol != IPPROTO_TCP)
 		return 0;
@@ -330,13 +437,11 @@ int BPF_PROG(flowlens_sock_state, const struct sock *sk, int oldstate, int newst
 		return 0;
 
 	if (newstate == TCP_SYN_SENT) {
-		struct task_struct *task = bpf_get_current_task_btf();
-
 		/* connect() of the owner; kernel threads (MPTCP subflows) own nothing */
-		if (task->flags & PF_KTHREAD)
+		if (current_flags() & PF_KTHREAD)
 			return 0;
 		tuple_from_btf(sk, family, &t);
-		cookie = bpf_get_socket_cookie(s);
+		cookie = sk_cookie(s);
 		emit_sock(&t, sk->__sk_common.skc_net.net->ns.inum, cookie, ROLE_CLIENT,
 			  SOCK_HOOK_CONNECT, tuple_hash(&t));
 		return 0;
@@ -351,12 +456,12 @@ int BPF_PROG(flowlens_sock_state, const struct sock *sk, int oldstate, int newst
 	 */
 	if (!t.lport)
 		t.lport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)s, inet_sport));
-	cookie = bpf_get_socket_cookie(s);
+	cookie = sk_cookie(s);
 	if (newstate == TCP_ESTABLISHED) {
 		/* the local port is known now: later sends match the CONNECT record */
 		seen = bpf_map_lookup_elem(&flowlens_sock_seen, &cookie);
 		if (seen)
-			*seen = tuple_hash(&t) | (*seen & ROLE_MASK);
+			seen->hash_role = tuple_hash(&t) | (seen->hash_role & ROLE_MASK);
 	}
 
 	count(CNT_SOCK_EVENTS);
@@ -386,12 +491,13 @@ int BPF_PROG(flowlens_sock_state, const struct sock *sk, int oldstate, int newst
 /*
  * accept()/accept4() return: fd -> file -> socket -> sock. Tracepoint
  * programs cannot call bpf_get_socket_cookie, so the cookie is read from the
- * sock: flowlens_sock_state generated it at SYN_RECV -> ESTABLISHED (0 if the
- * connection predates the program).
+ * sock: flowlens_sock_state generated it at SYN_RECV -> ESTABLISHED; if it
+ * has none (a connection older than the program; the compat build never
+ * generates one), the id every hook of this build derives from the address.
  */
 static __always_inline int on_accept(long ret)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct file **fds, *file;
 	struct socket *sock;
 	struct sock *sk;
@@ -419,6 +525,8 @@ static __always_inline int on_accept(long ret)
 		return 0;
 	tuple_from_probe(sk, family, &t);
 	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	if (!cookie)
+		cookie = fl_pseudo_cookie(sk);
 	emit_sock(&t, BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum), cookie, ROLE_SERVER,
 		  SOCK_HOOK_ACCEPT, tuple_hash(&t));
 	return 0;
@@ -492,6 +600,25 @@ int BPF_PROG(flowlens_exit, struct task_struct *p, bool group_dead)
 }
 
 /*
+ * Kernels before 6.16 pass the task only. do_exit() decrements
+ * signal->live before this tracepoint, so 0 means the group is dead. Two
+ * threads exiting at once may both see 0: a second EV_EXIT for a pid is
+ * harmless (the collector forgets the pid once).
+ */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(flowlens_exit_task, struct task_struct *p)
+{
+	struct flowlens_proc_event *e;
+
+	if (BPF_CORE_READ(p, signal, live.counter) != 0)
+		return 0;
+	e = reserve_proc(p, EV_EXIT);
+	if (e)
+		bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/*
  * Which local socket sent each ICMP echo request. Locally generated packets
  * only (cgroup egress); always allows the packet.
  */
@@ -543,4 +670,15 @@ int flowlens_icmp_egress(struct __sk_buff *skb)
 	if (bpf_map_update_elem(&flowlens_icmp_echo, &key, &cookie, BPF_ANY))
 		count(CNT_ICMP_MAP_FULL);
 	return 1;
+}
+
+/*
+ * Never called. Its signature puts the event structs into this object's BTF
+ * (ring-buffer records are locals, which BTF omits), where the ABI test
+ * compares them with the Rust mirror.
+ */
+__noinline int flowlens_abi_events(struct sock_event *s, struct tcp_state_event *t,
+				   struct flowlens_proc_event *p)
+{
+	return s && t && p;
 }

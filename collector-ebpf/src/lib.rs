@@ -4,35 +4,22 @@
 //! crate embeds the objects and names every map and program the collector uses.
 
 pub mod abi;
+pub mod btf;
 
 /// Packet-flow programs: XDP (ingress) and TC (egress) aggregation into per-CPU maps.
 pub static FLOW_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flow.bpf.o"));
 /// Socket-ownership and process programs: tracepoints emitting ring-buffer events.
 pub static SOCK_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock.bpf.o"));
 
-/// Empty XDP and TC programs: the floor the kernel-program benchmarks divide by.
-pub static BENCH_EMPTY_OBJ: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_empty.bpf.o"));
-
-/// Program names inside [`BENCH_EMPTY_OBJ`].
-pub mod bench_empty {
-    /// XDP program returning `XDP_PASS`.
-    pub const PROG_XDP: &str = "bench_empty_xdp";
-    /// TC classifier returning `TC_ACT_UNSPEC`.
-    pub const PROG_TC: &str = "bench_empty_tc";
-    /// Empty programs on the socket/process hooks, as (empty program,
-    /// flowlens program it stands beside).
-    pub const SOCK_HOOKS: [(&str, &str); 8] = [
-        ("bench_empty_sock_send", super::sock::PROG_SEND),
-        ("bench_empty_sock_recv", super::sock::PROG_RECV),
-        ("bench_empty_sock_state", super::sock::PROG_STATE),
-        ("bench_empty_exec", super::sock::PROG_EXEC),
-        ("bench_empty_exit", super::sock::PROG_EXIT),
-        ("bench_empty_accept4", super::sock::PROG_ACCEPT4),
-        ("bench_empty_accept", super::sock::PROG_ACCEPT),
-        ("bench_empty_icmp_egress", super::sock::PROG_ICMP_EGRESS),
-    ];
-}
+/// [`FLOW_OBJ`] built for kernels 5.10 and 5.11 (`-DFL_COMPAT`: no fetching
+/// atomics, no pointer arguments to global functions); same maps and programs.
+pub static FLOW_COMPAT_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flow.compat.bpf.o"));
+/// [`SOCK_OBJ`] built for kernels 5.10 and 5.11 (`-DFL_COMPAT`: no
+/// `bpf_get_current_task_btf`, no socket cookie or socket storage helpers in
+/// tracing programs); same maps and programs.
+pub static SOCK_COMPAT_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock.compat.bpf.o"));
 
 /// Program and map names inside [`FLOW_OBJ`].
 pub mod flow {
@@ -65,10 +52,25 @@ pub mod flow {
 pub mod sock {
     /// `const volatile u64`: a socket in use is reported again this long after its last report (ns).
     pub const GLOBAL_REFRESH_NS: &str = "fl_refresh_ns";
-    /// `tp_btf/sock_send_length`.
+    /// `tp_btf/sock_send_length` (6.3+).
     pub const PROG_SEND: &str = "flowlens_sock_send";
-    /// `tp_btf/sock_recv_length`.
+    /// `tp_btf/sock_recv_length` (6.3+).
     pub const PROG_RECV: &str = "flowlens_sock_recv";
+    /// `fexit/inet_sendmsg`: sends where the 6.3 tracepoints are missing.
+    pub const PROG_FEXIT_SEND4: &str = "flowlens_inet_sendmsg";
+    /// `fexit/inet6_sendmsg`.
+    pub const PROG_FEXIT_SEND6: &str = "flowlens_inet6_sendmsg";
+    /// `fexit/inet_recvmsg`: receives where the 6.3 tracepoints are missing.
+    pub const PROG_FEXIT_RECV4: &str = "flowlens_inet_recvmsg";
+    /// `fexit/inet6_recvmsg`.
+    pub const PROG_FEXIT_RECV6: &str = "flowlens_inet6_recvmsg";
+    /// The fexit programs as (program, kernel function).
+    pub const FEXIT_SEND_RECV: [(&str, &str); 4] = [
+        (PROG_FEXIT_SEND4, "inet_sendmsg"),
+        (PROG_FEXIT_SEND6, "inet6_sendmsg"),
+        (PROG_FEXIT_RECV4, "inet_recvmsg"),
+        (PROG_FEXIT_RECV6, "inet6_recvmsg"),
+    ];
     /// `tp_btf/inet_sock_set_state`.
     pub const PROG_STATE: &str = "flowlens_sock_state";
     /// `tracepoint/syscalls/sys_exit_accept4`.
@@ -77,8 +79,11 @@ pub mod sock {
     pub const PROG_ACCEPT: &str = "flowlens_accept";
     /// `tp_btf/sched_process_exec`.
     pub const PROG_EXEC: &str = "flowlens_exec";
-    /// `tp_btf/sched_process_exit`.
+    /// `tp_btf/sched_process_exit` with its `group_dead` argument (6.16+).
     pub const PROG_EXIT: &str = "flowlens_exit";
+    /// `tp_btf/sched_process_exit` of older kernels (the task only): the
+    /// group's end is read from `signal->live`.
+    pub const PROG_EXIT_TASK: &str = "flowlens_exit_task";
     /// `cgroup_skb/egress` on the cgroup v2 root: socket of each ICMP echo request.
     pub const PROG_ICMP_EGRESS: &str = "flowlens_icmp_egress";
     /// `BPF_MAP_TYPE_LRU_HASH` IcmpEchoKey -> socket cookie (u64).
@@ -89,14 +94,18 @@ pub mod sock {
     pub const MAP_SEEN: &str = "flowlens_sock_seen";
     /// `BPF_MAP_TYPE_PERCPU_ARRAY` of u64 drop/health counters (`CNT_*`).
     pub const MAP_COUNTERS: &str = "flowlens_counters";
-    /// Tracepoints as (program, category or BTF name).
-    pub const TP_BTF: [(&str, &str); 5] = [
+    /// The 6.3 send/recv tracepoints as (program, BTF name).
+    pub const TP_BTF_SEND_RECV: [(&str, &str); 2] = [
         (PROG_SEND, "sock_send_length"),
         (PROG_RECV, "sock_recv_length"),
+    ];
+    /// BTF tracepoints every supported kernel has, as (program, BTF name).
+    pub const TP_BTF: [(&str, &str); 2] = [
         (PROG_STATE, "inet_sock_set_state"),
         (PROG_EXEC, "sched_process_exec"),
-        (PROG_EXIT, "sched_process_exit"),
     ];
+    /// BTF name of the process exit tracepoint ([`PROG_EXIT`] or [`PROG_EXIT_TASK`]).
+    pub const TP_EXIT: &str = "sched_process_exit";
     /// Classic tracepoints as (program, category, name).
     pub const TRACEPOINTS: [(&str, &str, &str); 2] = [
         (PROG_ACCEPT4, "syscalls", "sys_exit_accept4"),

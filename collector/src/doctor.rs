@@ -5,7 +5,7 @@ use std::path::Path;
 use aya::programs::{SchedClassifier, Xdp};
 use flowlens_ebpf::flow;
 
-use crate::{enrich, loader, privileges};
+use crate::{enrich, kernel_probe::KernelProbe, loader, privileges};
 
 /// One line of the report.
 #[derive(Debug)]
@@ -29,41 +29,25 @@ fn check(name: &str, ok: bool, required: bool, detail: impl Into<String>) -> Che
     }
 }
 
-fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
-fn kernel_at_least(release: &str, major: u32, minor: u32) -> bool {
-    let mut it = release
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|p| p.parse::<u32>().ok());
-    let (Some(ma), Some(mi)) = (it.next(), it.next()) else {
-        return false;
-    };
-    (ma, mi) >= (major, minor)
-}
-
 /// Runs every check.
 pub fn checks() -> Vec<Check> {
     let mut out = Vec::new();
-    let rel = kernel_release();
+    let probe = KernelProbe::get();
     out.push(check(
-        "kernel >= 6.3 (sock_send/recv_length tracepoints; older kernels fall back to AF_PACKET)",
-        kernel_at_least(&rel, 6, 3),
+        "kernel >= 5.10 (older kernels fall back to AF_PACKET)",
+        probe.release_supported(),
         true,
-        format!("running {rel}"),
+        format!("running {}", probe.release),
     ));
-    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
     out.push(check(
         "kernel BTF (/sys/kernel/btf/vmlinux)",
-        btf,
+        probe.btf,
         true,
-        if btf {
+        if probe.btf {
             "present".to_string()
         } else {
-            "missing: needs CONFIG_DEBUG_INFO_BTF=y".to_string()
+            "missing: needs CONFIG_DEBUG_INFO_BTF=y (without it flowlens falls back to AF_PACKET)"
+                .to_string()
         },
     ));
     let missing = privileges::missing_for_run();
@@ -91,13 +75,16 @@ pub fn checks() -> Vec<Check> {
         owner_refresh_ns: crate::loader::OWNER_REFRESH_NS,
         ringbuf_bytes: 1 << 16,
     };
-    match loader::load_flow_object(opts) {
-        Ok(mut bpf) => {
+    match loader::load_flow_object_built(opts) {
+        Ok((mut bpf, build)) => {
             out.push(check(
                 "XDP and TC flow programs load (verifier)",
                 true,
                 true,
-                "flowlens_xdp, flowlens_tc, flowlens_tc_ingress",
+                format!(
+                    "flowlens_xdp, flowlens_tc, flowlens_tc_ingress ({} build)",
+                    build.name()
+                ),
             ));
             // Attach to lo to prove attachment works; dropped right away.
             let lo = crate::ifaces::by_name("lo");
@@ -128,12 +115,22 @@ pub fn checks() -> Vec<Check> {
                         aya::programs::TcAttachType::Egress,
                     ),
                 ] {
-                    let ok = bpf
-                        .program_mut(name)
-                        .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
-                        .map(|t| t.attach("lo", dir).is_ok())
-                        .unwrap_or(false);
-                    out.push(check(what, ok, true, ""));
+                    let result = loader::ensure_clsact("lo")
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| {
+                            bpf.program_mut(name)
+                                .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
+                                .ok_or_else(|| format!("program {name} missing"))?
+                                .attach("lo", dir)
+                                .map(|_| ())
+                                .map_err(|e| loader::describe_program_error(&e))
+                        });
+                    out.push(check(
+                        what,
+                        result.is_ok(),
+                        true,
+                        result.err().unwrap_or_default(),
+                    ));
                 }
             }
         }
@@ -144,14 +141,36 @@ pub fn checks() -> Vec<Check> {
             e.to_string(),
         )),
     }
-    match loader::load_sock_object(opts, true) {
-        Ok(_) => out.push(check(
-            "socket and process hooks (tp_btf sock_send/recv_length, inet_sock_set_state, sched_process_exec/exit; tracepoints sys_exit_accept/accept4)",
+    let mut sock_build = None;
+    let mut plan = probe.clone();
+    match loader::load_sock_hooks(opts, true) {
+        Ok((_, hooks)) => {
+            sock_build = Some(hooks.build);
+            plan.send_recv = hooks.send_recv;
+            out.push(check(
+                "socket and process hooks load and attach",
+                true,
+                true,
+                hooks.programs.join(", "),
+            ));
+            if let Some(e) = hooks.send_recv_error {
+                out.push(check("send/recv hooks (fexit)", false, false, e));
+            }
+        }
+        Err(e) => out.push(check(
+            "socket and process hooks load and attach",
+            false,
             true,
-            true,
-            "loaded and attached",
+            e.to_string(),
         )),
-        Err(e) => out.push(check("socket and process hooks", false, true, e.to_string())),
+    }
+    for h in plan.hook_paths(sock_build) {
+        out.push(check(
+            &format!("hook: {}", h.hook),
+            !h.degraded,
+            false,
+            format!("{} — fidelity: {}", h.path, h.fidelity),
+        ));
     }
     out.push(match crate::conntrack::probe() {
         Ok(n) => check(
@@ -180,12 +199,6 @@ pub fn checks() -> Vec<Check> {
             "absent: container ids still resolved from cgroups"
         },
     ));
-    out.push(check(
-        "fentry/kprobe",
-        true,
-        false,
-        "not used: flowlens takes socket owners from tracepoints, which every BTF kernel has",
-    ));
     out
 }
 
@@ -210,19 +223,5 @@ pub fn run() -> i32 {
     } else {
         println!("flowlens cannot run here; missing: {}", failed.join("; "));
         1
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kernel_versions_compare() {
-        assert!(kernel_at_least("6.18.44-fc-v657", 6, 3));
-        assert!(!kernel_at_least("6.1.0-18-amd64", 6, 3));
-        assert!(kernel_at_least("5.8.0", 5, 8));
-        assert!(!kernel_at_least("5.4.0-100-generic", 5, 8));
-        assert!(!kernel_at_least("garbage", 5, 8));
     }
 }

@@ -27,6 +27,7 @@ pub mod exporter;
 pub mod heap;
 pub mod ifaces;
 pub mod influx;
+pub mod kernel_probe;
 pub mod loader;
 pub mod metrics;
 pub mod outputs;

@@ -6,27 +6,37 @@ use std::collections::BTreeMap;
 use aya::{
     programs::{
         tc::SchedClassifierLinkId, xdp::XdpLinkId, BtfTracePoint, CgroupAttachMode, CgroupSkb,
-        CgroupSkbAttachType, ProgramError, SchedClassifier, TcAttachType, TracePoint, Xdp, XdpMode,
+        CgroupSkbAttachType, FExit, ProgramError, SchedClassifier, TcAttachType, TracePoint, Xdp,
+        XdpMode,
     },
     Btf, Ebpf, EbpfLoader,
 };
-use flowlens_ebpf::{flow, sock, FLOW_OBJ, SOCK_OBJ};
+use flowlens_ebpf::{flow, sock, FLOW_COMPAT_OBJ, FLOW_OBJ, SOCK_COMPAT_OBJ, SOCK_OBJ};
 use tracing::{debug, info, warn};
 
-use crate::ifaces::Iface;
+use crate::{
+    ifaces::Iface,
+    kernel_probe::{Build, ExitPath, KernelProbe, SendRecvPath, MIN_KERNEL},
+};
 
 /// Why the kernel side could not be set up; each message says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// Missing privileges.
+    /// Missing privileges (the kernel answered EPERM).
     #[error(
         "permission denied loading BPF programs: run flowlens as root (or with CAP_BPF, CAP_NET_ADMIN, \
          CAP_PERFMON and CAP_SYS_PTRACE); `flowlens doctor` shows what is missing"
     )]
     Permission,
     /// The kernel has no BTF.
-    #[error("kernel BTF is not available (/sys/kernel/btf/vmlinux): {0}; flowlens needs CONFIG_DEBUG_INFO_BTF=y")]
+    #[error("kernel BTF is not available (/sys/kernel/btf/vmlinux): {0}; flowlens' eBPF programs need CONFIG_DEBUG_INFO_BTF=y (AF_PACKET mode works without)")]
     NoBtf(String),
+    /// The kernel is older than the programs support.
+    #[error("Linux {release} is older than {}.{}, the oldest kernel flowlens' eBPF programs support (AF_PACKET mode works there)", MIN_KERNEL.0, MIN_KERNEL.1)]
+    KernelTooOld {
+        /// `uname -r`.
+        release: String,
+    },
     /// The object could not be parsed or a map could not be created.
     #[error("loading {object}: {message}")]
     Object {
@@ -34,6 +44,14 @@ pub enum LoadError {
         object: &'static str,
         /// Error text.
         message: String,
+    },
+    /// A load option is out of range.
+    #[error("flow slots per CPU must be 0 or a power of two up to 2^{max_bits}, not {slots}")]
+    SlotsPerCpu {
+        /// The value asked for.
+        slots: u32,
+        /// Largest log2 accepted.
+        max_bits: u32,
     },
     /// A program is missing from the object (build problem).
     #[error("program {0} is missing from the embedded object (build problem)")]
@@ -46,6 +64,9 @@ pub enum LoadError {
         /// Error, including the verifier log when there is one.
         message: String,
     },
+    /// tracefs (needed by the accept tracepoints) is not mounted and could not be.
+    #[error("tracefs is not mounted and mounting it at /sys/kernel/tracing failed: {0}")]
+    Tracefs(#[source] std::io::Error),
 }
 
 /// Formats a program error with the verifier log when there is one.
@@ -57,22 +78,40 @@ pub fn describe_program_error(e: &ProgramError) -> String {
         } => {
             format!("{io_error}\nverifier log:\n{verifier_log}")
         }
-        other => {
-            let mut s = other.to_string();
-            let mut src = std::error::Error::source(other);
-            while let Some(inner) = src {
-                s.push_str(": ");
-                s.push_str(&inner.to_string());
-                src = inner.source();
-            }
-            s
-        }
+        other => error_chain(other),
     }
 }
 
-fn is_permission(e: &ProgramError) -> bool {
-    let text = describe_program_error(e);
-    text.contains("Operation not permitted") || text.contains("EPERM")
+/// An error and its sources, joined with ": ".
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// The first OS error code in `e`'s source chain (aya wraps the syscall's
+/// `io::Error` at various depths).
+pub fn os_error_code(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(code) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+        {
+            return Some(code);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+fn is_permission(e: &(dyn std::error::Error + 'static)) -> bool {
+    os_error_code(e) == Some(libc::EPERM)
 }
 
 fn program_error(program: &'static str, e: ProgramError) -> LoadError {
@@ -87,21 +126,49 @@ fn program_error(program: &'static str, e: ProgramError) -> LoadError {
 }
 
 fn object_error(object: &'static str, e: aya::EbpfError) -> LoadError {
-    let message = {
-        let mut s = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(inner) = src {
-            s.push_str(": ");
-            s.push_str(&inner.to_string());
-            src = inner.source();
-        }
-        s
-    };
-    if message.contains("Operation not permitted") {
+    if is_permission(&e) {
         LoadError::Permission
     } else {
-        LoadError::Object { object, message }
+        LoadError::Object {
+            object,
+            message: error_chain(&e),
+        }
     }
+}
+
+/// Kernels before 5.11 charge BPF maps and programs to RLIMIT_MEMLOCK (later
+/// ones to the memory cgroup): lift it, as every BPF loader does. Without
+/// CAP_SYS_RESOURCE this fails, which newer kernels do not mind.
+fn raise_memlock() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads the struct passed by reference.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        debug!(error = %std::io::Error::last_os_error(), "Cannot lift RLIMIT_MEMLOCK (needed for BPF maps before Linux 5.11 only).");
+    }
+}
+
+/// The kernel can run the programs at all: new enough, with BTF.
+fn check_kernel(probe: &KernelProbe) -> Result<(), LoadError> {
+    if !probe.release_supported() {
+        return Err(LoadError::KernelTooOld {
+            release: probe.release.clone(),
+        });
+    }
+    if !probe.btf {
+        return Err(LoadError::NoBtf("absent or unreadable".into()));
+    }
+    raise_memlock();
+    Ok(())
+}
+
+/// Whether a load failure of the current build is one the compat build may
+/// not have: the verifier or the kernel refusing a program or instruction
+/// (not privileges, not a missing program).
+fn compat_may_help(e: &LoadError) -> bool {
+    matches!(e, LoadError::Program { .. } | LoadError::Object { .. })
 }
 
 /// Sizes set at load time.
@@ -161,9 +228,33 @@ fn random_seed() -> u64 {
     }
 }
 
-/// The loaded packet-flow object.
+/// The loaded packet-flow object: the build this kernel takes (see
+/// [`KernelProbe::flow_build`]); if the kernel refuses the current build,
+/// the compat build.
 pub fn load_flow_object(opts: LoadOptions) -> Result<Ebpf, LoadError> {
-    load_flow_object_from(FLOW_OBJ, opts)
+    load_flow_object_built(opts).map(|(bpf, _)| bpf)
+}
+
+/// [`load_flow_object`], and which build was loaded.
+pub fn load_flow_object_built(opts: LoadOptions) -> Result<(Ebpf, Build), LoadError> {
+    let probe = KernelProbe::get();
+    check_kernel(probe)?;
+    let first = probe.flow_build();
+    if first == Build::Current {
+        match load_flow_object_from(FLOW_OBJ, opts) {
+            Ok(bpf) => return Ok((bpf, Build::Current)),
+            Err(e) if compat_may_help(&e) => {
+                warn!(error = %e, "The kernel refused the current flow programs; loading the compat build.");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mut compat_opts = opts;
+    if !cfg!(target_arch = "x86_64") {
+        // The compat slot claim relies on x86's store order (flow.bpf.c).
+        compat_opts.flow_slots_per_cpu = 0;
+    }
+    load_flow_object_from(FLOW_COMPAT_OBJ, compat_opts).map(|bpf| (bpf, Build::Compat))
 }
 
 /// Loads another build of `flow.bpf.c` (same maps and programs) the way
@@ -176,14 +267,12 @@ pub fn load_flow_object_from(object: &[u8], opts: LoadOptions) -> Result<Ebpf, L
         slots_per_cpu.trailing_zeros()
     };
     if slots_per_cpu != 0 && (!slots_per_cpu.is_power_of_two() || bits > flow::MAX_SLOT_BITS) {
-        return Err(LoadError::Object {
-            object: "flow programs",
-            message: format!(
-                "flow slots per CPU must be 0 or a power of two up to 2^{}, not {slots_per_cpu}",
-                flow::MAX_SLOT_BITS
-            ),
+        return Err(LoadError::SlotsPerCpu {
+            slots: slots_per_cpu,
+            max_bits: flow::MAX_SLOT_BITS,
         });
     }
+    raise_memlock();
     let entries = u32::try_from(slot_entries(slots_per_cpu).max(1)).unwrap_or(u32::MAX);
     let seed = random_seed();
     let mut bpf = EbpfLoader::new()
@@ -211,7 +300,7 @@ pub fn load_flow_object_from(object: &[u8], opts: LoadOptions) -> Result<Ebpf, L
 
 /// Classic tracepoints are attached through tracefs; mount it when the host
 /// has not (aya looks for it at /sys/kernel/tracing or the debugfs copy).
-pub fn ensure_tracefs() -> Result<(), String> {
+pub fn ensure_tracefs() -> Result<(), LoadError> {
     let candidates = [
         "/sys/kernel/tracing/events",
         "/sys/kernel/debug/tracing/events",
@@ -232,54 +321,131 @@ pub fn ensure_tracefs() -> Result<(), String> {
         )
     };
     if rc != 0 {
-        return Err(format!(
-            "tracefs is not mounted and mounting it at /sys/kernel/tracing failed: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(LoadError::Tracefs(std::io::Error::last_os_error()));
     }
     info!("Mounted tracefs at /sys/kernel/tracing (needed for the accept tracepoints).");
     Ok(())
 }
 
+/// Which hooks the socket object got on this kernel.
+#[derive(Debug, Clone)]
+pub struct SockHooks {
+    /// The build of sock.bpf.c that loaded.
+    pub build: Build,
+    /// The send/recv path actually loaded (may be worse than the probe's
+    /// plan if the kernel refused it).
+    pub send_recv: SendRecvPath,
+    /// Why the planned send/recv path could not be used, if it could not.
+    pub send_recv_error: Option<String>,
+    /// Programs loaded (and attached, if asked).
+    pub programs: Vec<&'static str>,
+}
+
 /// The loaded socket/process object with every hook attached (links live as
 /// long as the returned object).
 pub fn load_sock_object(opts: LoadOptions, attach: bool) -> Result<Ebpf, LoadError> {
+    load_sock_hooks(opts, attach).map(|(bpf, _)| bpf)
+}
+
+/// [`load_sock_object`], and which hooks this kernel got.
+pub fn load_sock_hooks(opts: LoadOptions, attach: bool) -> Result<(Ebpf, SockHooks), LoadError> {
+    let probe = KernelProbe::get();
+    check_kernel(probe)?;
     let btf = Btf::from_sys_fs().map_err(|e| LoadError::NoBtf(e.to_string()))?;
-    let refresh = opts.owner_refresh_ns.max(1);
-    let mut bpf = EbpfLoader::new()
-        .btf(Some(&btf))
-        .map_max_entries(sock::MAP_EVENTS, opts.ringbuf_bytes)
-        .override_global(sock::GLOBAL_REFRESH_NS, &refresh, true)
-        .load(SOCK_OBJ)
-        .map_err(|e| object_error("socket programs", e))?;
-    for (name, tp) in sock::TP_BTF {
-        let prog: &mut BtfTracePoint = bpf
-            .program_mut(name)
-            .ok_or(LoadError::MissingProgram(name))?
-            .try_into()
-            .map_err(|e| program_error(name, e))?;
-        prog.load(tp, &btf).map_err(|e| program_error(name, e))?;
-        if attach {
-            prog.attach().map_err(|e| program_error(name, e))?;
+    let builds = probe.sock_builds();
+    let mut first_error = None;
+    for (i, build) in builds.iter().enumerate() {
+        match load_sock_build(*build, probe, &btf, opts) {
+            Ok((mut bpf, mut hooks)) => {
+                if let Some(e) = &first_error {
+                    warn!(error = %e, "The kernel refused the current socket programs; using the compat build.");
+                }
+                if attach {
+                    attach_sock(&mut bpf, &mut hooks)?;
+                }
+                info!(build = hooks.build.name(), send_recv = ?hooks.send_recv, programs = ?hooks.programs, "Socket and process hooks loaded.");
+                return Ok((bpf, hooks));
+            }
+            Err(e) if i + 1 < builds.len() && compat_may_help(&e) => first_error = Some(e),
+            Err(e) => return Err(first_error.unwrap_or(e)),
         }
     }
-    if attach {
-        ensure_tracefs().map_err(|message| LoadError::Program {
-            program: sock::PROG_ACCEPT4,
-            message,
-        })?;
+    Err(first_error.unwrap_or(LoadError::MissingProgram(sock::PROG_STATE)))
+}
+
+fn load_sock_build(
+    build: Build,
+    probe: &KernelProbe,
+    btf: &Btf,
+    opts: LoadOptions,
+) -> Result<(Ebpf, SockHooks), LoadError> {
+    let refresh = opts.owner_refresh_ns.max(1);
+    let object = match build {
+        Build::Current => SOCK_OBJ,
+        Build::Compat => SOCK_COMPAT_OBJ,
+    };
+    let mut bpf = EbpfLoader::new()
+        .btf(Some(btf))
+        .map_max_entries(sock::MAP_EVENTS, opts.ringbuf_bytes)
+        .override_global(sock::GLOBAL_REFRESH_NS, &refresh, true)
+        .load(object)
+        .map_err(|e| object_error("socket programs", e))?;
+    let mut hooks = SockHooks {
+        build,
+        send_recv: probe.send_recv,
+        send_recv_error: None,
+        programs: Vec::new(),
+    };
+    let exit = match probe.exit {
+        ExitPath::GroupDead => sock::PROG_EXIT,
+        ExitPath::TaskOnly => sock::PROG_EXIT_TASK,
+    };
+    for (name, tp) in sock::TP_BTF.into_iter().chain([(exit, sock::TP_EXIT)]) {
+        load_tp_btf(&mut bpf, btf, name, tp)?;
+        hooks.programs.push(name);
     }
-    for (name, category, tp) in sock::TRACEPOINTS {
+    match probe.send_recv {
+        SendRecvPath::Tracepoint => {
+            for (name, tp) in sock::TP_BTF_SEND_RECV {
+                load_tp_btf(&mut bpf, btf, name, tp)?;
+                hooks.programs.push(name);
+            }
+        }
+        SendRecvPath::Fexit => {
+            // A kernel may refuse trampolines (lockdown, no ftrace on this
+            // architecture): then flowlens runs with connect/accept owners
+            // only, and says so.
+            let mut loaded = Vec::new();
+            for (name, func) in sock::FEXIT_SEND_RECV {
+                if !probe.fexit_targets.contains(&func) {
+                    continue;
+                }
+                match load_fexit(&mut bpf, btf, name, func) {
+                    Ok(()) => loaded.push(name),
+                    Err(e @ LoadError::Program { .. }) | Err(e @ LoadError::Permission) => {
+                        warn!(program = name, error = %e, "fexit refused: send/recv owners unavailable on this kernel.");
+                        hooks.send_recv = SendRecvPath::Unavailable;
+                        hooks.send_recv_error = Some(e.to_string());
+                        loaded.clear();
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            hooks.programs.extend(loaded);
+        }
+        SendRecvPath::Unavailable => {
+            warn!("No send/recv hook on this kernel (no 6.3 tracepoints, no fexit): UDP owners come from the /proc scan only.");
+        }
+    }
+    for (name, _, _) in sock::TRACEPOINTS {
         let prog: &mut TracePoint = bpf
             .program_mut(name)
             .ok_or(LoadError::MissingProgram(name))?
             .try_into()
             .map_err(|e| program_error(name, e))?;
         prog.load().map_err(|e| program_error(name, e))?;
-        if attach {
-            prog.attach(category, tp)
-                .map_err(|e| program_error(name, e))?;
-        }
+        hooks.programs.push(name);
     }
     {
         let prog: &mut CgroupSkb = bpf
@@ -289,11 +455,65 @@ pub fn load_sock_object(opts: LoadOptions, attach: bool) -> Result<Ebpf, LoadErr
             .map_err(|e| program_error(sock::PROG_ICMP_EGRESS, e))?;
         prog.load()
             .map_err(|e| program_error(sock::PROG_ICMP_EGRESS, e))?;
-        if attach {
+        hooks.programs.push(sock::PROG_ICMP_EGRESS);
+    }
+    Ok((bpf, hooks))
+}
+
+fn load_tp_btf(bpf: &mut Ebpf, btf: &Btf, name: &'static str, tp: &str) -> Result<(), LoadError> {
+    let prog: &mut BtfTracePoint = bpf
+        .program_mut(name)
+        .ok_or(LoadError::MissingProgram(name))?
+        .try_into()
+        .map_err(|e| program_error(name, e))?;
+    prog.load(tp, btf).map_err(|e| program_error(name, e))
+}
+
+fn load_fexit(bpf: &mut Ebpf, btf: &Btf, name: &'static str, func: &str) -> Result<(), LoadError> {
+    let prog: &mut FExit = bpf
+        .program_mut(name)
+        .ok_or(LoadError::MissingProgram(name))?
+        .try_into()
+        .map_err(|e| program_error(name, e))?;
+    prog.load(func, btf).map_err(|e| program_error(name, e))
+}
+
+/// Attaches every loaded program of the socket object.
+fn attach_sock(bpf: &mut Ebpf, hooks: &mut SockHooks) -> Result<(), LoadError> {
+    ensure_tracefs()?;
+    for name in hooks.programs.clone() {
+        if let Some((_, category, tp)) = sock::TRACEPOINTS.iter().find(|(p, _, _)| *p == name) {
+            let prog: &mut TracePoint = bpf
+                .program_mut(name)
+                .ok_or(LoadError::MissingProgram(name))?
+                .try_into()
+                .map_err(|e| program_error(name, e))?;
+            prog.attach(category, tp)
+                .map_err(|e| program_error(name, e))?;
+        } else if name == sock::PROG_ICMP_EGRESS {
+            let prog: &mut CgroupSkb = bpf
+                .program_mut(name)
+                .ok_or(LoadError::MissingProgram(name))?
+                .try_into()
+                .map_err(|e| program_error(name, e))?;
             attach_icmp_egress(prog);
+        } else if sock::FEXIT_SEND_RECV.iter().any(|(p, _)| *p == name) {
+            let prog: &mut FExit = bpf
+                .program_mut(name)
+                .ok_or(LoadError::MissingProgram(name))?
+                .try_into()
+                .map_err(|e| program_error(name, e))?;
+            prog.attach().map_err(|e| program_error(name, e))?;
+        } else {
+            let prog: &mut BtfTracePoint = bpf
+                .program_mut(name)
+                .ok_or(LoadError::MissingProgram(name))?
+                .try_into()
+                .map_err(|e| program_error(name, e))?;
+            prog.attach().map_err(|e| program_error(name, e))?;
         }
     }
-    Ok(bpf)
+    Ok(())
 }
 
 /// Attaches the ICMP echo program to the cgroup v2 root (every local
@@ -357,6 +577,27 @@ fn tc_program<'a>(
         .ok_or(LoadError::MissingProgram(name))?
         .try_into()
         .map_err(|e| program_error(name, e))
+}
+
+/// Before 6.6 (no TCX) aya attaches TC programs through a clsact qdisc,
+/// which must exist first: add it unless it is there. From 6.6 on TCX links
+/// need none, and none is added.
+pub fn ensure_clsact(iface: &str) -> Result<(), LoadError> {
+    use aya::util::KernelVersion;
+    // aya's own test (its choice between TCX and netlink), on its version reading.
+    let tcx =
+        KernelVersion::current().is_ok_and(|v| v.code() >= KernelVersion::new(6, 6, 0).code());
+    if tcx {
+        return Ok(());
+    }
+    match aya::programs::tc::qdisc_add_clsact(iface) {
+        Ok(()) => Ok(()),
+        Err(e) if os_error_code(&e) == Some(libc::EEXIST) => Ok(()),
+        Err(e) => Err(LoadError::Program {
+            program: flow::PROG_TC,
+            message: format!("adding the clsact qdisc to {iface}: {}", error_chain(&e)),
+        }),
+    }
 }
 
 fn detach_link(bpf: &mut Ebpf, iface: &str, link: Link) {
@@ -444,6 +685,7 @@ impl FlowAttachments {
                 }
             }
         }
+        ensure_clsact(&iface.name)?;
         if hook == IngressHook::TcIngress {
             let tc = tc_program(bpf, flow::PROG_TC_INGRESS)?;
             let l = tc

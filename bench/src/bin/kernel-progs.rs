@@ -27,16 +27,18 @@ use aya::{
     Ebpf,
 };
 use flowlens_bench::{
-    arg_u64, arg_value, frames, goal_max, median, pin_to_cpu, print_table, smoke_requested, Row,
+    arg_u64, arg_value, bench_empty, frames, goal_max, median, pin_to_cpu, print_table,
+    smoke_requested, Row, BENCH_EMPTY_OBJ,
 };
 use flowlens_collector::{
     config::default_flow_slots_per_cpu,
     ebpf::flow_map::FlowMapReader,
+    kernel_probe::{Build, KernelProbe},
     loader::{load_flow_object_from, possible_cpus, LoadOptions},
 };
 use flowlens_ebpf::{
     abi::{CNT_FLOW_MAP_FULL, CNT_FLOW_SLOTS_FULL},
-    bench_empty, flow, BENCH_EMPTY_OBJ, FLOW_OBJ,
+    flow, FLOW_COMPAT_OBJ, FLOW_OBJ,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -257,11 +259,21 @@ fn main() -> anyhow::Result<()> {
         u64::from(default_flow_slots_per_cpu(possible_cpus())),
     ))?;
 
-    // `--flow-obj=PATH`: measure another build of flow.bpf.c (same names).
+    // `--flow-obj=PATH`: measure another build of flow.bpf.c (same names);
+    // by default the build the collector loads on this kernel.
     let custom = arg_value("flow-obj")
         .map(|p| std::fs::read(&p).with_context(|| p.clone()))
         .transpose()?;
-    let flow_obj = custom.unwrap_or_else(|| FLOW_OBJ.to_vec());
+    let build = KernelProbe::get().flow_build();
+    let flow_obj = custom.unwrap_or_else(|| match build {
+        Build::Current => FLOW_OBJ.to_vec(),
+        Build::Compat => FLOW_COMPAT_OBJ.to_vec(),
+    });
+    eprintln!(
+        "kernel {}: flow programs, {} build",
+        KernelProbe::get().release,
+        build.name()
+    );
     let mut objs = Objects::new(u32::try_from(nflows.max(1024))?, slots_per_cpu, &flow_obj)?;
     let hooks = [Hook::Xdp, Hook::Tc];
     let hot: Vec<(&str, Vec<u8>)> = vec![

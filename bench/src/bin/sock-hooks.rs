@@ -31,24 +31,44 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use aya::maps::{MapData, RingBuf};
 use aya::programs::{
-    links::CgroupAttachMode, BtfTracePoint, CgroupSkb, CgroupSkbAttachType, SchedClassifier,
+    links::CgroupAttachMode, BtfTracePoint, CgroupSkb, CgroupSkbAttachType, FExit, SchedClassifier,
     TcAttachType, TracePoint,
 };
 use aya::sys::{enable_stats, Stats};
 use aya::{Btf, Ebpf, EbpfLoader};
 use flowlens_bench::{arg_u64, arg_value, median, print_table, smoke_requested, Row};
-use flowlens_collector::loader::{load_sock_object, LoadOptions};
-use flowlens_ebpf::{bench_empty, sock, BENCH_EMPTY_OBJ};
+use flowlens_bench::{bench_empty, BENCH_EMPTY_OBJ};
+use flowlens_collector::loader::{load_sock_hooks, LoadOptions};
+use flowlens_ebpf::sock;
 
 /// The empty programs of bench_empty.bpf.o, attached where flowlens attaches
-/// its socket/process hooks.
-fn load_empty() -> anyhow::Result<Ebpf> {
+/// its socket/process hooks on this kernel (`real`: the programs the
+/// collector loaded, see `loader::SockHooks`).
+fn load_empty(loaded: &[&'static str]) -> anyhow::Result<Ebpf> {
     let btf = Btf::from_sys_fs().context("kernel BTF")?;
     let mut bpf = load_empty_object(&btf)?;
     for (empty, real) in bench_empty::SOCK_HOOKS {
-        if let Some((_, tp)) = sock::TP_BTF.iter().find(|(p, _)| *p == real) {
+        if !loaded.contains(&real) {
+            continue;
+        }
+        let tp_btf = sock::TP_BTF
+            .iter()
+            .chain(sock::TP_BTF_SEND_RECV.iter())
+            .find(|(p, _)| *p == real)
+            .map(|(_, tp)| *tp)
+            .or_else(|| {
+                [sock::PROG_EXIT, sock::PROG_EXIT_TASK]
+                    .contains(&real)
+                    .then_some(sock::TP_EXIT)
+            });
+        if let Some(tp) = tp_btf {
             let p: &mut BtfTracePoint = bpf.program_mut(empty).context(empty)?.try_into()?;
             p.load(tp, &btf)
+                .with_context(|| format!("loading {empty}"))?;
+            p.attach()?;
+        } else if let Some((_, func)) = sock::FEXIT_SEND_RECV.iter().find(|(p, _)| *p == real) {
+            let p: &mut FExit = bpf.program_mut(empty).context(empty)?.try_into()?;
+            p.load(func, &btf)
                 .with_context(|| format!("loading {empty}"))?;
             p.attach()?;
         } else if let Some((_, cat, tp)) = sock::TRACEPOINTS.iter().find(|(p, _, _)| *p == real) {
@@ -64,6 +84,12 @@ fn load_empty() -> anyhow::Result<Ebpf> {
         }
     }
     Ok(bpf)
+}
+
+/// The programs the collector loads on this kernel (loaded once, not attached).
+fn real_programs(opts: LoadOptions) -> anyhow::Result<Vec<&'static str>> {
+    let (_, hooks) = load_sock_hooks(opts, false)?;
+    Ok(hooks.programs)
 }
 
 fn load_empty_object(btf: &Btf) -> anyhow::Result<Ebpf> {
@@ -172,19 +198,19 @@ fn workload_steady(n: u64) -> anyhow::Result<Duration> {
     Ok(start.elapsed())
 }
 
-fn all_progs() -> Vec<&'static str> {
-    let mut v: Vec<&str> = sock::TP_BTF.iter().map(|(p, _)| *p).collect();
-    v.extend(sock::TRACEPOINTS.iter().map(|(p, _, _)| *p));
-    v.push(sock::PROG_ICMP_EGRESS);
-    v
-}
+const OPTS: LoadOptions = LoadOptions {
+    flow_map_entries: 65_536,
+    flow_slots_per_cpu: 0,
+    owner_refresh_ns: flowlens_collector::loader::OWNER_REFRESH_NS,
+    ringbuf_bytes: 4 << 20,
+};
 
 fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--hold") {
         let mut bpf = if std::env::args().any(|a| a == "--tc-only") {
             load_empty_object(&Btf::from_sys_fs().context("kernel BTF")?)?
         } else {
-            load_empty()?
+            load_empty(&real_programs(OPTS)?)?
         };
         if let Some(iface) = arg_value("iface") {
             attach_empty_tc(&mut bpf, &iface)?;
@@ -199,12 +225,7 @@ fn main() -> anyhow::Result<()> {
     let conns = arg_u64("conns", if smoke { 50 } else { 2_000 });
     let execs = arg_u64("execs", if smoke { 5 } else { 200 });
     let rounds = arg_u64("rounds", if smoke { 1 } else { 5 });
-    let opts = LoadOptions {
-        flow_map_entries: 65_536,
-        flow_slots_per_cpu: 0,
-        owner_refresh_ns: flowlens_collector::loader::OWNER_REFRESH_NS,
-        ringbuf_bytes: 4 << 20,
-    };
+    let real = real_programs(OPTS)?;
     let _stats_fd = enable_stats(Stats::RunTime).context("BPF_ENABLE_STATS (needs root)")?;
     workload(conns / 10 + 1, 1)?; // warm-up
     let (mut off, mut on) = (Vec::new(), Vec::new());
@@ -213,21 +234,25 @@ fn main() -> anyhow::Result<()> {
     let mut per_empty: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     let (mut steady_prog, mut steady_empty) = (BTreeMap::new(), BTreeMap::new());
     let steady = conns * 10;
-    let empties: Vec<&'static str> = bench_empty::SOCK_HOOKS.iter().map(|(e, _)| *e).collect();
+    let empties: Vec<&'static str> = bench_empty::SOCK_HOOKS
+        .iter()
+        .filter(|(_, r)| real.contains(r))
+        .map(|(e, _)| *e)
+        .collect();
     for round in 0..rounds {
         // off, flowlens, empty programs: the order rotates by round.
         for phase in 0..3 {
             match (phase + round) % 3 {
                 0 => off.push(workload(conns, execs)?.as_secs_f64()),
                 1 => {
-                    let mut bpf = load_sock_object(opts, true)?;
+                    let (mut bpf, _) = load_sock_hooks(OPTS, true)?;
                     let mut ring: RingBuf<MapData> =
                         RingBuf::try_from(bpf.take_map(sock::MAP_EVENTS).context("ring buffer")?)?;
-                    let before = stats_of(&bpf, &all_progs())?;
+                    let before = stats_of(&bpf, &real)?;
                     on.push(workload(conns, execs)?.as_secs_f64());
-                    let after = stats_of(&bpf, &all_progs())?;
+                    let after = stats_of(&bpf, &real)?;
                     workload_steady(steady)?;
-                    add_delta(&mut steady_prog, &after, stats_of(&bpf, &all_progs())?);
+                    add_delta(&mut steady_prog, &after, stats_of(&bpf, &real)?);
                     while let Some(item) = ring.next() {
                         drop(item);
                         events += 1;
@@ -235,7 +260,7 @@ fn main() -> anyhow::Result<()> {
                     add_delta(&mut per_prog, &before, after);
                 }
                 _ => {
-                    let bpf = load_empty()?;
+                    let bpf = load_empty(&real)?;
                     let before = stats_of(&bpf, &empties)?;
                     workload(conns, execs)?;
                     let after = stats_of(&bpf, &empties)?;
@@ -269,8 +294,13 @@ fn main() -> anyhow::Result<()> {
     for (name, empty) in [
         (sock::PROG_SEND, "bench_empty_sock_send"),
         (sock::PROG_RECV, "bench_empty_sock_recv"),
+        (sock::PROG_FEXIT_SEND4, "bench_empty_inet_sendmsg"),
+        (sock::PROG_FEXIT_RECV4, "bench_empty_inet_recvmsg"),
         (sock::PROG_ICMP_EGRESS, "bench_empty_icmp_egress"),
     ] {
+        if !real.contains(&name) {
+            continue;
+        }
         let per = |m: &BTreeMap<&str, (u64, u64)>, k: &str| {
             m.get(k)
                 .map_or(0.0, |(ns, cnt)| *ns as f64 / (*cnt).max(1) as f64)

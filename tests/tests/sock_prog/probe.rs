@@ -4,18 +4,17 @@
 
 use std::{
     os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
-    sync::Once,
+    path::PathBuf,
     thread::sleep,
     time::{Duration, Instant},
 };
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, TracePoint},
-    Btf, Ebpf, EbpfLoader,
+    Ebpf,
 };
-use flowlens_ebpf::{abi::*, sock, SOCK_OBJ};
+use flowlens_collector::loader::{load_sock_hooks, LoadOptions};
+use flowlens_ebpf::{abi::*, sock};
 
 /// How long a test waits for the events it expects.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,32 +57,6 @@ pub fn decode(buf: &[u8]) -> Event {
     }
 }
 
-/// Mounts tracefs if nothing is mounted yet: aya finds classic tracepoint
-/// ids there (`events/<category>/<name>/id`).
-fn ensure_tracefs() {
-    static MOUNT: Once = Once::new();
-    MOUNT.call_once(|| {
-        if Path::new("/sys/kernel/tracing/events").exists()
-            || Path::new("/sys/kernel/debug/tracing/events").exists()
-        {
-            return;
-        }
-        let src = c"tracefs";
-        let target = c"/sys/kernel/tracing";
-        // SAFETY: NUL-terminated strings, no data argument.
-        let rc = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                target.as_ptr(),
-                src.as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(rc, 0, "mount tracefs: {}", std::io::Error::last_os_error());
-    });
-}
-
 /// `sock.bpf.o` attached to every hook, with its maps taken out so they
 /// outlive the programs (see [`SockProbe::detach`]).
 pub struct SockProbe {
@@ -101,37 +74,21 @@ impl SockProbe {
     /// As `attach`; `refresh_ns` overrides how long after its report a socket
     /// in use is reported again (`fl_refresh_ns`, 60 s by default).
     pub fn attach_with(ring_bytes: Option<u32>, refresh_ns: Option<u64>) -> Self {
-        ensure_tracefs();
-        let btf = Btf::from_sys_fs().expect("kernel BTF");
-        let mut loader = EbpfLoader::new();
-        loader.btf(Some(&btf));
-        if let Some(bytes) = ring_bytes {
-            loader.map_max_entries(sock::MAP_EVENTS, bytes);
-        }
-        let refresh = refresh_ns.unwrap_or(60_000_000_000);
-        loader.override_global(sock::GLOBAL_REFRESH_NS, &refresh, true);
-        let mut ebpf = loader.load(SOCK_OBJ).expect("load sock.bpf.o");
-        for (name, tracepoint) in sock::TP_BTF {
-            let prog: &mut BtfTracePoint = ebpf
-                .program_mut(name)
-                .unwrap_or_else(|| panic!("program {name}"))
-                .try_into()
-                .expect("tp_btf program");
-            prog.load(tracepoint, &btf)
-                .unwrap_or_else(|e| panic!("load {name}: {e:?}"));
-            prog.attach()
-                .unwrap_or_else(|e| panic!("attach {name}: {e:?}"));
-        }
-        for (name, category, tracepoint) in sock::TRACEPOINTS {
-            let prog: &mut TracePoint = ebpf
-                .program_mut(name)
-                .unwrap_or_else(|| panic!("program {name}"))
-                .try_into()
-                .expect("tracepoint program");
-            prog.load().unwrap_or_else(|e| panic!("load {name}: {e:?}"));
-            prog.attach(category, tracepoint)
-                .unwrap_or_else(|e| panic!("attach {name}: {e:?}"));
-        }
+        // The collector's loader: the build and hooks this kernel gets
+        // (tracepoints or fexit for send/recv, the exit tracepoint's form).
+        let opts = LoadOptions {
+            flow_map_entries: 1024,
+            flow_slots_per_cpu: 0,
+            owner_refresh_ns: refresh_ns.unwrap_or(60_000_000_000),
+            ringbuf_bytes: ring_bytes.unwrap_or(1 << 20),
+        };
+        let (mut ebpf, hooks) =
+            load_sock_hooks(opts, true).unwrap_or_else(|e| panic!("load sock.bpf.o: {e}"));
+        eprintln!(
+            "socket hooks: {} build, send/recv {:?}",
+            hooks.build.name(),
+            hooks.send_recv
+        );
         let ring = RingBuf::try_from(ebpf.take_map(sock::MAP_EVENTS).expect("events map"))
             .expect("ring buffer");
         let counters =
