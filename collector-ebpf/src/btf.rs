@@ -202,9 +202,11 @@ impl Btf {
         if off != types_raw.len() {
             return Err(BtfError::Malformed("type section ends inside a type"));
         }
+        // Only the kinds asked for (a kernel has ~100k types; the collector
+        // starts faster without indexing every one).
         let mut by_name = HashMap::new();
         for (id, t) in types.iter().enumerate().skip(1) {
-            if t.name != 0 && t.kind != Kind::Other {
+            if t.name != 0 && matches!(t.kind, Kind::Struct | Kind::Typedef | Kind::Func) {
                 by_name
                     .entry((name_at(&strings, t.name), t.kind))
                     .or_insert(id as u32);
@@ -217,12 +219,12 @@ impl Btf {
         })
     }
 
-    /// Id of the first type called `name` of `kind`.
+    /// Id of the first type called `name` of `kind` (struct, typedef or function).
     pub fn find(&self, name: &str, kind: Kind) -> Option<u32> {
         self.by_name.get(&(name.to_string(), kind)).copied()
     }
 
-    /// Whether a type called `name` of `kind` exists.
+    /// Whether a type called `name` of `kind` (struct, typedef or function) exists.
     pub fn has(&self, name: &str, kind: Kind) -> bool {
         self.find(name, kind).is_some()
     }

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs inside one kernel-matrix guest (virtme-ng, this machine's root file
+# system read-only, target/tmp shared writable): doctor, the BPF_PROG_TEST_RUN
+# golden tests, the socket-hook tests, an end-to-end subset and the kernel
+# benchmarks. Prints one "PASS|FAIL <step> (<s>)" line per step and the end
+# of a failed step's log; exits non-zero if a step failed.
+#   guest.sh <suite> <file with "name path" of the test binaries>
+set -u
+cd "$(dirname "$0")/../.."
+suite=$1
+bins=$2
+bin() { awk -v n="$1" '$1 == n {print $2}' "$bins"; }
+out=target/tmp/kernel-matrix/$suite
+rm -rf "$out"
+mkdir -p "$out"
+# The release binary: the debug build's start-up (BTF parsing, CO-RE
+# relocation) takes tens of seconds on the emulated CPU.
+export FLOWLENS_BIN=$PWD/target/release/flowlens
+export FLOWLENS_READY_TIMEOUT_SECS=120
+steps=" ${FLOWLENS_MATRIX_STEPS:-doctor flow_prog sock_prog e2e_netns bench} "
+# The guest has no docker: the "container" is a netns + a docker-scope cgroup.
+echo "kernel $(uname -r) ($suite), $(nproc) CPUs"
+failed=0
+step() {
+	local name=$1 start=$SECONDS
+	shift
+	[[ $steps == *" ${name%%_*} "* || $steps == *" $name "* ]] || return 0
+	if "$@" >"$out/$name.log" 2>&1; then
+		echo "PASS $name ($((SECONDS - start)) s)"
+	else
+		echo "FAIL $name ($((SECONDS - start)) s); end of $out/$name.log:"
+		tail -n 60 "$out/$name.log" | sed 's/^/    /'
+		failed=1
+	fi
+}
+step doctor "$FLOWLENS_BIN" doctor
+# The path each hook gets here, for the report.
+[ -f "$out/doctor.log" ] && grep -E '^\[ *(ok|warn|MISSING)\] (hook:|XDP and TC flow|socket and process)' "$out/doctor.log" | sed 's/^/    /'
+step flow_prog "$(bin flow_prog)" --test-threads=1
+step sock_prog "$(bin sock_prog)" --test-threads=1
+# End-to-end: TCP both ways, UDP (connected and sendto), a connection older
+# than flowlens, a client gone before the export; counts against tcpdump.
+step e2e_netns "$(bin e2e_netns)" --test-threads=1 --exact \
+	tcp_host_client_to_container_server tcp_container_client_to_host_server \
+	udp_connected_host_client_to_container_server udp_unconnected_host_client_to_container_server \
+	connection_opened_before_start_is_attributed exited_client_is_attributed
+# Benchmarks (emulated CPU: ratios against empty programs in the same run).
+if [[ $steps == *" bench "* ]]; then
+	step bench_kernel_progs target/release/kernel-progs --repeat=20000 --rounds=3 --flows=4096 \
+		--passes=1 --new-rounds=1 --no-header
+	step bench_sock_hooks target/release/sock-hooks --conns=200 --execs=20 --rounds=3 --no-header
+	cat "$out/bench_kernel_progs.log" "$out/bench_sock_hooks.log" | grep '^|' | sed "s/^/    [$suite] /"
+fi
+exit $failed
