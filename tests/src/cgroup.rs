@@ -9,10 +9,15 @@ use super::cmd;
 use super::names::{random_hex64, Uniq};
 use super::netns::VethNetns;
 
-/// Where the v2 hierarchy is mounted on this (hybrid) machine.
-pub const CGROUP2_ROOT: &str = "/sys/fs/cgroup/unified";
+/// Where the v2 hierarchy is mounted: `/sys/fs/cgroup/unified` on this
+/// (hybrid) machine, `/sys/fs/cgroup` in the kernel-matrix guests (unified).
+pub fn cgroup2_root() -> String {
+    flowlens_collector::enrich::cgroup2_mount()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "/sys/fs/cgroup/unified".to_string())
+}
 
-/// `/sys/fs/cgroup/unified/flowlens-test-<uniq>/docker-<64 hex>.scope`, used
+/// `<cgroup v2 root>/flowlens-test-<uniq>/docker-<64 hex>.scope`, used
 /// together with a [`VethNetns`]. Dropping it kills every process in the cgroup
 /// and removes both directories.
 #[derive(Debug)]
@@ -33,9 +38,10 @@ impl FakeContainer {
         let id = random_hex64();
         let parent_rel = format!("/flowlens-test-{uniq}");
         let cgroup = format!("{parent_rel}/docker-{id}.scope");
+        let root = cgroup2_root();
         let guard = FakeContainer {
-            dir: PathBuf::from(format!("{CGROUP2_ROOT}{cgroup}")),
-            parent: PathBuf::from(format!("{CGROUP2_ROOT}{parent_rel}")),
+            dir: PathBuf::from(format!("{root}{cgroup}")),
+            parent: PathBuf::from(format!("{root}{parent_rel}")),
             id,
             cgroup,
             ns: net.ns.clone(),

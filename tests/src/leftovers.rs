@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::cgroup::CGROUP2_ROOT;
+use super::cgroup::cgroup2_root;
 use super::cmd;
 use super::docker::{mounts_below, pids_mentioning};
 use super::names::Uniq;
@@ -37,7 +37,7 @@ pub fn leftovers(uniq: &Uniq) -> Vec<String> {
                 .map(|l| format!("bpftool net: {l}")),
         );
     }
-    let cg = format!("{CGROUP2_ROOT}/flowlens-test-{u}");
+    let cg = format!("{}/flowlens-test-{u}", cgroup2_root());
     if Path::new(&cg).exists() {
         found.push(format!("cgroup {cg}"));
     }
