@@ -7,16 +7,16 @@ include!("../collector-ebpf/build/bpf_clang.rs");
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
-    let include = manifest.join("../collector-ebpf/bpf/include");
     println!("cargo:rerun-if-env-changed=FLOWLENS_CLANG");
     println!("cargo:rerun-if-changed=../collector-ebpf/build/bpf_clang.rs");
-    println!("cargo:rerun-if-changed={}", include.display());
     let clang = find_clang();
+    let includes = bpf_includes(&manifest.join("../collector-ebpf/bpf"));
+    let includes: Vec<&std::path::Path> = includes.iter().map(PathBuf::as_path).collect();
     compile_bpf(
         &clang,
         &manifest.join("bpf/bench_empty.bpf.c"),
         &out.join("bench_empty.bpf.o"),
-        &[&include],
+        &includes,
         &[],
     );
 }

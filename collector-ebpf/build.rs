@@ -12,15 +12,11 @@ fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     let bpf_dir = manifest.join("bpf");
-    let include = bpf_dir.join("include");
     println!("cargo:rerun-if-env-changed=FLOWLENS_CLANG");
     println!("cargo:rerun-if-changed=build/bpf_clang.rs");
-    println!("cargo:rerun-if-changed={}", include.display());
     let clang = find_clang();
-    for entry in std::fs::read_dir(&include).expect("bpf/include") {
-        let p = entry.expect("dir entry").path();
-        println!("cargo:rerun-if-changed={}", p.display());
-    }
+    let includes = bpf_includes(&bpf_dir);
+    let includes: Vec<&std::path::Path> = includes.iter().map(PathBuf::as_path).collect();
     let mut sources: Vec<PathBuf> = std::fs::read_dir(&bpf_dir)
         .expect("bpf/")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -37,12 +33,12 @@ fn main() {
             &clang,
             &src,
             &out.join(format!("{stem}.o")),
-            &[&include],
+            &includes,
             &[],
         );
         if COMPAT.contains(&stem) {
             let obj = out.join(format!("{}.compat.bpf.o", stem.trim_end_matches(".bpf")));
-            compile_bpf(&clang, &src, &obj, &[&include], &["FL_COMPAT"]);
+            compile_bpf(&clang, &src, &obj, &includes, &["FL_COMPAT"]);
         }
     }
 }

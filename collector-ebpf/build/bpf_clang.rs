@@ -23,6 +23,21 @@ fn bpf_target_arch() -> &'static str {
     }
 }
 
+/// Include directories for flowlens' BPF sources under `bpf_dir`
+/// (collector-ebpf/bpf): the generated vmlinux.h of the target architecture
+/// (`include/vmlinux/<arch>/`, see `include/vmlinux/generate.sh`), then
+/// `include/`. Prints the rerun-if-changed lines for both.
+fn bpf_includes(bpf_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let include = bpf_dir.join("include");
+    let vmlinux = include.join("vmlinux").join(bpf_target_arch());
+    println!("cargo:rerun-if-changed={}", vmlinux.join("vmlinux.h").display());
+    for entry in std::fs::read_dir(&include).expect("bpf/include") {
+        let p = entry.expect("dir entry").path();
+        println!("cargo:rerun-if-changed={}", p.display());
+    }
+    vec![vmlinux, include]
+}
+
 /// Compiles `src` into `obj` with the include directories `includes` and
 /// extra `defines` (`NAME` or `NAME=VALUE`).
 fn compile_bpf(
