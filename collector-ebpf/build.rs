@@ -29,13 +29,7 @@ fn main() {
             .and_then(|n| n.to_str())
             .and_then(|n| n.strip_suffix(".c"))
             .expect("file name");
-        compile_bpf(
-            &clang,
-            &src,
-            &out.join(format!("{stem}.o")),
-            &includes,
-            &[],
-        );
+        compile_bpf(&clang, &src, &out.join(format!("{stem}.o")), &includes, &[]);
         if COMPAT.contains(&stem) {
             let obj = out.join(format!("{}.compat.bpf.o", stem.trim_end_matches(".bpf")));
             compile_bpf(&clang, &src, &obj, &includes, &["FL_COMPAT"]);

@@ -1,5 +1,7 @@
 //! Rust mirror of `bpf/include/flow_abi.h`. Sizes and offsets are asserted at
-//! compile time; keep both files in the same commit when either changes.
+//! compile time, and `tests/abi_btf.rs` compares every struct, member by
+//! member (name, offset, size), with the layout clang gave it in each compiled
+//! object's BTF; keep both files in the same commit when either changes.
 //!
 //! Byte order: addresses are network order (IPv4 stored IPv4-mapped), every
 //! other integer is host order.

@@ -5,7 +5,12 @@ use std::path::Path;
 use aya::programs::{SchedClassifier, Xdp};
 use flowlens_ebpf::flow;
 
-use crate::{enrich, kernel_probe::KernelProbe, loader, privileges};
+use crate::{
+    enrich,
+    kernel_probe::KernelProbe,
+    loader::{self, LoadError},
+    privileges,
+};
 
 /// One line of the report.
 #[derive(Debug)]
@@ -27,6 +32,26 @@ fn check(name: &str, ok: bool, required: bool, detail: impl Into<String>) -> Che
         required,
         detail: detail.into(),
     }
+}
+
+/// Attaches TC program `name` to `iface` (adding clsact first before 6.6).
+fn attach_tc(
+    bpf: &mut aya::Ebpf,
+    name: &'static str,
+    iface: &str,
+    dir: aya::programs::TcAttachType,
+) -> Result<(), LoadError> {
+    loader::ensure_clsact(iface)?;
+    let refused = |e: aya::programs::ProgramError| LoadError::Program {
+        program: name,
+        message: loader::describe_program_error(&e),
+    };
+    let tc: &mut SchedClassifier = bpf
+        .program_mut(name)
+        .ok_or(LoadError::MissingProgram(name))?
+        .try_into()
+        .map_err(refused)?;
+    tc.attach(iface, dir).map(|_| ()).map_err(refused)
 }
 
 /// Runs every check.
@@ -115,21 +140,12 @@ pub fn checks() -> Vec<Check> {
                         aya::programs::TcAttachType::Egress,
                     ),
                 ] {
-                    let result = loader::ensure_clsact("lo")
-                        .map_err(|e| e.to_string())
-                        .and_then(|()| {
-                            bpf.program_mut(name)
-                                .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
-                                .ok_or_else(|| format!("program {name} missing"))?
-                                .attach("lo", dir)
-                                .map(|_| ())
-                                .map_err(|e| loader::describe_program_error(&e))
-                        });
+                    let result = attach_tc(&mut bpf, name, "lo", dir);
                     out.push(check(
                         what,
                         result.is_ok(),
                         true,
-                        result.err().unwrap_or_default(),
+                        result.err().map(|e| e.to_string()).unwrap_or_default(),
                     ));
                 }
             }

@@ -373,17 +373,46 @@ pub fn load_sock_hooks(opts: LoadOptions, attach: bool) -> Result<(Ebpf, SockHoo
     Err(first_error.unwrap_or(LoadError::MissingProgram(sock::PROG_STATE)))
 }
 
+/// Loads another build of `sock.bpf.c` (same maps and programs) with the
+/// hooks this kernel gets, as [`load_sock_hooks`] loads the embedded one:
+/// benchmarks compare builds.
+pub fn load_sock_hooks_from(
+    object: &[u8],
+    build: Build,
+    opts: LoadOptions,
+    attach: bool,
+) -> Result<(Ebpf, SockHooks), LoadError> {
+    let probe = KernelProbe::get();
+    check_kernel(probe)?;
+    let btf = Btf::from_sys_fs().map_err(|e| LoadError::NoBtf(e.to_string()))?;
+    let (mut bpf, mut hooks) = load_sock_object_bytes(object, build, probe, &btf, opts)?;
+    if attach {
+        attach_sock(&mut bpf, &mut hooks)?;
+    }
+    Ok((bpf, hooks))
+}
+
 fn load_sock_build(
     build: Build,
     probe: &KernelProbe,
     btf: &Btf,
     opts: LoadOptions,
 ) -> Result<(Ebpf, SockHooks), LoadError> {
-    let refresh = opts.owner_refresh_ns.max(1);
     let object = match build {
         Build::Current => SOCK_OBJ,
         Build::Compat => SOCK_COMPAT_OBJ,
     };
+    load_sock_object_bytes(object, build, probe, btf, opts)
+}
+
+fn load_sock_object_bytes(
+    object: &[u8],
+    build: Build,
+    probe: &KernelProbe,
+    btf: &Btf,
+    opts: LoadOptions,
+) -> Result<(Ebpf, SockHooks), LoadError> {
+    let refresh = opts.owner_refresh_ns.max(1);
     let mut bpf = EbpfLoader::new()
         .btf(Some(btf))
         .map_max_entries(sock::MAP_EVENTS, opts.ringbuf_bytes)

@@ -63,9 +63,20 @@ pub fn kill(pid: u32, sig: i32) -> bool {
     unsafe { libc::kill(pid as libc::pid_t, sig) == 0 }
 }
 
-/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+/// `FLOWLENS_TEST_TIME_SCALE` (default 1): every harness timeout and settle
+/// time is multiplied by it. The kernel matrix sets it for its emulated CPU,
+/// where a process start or a capture's last packets take many times longer.
+pub fn time_scale() -> u32 {
+    std::env::var("FLOWLENS_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` (× [`time_scale`]) passes.
 pub fn wait_until(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = std::time::Instant::now() + timeout * time_scale();
     loop {
         if cond() {
             return true;

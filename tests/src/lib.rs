@@ -105,7 +105,7 @@ pub fn repo_root() -> std::path::PathBuf {
         .to_path_buf()
 }
 
-/// Sleeps for `ms` milliseconds.
+/// Sleeps for `ms` milliseconds (× `cmd::time_scale`).
 pub fn sleep_ms(ms: u64) {
-    std::thread::sleep(std::time::Duration::from_millis(ms));
+    std::thread::sleep(std::time::Duration::from_millis(ms) * cmd::time_scale());
 }

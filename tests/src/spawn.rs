@@ -171,10 +171,11 @@ impl Proc {
         }
     }
 
-    /// Waits (up to 15 s) for a stdout line whose first word is `word`;
-    /// returns the words after it.
+    /// Waits (up to 15 s × `time_scale`) for a stdout line whose first word
+    /// is `word`; returns the words after it.
     pub fn expect_line(&mut self, word: &str) -> Vec<String> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let deadline =
+            std::time::Instant::now() + Duration::from_secs(15) * super::cmd::time_scale();
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.lines.recv_timeout(left) {
@@ -242,7 +243,7 @@ impl Proc {
 
     /// Waits (up to 30 s) and asserts exit status 0.
     pub fn wait_success(&mut self) {
-        let status = self.wait(Duration::from_secs(30));
+        let status = self.wait(Duration::from_secs(30) * super::cmd::time_scale());
         std::thread::sleep(Duration::from_millis(50));
         assert!(
             status.success(),
