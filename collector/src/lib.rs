@@ -36,4 +36,5 @@ pub mod procscan;
 pub mod replay;
 pub mod run;
 pub mod sinks;
+pub mod sock_loader;
 pub mod user_input;

@@ -644,26 +644,35 @@ fn non_ip_runts_and_garbage() {
         h.xdp(&runt);
         tc_ran += h.tc_short(&runt);
     }
-    // The kernel refuses frames shorter than an Ethernet header; the programs never run.
+    // Frames shorter than an Ethernet header: newer kernels refuse the test
+    // run (the programs never run); 5.10 runs XDP on them, which passes them
+    // and counts a truncated header.
+    let mut runt_ran = 0;
     for len in [0usize, 1, 13] {
         let frame = filler(len);
         let x = h.xdp_prog().test_run(TestRunOptions {
             data_in: Some(&frame),
             ..Default::default()
         });
-        assert!(x.is_err(), "XDP test run of {len} bytes: {x:?}");
+        if let Ok(r) = &x {
+            assert_eq!(r.return_value, XDP_PASS, "XDP verdict on {len} bytes");
+            runt_ran += 1;
+        }
         let t = h.tc_prog().test_run(TestRunOptions {
             data_in: Some(&frame),
             ..Default::default()
         });
-        assert!(t.is_err(), "TC test run of {len} bytes: {t:?}");
+        if let Ok(r) = &t {
+            assert_eq!(r.return_value, TC_ACT_UNSPEC, "TC verdict on {len} bytes");
+            runt_ran += 1;
+        }
     }
     h.expect(
         &[],
         &[
-            (CNT_PACKETS_SEEN, 16 + tc_ran),
+            (CNT_PACKETS_SEEN, 16 + tc_ran + runt_ran),
             (CNT_NON_IP, 12),
-            (CNT_PARSE_TRUNCATED, 4 + tc_ran),
+            (CNT_PARSE_TRUNCATED, 4 + tc_ran + runt_ran),
         ],
     );
 }

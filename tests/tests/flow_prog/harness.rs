@@ -19,9 +19,9 @@ use flowlens_collector::{
 use flowlens_correlator::types::{ip_to_mapped, Hook};
 use flowlens_ebpf::{abi::*, flow};
 
-const XDP_PASS: u32 = 2;
+pub const XDP_PASS: u32 = 2;
 /// `TC_ACT_UNSPEC` (-1) as the kernel reports it.
-const TC_ACT_UNSPEC: u32 = u32::MAX;
+pub const TC_ACT_UNSPEC: u32 = u32::MAX;
 /// The loopback device every test run is attributed to.
 pub const LO_IFINDEX: u32 = 1;
 pub const HOOKS: [u8; 2] = [FLOW_HOOK_XDP_INGRESS, FLOW_HOOK_TC_EGRESS];
