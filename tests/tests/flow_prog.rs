@@ -1042,10 +1042,13 @@ fn concurrent_reads_and_reclaims_count_every_packet_once() {
     // Phases of 4 new flows, each sent for ~30 ms: older slots go idle and
     // are reclaimed by later phases.
     let mut sent: HashMap<u16, u64> = HashMap::new();
+    // Longer phases where the CPU is emulated (the kernel matrix): the reader
+    // must still complete reads, and so reclaims, within each phase.
+    let phase_len = std::time::Duration::from_millis(30) * time_scale();
     for phase in 0..20u16 {
         let t0 = std::time::Instant::now();
         let mut i = 0u16;
-        while t0.elapsed() < std::time::Duration::from_millis(30) {
+        while t0.elapsed() < phase_len {
             let sport = 1000 + phase * 4 + i % 4;
             h.xdp(&v4(A4, B4, IPPROTO_UDP, &udp(sport, 53, &[0; 4])));
             *sent.entry(sport).or_default() += 1;
@@ -1053,7 +1056,7 @@ fn concurrent_reads_and_reclaims_count_every_packet_once() {
         }
     }
     // Let the reader see the end state after the last packet.
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::thread::sleep(std::time::Duration::from_millis(20) * time_scale());
     done.store(true, Ordering::Release);
     let (latest, reads, busy, max_seq) = reading.join().expect("reader thread");
     unpin();

@@ -20,6 +20,16 @@ use flowlens_correlator::types::{ip_to_mapped, Hook};
 use flowlens_ebpf::{abi::*, flow};
 
 pub const XDP_PASS: u32 = 2;
+
+/// `FLOWLENS_TEST_TIME_SCALE` (default 1): the kernel matrix's emulated CPU
+/// runs timing-based tests with this many times longer phases.
+pub fn time_scale() -> u32 {
+    std::env::var("FLOWLENS_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
 /// `TC_ACT_UNSPEC` (-1) as the kernel reports it.
 pub const TC_ACT_UNSPEC: u32 = u32::MAX;
 /// The loopback device every test run is attributed to.
