@@ -8,7 +8,8 @@
 //! - flow sources: [`ebpf`] (kernel maps and ring buffer), [`afpacket`]
 //!   (packet sockets + [`procscan`]), [`replay`] (capture files); the last
 //!   two count with [`capture`], the userspace twin of the kernel programs;
-//! - [`loader`], [`doctor`], [`privileges`]: the kernel side;
+//! - [`kernel_probe`], [`loader`], [`sock_loader`], [`doctor`], [`privileges`]: the kernel side
+//!   (what this kernel offers, which build and hooks it gets, loading and attaching);
 //! - outputs: [`sinks`] (JSON lines, summary), [`influx`], assembled by [`outputs`];
 //! - [`metrics`]: what flowlens saw and lost;
 //! - helpers: [`clock`], [`docker`], [`enrich`], [`ifaces`], [`user_input`].
