@@ -35,6 +35,7 @@ if [ -n "$INSTALL" ]; then
 	ensure_chromium
 	ensure_kubernetes_validate
 	ensure_tcpdump_captures
+	ensure_packages "Kernel matrix (qemu)" "${DEPS_KERNEL_MATRIX[@]}"
 fi
 
 step() { echo "==> $*"; }
@@ -49,6 +50,12 @@ cargo test --workspace --exclude flowlens-tests
 # Kernel and end-to-end tests share interfaces and system-wide hooks: one at a time.
 step "Kernel and end-to-end tests (root, one at a time)"
 cargo test -p flowlens-tests -- --test-threads=1
+# Debian's 5.10, 6.1 and 6.12 kernels under qemu (TCG): doctor, golden, socket-hook and end-to-end
+# subsets in each (downloads cached under target/kernel-matrix). FLOWLENS_KERNEL_MATRIX=0 skips it.
+if [ "${FLOWLENS_KERNEL_MATRIX:-1}" != 0 ]; then
+	step "Kernel matrix: 5.10, 6.1, 6.12 under qemu"
+	tests/kernel-matrix/run.sh
+fi
 # Benchmarks report, they don't gate; this only checks that every one still runs.
 step "Benchmarks, smoke run"
 bench/run-all.sh --smoke

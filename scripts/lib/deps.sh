@@ -34,8 +34,9 @@ DEPS_TEST=(
 # Browser tests (web explorer pages): headless Chromium + chromedriver.
 DEPS_BROWSER=(chromium chromium-driver)
 
-# Kernel matrix under qemu (TCG); virtme-ng comes from PyPI in a venv (ensure_* below when added).
-DEPS_KERNEL_MATRIX=(qemu-system-x86 kmod)
+# Kernel matrix under qemu (TCG); virtme-ng comes from PyPI in a venv (tests/kernel-matrix/run.sh makes it);
+# udev: virtme-ng's guest finds its I/O ports through it (without it the guest loses its output and exit code).
+DEPS_KERNEL_MATRIX=(qemu-system-x86 kmod udev python3-venv)
 
 # --- distributions -----------------------------------------------------------------------------------
 
