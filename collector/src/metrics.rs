@@ -34,8 +34,12 @@ pub struct SelfMetrics {
     pub events_received: u64,
     /// Ring-buffer records that could not be decoded.
     pub events_undecodable: u64,
-    /// Events lost between the reader thread and the correlator.
+    /// Events lost between the reader thread and the correlator (only when
+    /// the correlator ended first; a full queue makes the reader wait).
     pub events_queue_overflow: u64,
+    /// Times the reader waited for the correlator (back-pressure into the
+    /// kernel's ring buffer while an interval is built; not a loss).
+    pub events_queue_waits: u64,
     /// Exports that went on before the event reader had caught up with the kernel.
     pub events_sync_timeouts: u64,
     /// Sockets found in /proc at start-up.

@@ -7,8 +7,10 @@
 //! exact processes, including connections that open and close between two
 //! reads of the event stream around an export (the case that once left ~1 %
 //! of the conversations of `conn-churn` unattributed and uncounted).
-//! Run as root after `cargo build -p flowlens-collector`:
-//! `cargo test -p flowlens-tests --test e2e_churn -- --test-threads=1`
+//! Run as root with the release binary (a debug build's correlator cannot
+//! keep up with this rate on 2 cores: its ring buffer overflows and the test
+//! says so): `cargo build --release -p flowlens-collector &&
+//! FLOWLENS_BIN=target/release/flowlens cargo test -p flowlens-tests --test e2e_churn -- --test-threads=1`
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};

@@ -126,8 +126,14 @@ pub struct EventStats {
     pub received: AtomicU64,
     /// Records that could not be decoded.
     pub decode_errors: AtomicU64,
-    /// Events lost because the queue to the exporter was full.
+    /// Events lost because the exporter stopped reading the queue (it ended
+    /// while the reader still held events). A full queue is not a loss: the
+    /// reader waits, and the kernel's ring buffer holds what comes meanwhile
+    /// (its overflow is the kernel counter `ringbuf_full`).
     pub queue_overflow: AtomicU64,
+    /// Times the reader waited for room in the queue (the exporter was busy
+    /// exporting): back-pressure, not a loss.
+    pub queue_waits: AtomicU64,
     /// Sockets found in /proc at start-up.
     pub preexisting_sockets: AtomicU64,
     /// Docker lookups not queued (lookup queue full).
@@ -142,6 +148,7 @@ impl EventStats {
         m.events_received = self.received.load(Ordering::Relaxed);
         m.events_undecodable = self.decode_errors.load(Ordering::Relaxed);
         m.events_queue_overflow = self.queue_overflow.load(Ordering::Relaxed);
+        m.events_queue_waits = self.queue_waits.load(Ordering::Relaxed);
         m.events_sync_timeouts = self.sync_timeouts.load(Ordering::Relaxed);
         m.preexisting_sockets = self.preexisting_sockets.load(Ordering::Relaxed);
         m.docker_lookups_not_queued = self.docker_queue_full.load(Ordering::Relaxed);
@@ -163,13 +170,23 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// Queues `ev` for the exporter. A full queue means the exporter is busy
+    /// building an interval: wait for it (it drains the queue before and
+    /// while it waits for a barrier, and when it stops), so a burst backs up
+    /// into the kernel's ring buffer instead of being dropped here.
     fn send(&self, ev: ReaderEvent) {
-        match self.tx.try_send(ev) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
+        let ev = match self.tx.try_send(ev) {
+            Ok(()) => return,
+            Err(TrySendError::Full(ev)) => ev,
+            Err(TrySendError::Disconnected(_)) => {
                 self.stats.queue_overflow.fetch_add(1, Ordering::Relaxed);
+                return;
             }
-            Err(TrySendError::Disconnected(_)) => {}
+        };
+        self.stats.queue_waits.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(ev).is_err() {
+            // The exporter is gone: nobody will apply it.
+            self.stats.queue_overflow.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -335,6 +352,11 @@ impl EventReader {
     /// The barrier the exporter waits on before an export.
     pub fn barrier(&self) -> Arc<EventBarrier> {
         Arc::clone(&self.barrier)
+    }
+
+    /// Whether the thread has ended (after `stop`, its final drain is done).
+    pub fn is_finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
     /// Waits for the thread after `stop` was set.

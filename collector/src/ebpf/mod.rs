@@ -114,6 +114,9 @@ pub struct EbpfSource {
     event_stats: Arc<EventStats>,
     barrier: Arc<EventBarrier>,
     events: Option<EventReader>,
+    /// Events taken off the queue while the reader made its final drain
+    /// (applied by the last collect, before what is still queued).
+    stopping: Vec<ReaderEvent>,
     stop: Arc<AtomicBool>,
 }
 
@@ -159,6 +162,7 @@ impl EbpfSource {
             event_stats,
             barrier: events.barrier(),
             events: Some(events),
+            stopping: Vec::new(),
             stop,
         })
     }
@@ -241,6 +245,9 @@ impl FlowSource for EbpfSource {
         maps::drain_icmp_echo(&mut self.icmp_echo, &mut self.icmp_scratch);
         self.obs.clear();
         let entries = self.reader.drain(&mut self.obs);
+        for ev in self.stopping.drain(..) {
+            Self::handle_event(table, ev);
+        }
         self.sync_events(table);
         // Echo requests of raw ICMP sockets: join their owners by cookie.
         let now = clock::monotonic_ns();
@@ -303,8 +310,17 @@ impl FlowSource for EbpfSource {
     }
 
     fn stop(&mut self) {
-        // The reader drains the ring buffer one last time and ends (`stop` is set).
+        // The reader drains the ring buffer one last time and ends (`stop` is
+        // set). It may wait for room in the queue: keep taking events off it
+        // until it has ended.
         if let Some(events) = self.events.take() {
+            while !events.is_finished() {
+                match self.rx.recv_timeout(Duration::from_millis(20)) {
+                    Ok(ev) => self.stopping.push(ev),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
             events.join();
         }
     }
