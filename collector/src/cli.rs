@@ -41,10 +41,20 @@ pub enum Command {
 /// Flags of `flowlens run`. Each may also come from the config file; flags win.
 #[derive(Debug, Args, Default)]
 pub struct RunArgs {
-    /// Interface to monitor (repeatable) [default: every interface that is up,
-    /// and interfaces that appear later (new container veths)].
+    /// Interface to monitor (repeatable; attached again if it is deleted and
+    /// comes back) [default: every interface, and interfaces that appear later
+    /// (new container veths, attached as the kernel announces them)].
     #[arg(long = "iface", value_name = "IF")]
     pub ifaces: Vec<String>,
+    /// Without --iface: monitor only interfaces whose name matches one of
+    /// these glob patterns (comma-separated or repeated; `*`, `?`, `[a-z]`),
+    /// e.g. 'veth*,docker0' [default: every interface].
+    #[arg(long, value_name = "GLOBS", value_delimiter = ',')]
+    pub iface_include: Vec<String>,
+    /// Without --iface: never monitor interfaces whose name matches one of
+    /// these glob patterns (comma-separated or repeated), e.g. 'eth*'.
+    #[arg(long, value_name = "GLOBS", value_delimiter = ',')]
+    pub iface_exclude: Vec<String>,
     /// Export interval, e.g. 10s, 500ms, 1m30s, or seconds [default: 10s].
     #[arg(long, value_name = "DURATION", env = "FLOWLENS_EXPORT_INTERVAL")]
     pub export_interval: Option<String>,

@@ -12,7 +12,8 @@
 //!   (what this kernel offers, which build and hooks it gets, loading and attaching);
 //! - outputs: [`sinks`] (JSON lines, summary), [`influx`], assembled by [`outputs`];
 //! - [`metrics`]: what flowlens saw and lost;
-//! - helpers: [`clock`], [`docker`], [`enrich`], [`ifaces`], [`user_input`].
+//! - helpers: [`clock`], [`docker`], [`enrich`], [`ifaces`] (and
+//!   [`link_watch`], their notifications), [`user_input`].
 
 pub mod afpacket;
 pub mod capture;
@@ -29,6 +30,7 @@ pub mod heap;
 pub mod ifaces;
 pub mod influx;
 pub mod kernel_probe;
+pub mod link_watch;
 pub mod loader;
 pub mod metrics;
 pub mod outputs;

@@ -30,6 +30,17 @@ pub struct SelfMetrics {
     pub interfaces_monitored: u64,
     /// Interface attach failures.
     pub interface_attach_failures: u64,
+    /// Interfaces attached after start-up (new ones, and `--iface` ones back
+    /// after being deleted).
+    pub interfaces_attached_later: u64,
+    /// Frames that crossed those interfaces before flowlens could attach to
+    /// them (from their driver counters, any protocol): never counted.
+    pub interface_frames_before_attach: u64,
+    /// Their bytes (link-layer lengths).
+    pub interface_bytes_before_attach: u64,
+    /// Times the interface notifications overflowed (the interfaces were
+    /// listed again; not a loss by itself).
+    pub interface_notification_overruns: u64,
     /// Ring-buffer events read.
     pub events_received: u64,
     /// Ring-buffer records that could not be decoded.
@@ -86,6 +97,7 @@ impl SelfMetrics {
             + self.events_queue_overflow
             + self.events_undecodable
             + self.records_lost_sink
+            + self.interface_frames_before_attach
             + self.table.conversations_dropped
             + self.table.sockets_dropped
             + self
@@ -94,19 +106,35 @@ impl SelfMetrics {
                 .map_or(0, |i| i.lost_points() + i.points_dead_lettered)
     }
 
-    /// Logs an ERROR with the loss counters by reason when `lost_total()` grew
-    /// past `*last_lost` (what the previous interval reported), and moves it on.
-    /// `hint`: what to do about it in this capture mode.
-    pub fn log_new_losses(&self, last_lost: &mut u64, hint: &str) {
-        let lost = self.lost_total();
-        if lost > *last_lost {
-            tracing::error!(
-                new = lost - *last_lost,
-                by_reason = ?self.losses(),
-                "Data was lost this interval (counters by reason; {hint})."
-            );
-            *last_lost = lost;
+    /// Logs an ERROR with the loss counters by reason when one of them grew
+    /// past `last` (what the previous interval reported), with what to do
+    /// about each reason that grew, and moves `last` on.
+    pub fn log_new_losses(&self, last: &mut BTreeMap<&'static str, u64>) {
+        let now = self.losses();
+        let grew: Vec<(&'static str, u64)> = now
+            .iter()
+            .filter_map(|(r, v)| {
+                let before = last.get(r).copied().unwrap_or(0);
+                (*v > before).then(|| (*r, v - before))
+            })
+            .collect();
+        if grew.is_empty() {
+            return;
         }
+        let mut hints: Vec<&str> = Vec::new();
+        for (reason, _) in &grew {
+            let h = loss_hint(reason);
+            if !hints.contains(&h) {
+                hints.push(h);
+            }
+        }
+        tracing::error!(
+            new = grew.iter().map(|(_, n)| n).sum::<u64>(),
+            by_reason = ?now,
+            "Data was lost this interval (counters by reason; {}).",
+            hints.join("; ")
+        );
+        *last = now;
     }
 
     /// Counters that lose no data but need attention (only the non-zero ones).
@@ -154,6 +182,10 @@ impl SelfMetrics {
             ("events_undecodable", self.events_undecodable),
             ("records_lost_sink", self.records_lost_sink),
             (
+                "interface_frames_before_attach",
+                self.interface_frames_before_attach,
+            ),
+            (
                 "conversations_dropped_cap",
                 self.table.conversations_dropped,
             ),
@@ -172,6 +204,24 @@ impl SelfMetrics {
             ),
         ];
         all.into_iter().chain(influx).collect()
+    }
+}
+
+/// What to do when the loss counter `reason` grows.
+fn loss_hint(reason: &str) -> &'static str {
+    match reason {
+        "records_lost_sink" => "an output could not write: its ERROR above says why",
+        "afpacket_drops" => {
+            "the packet sockets' queues overflowed: userspace capture cannot keep up (eBPF mode counts in the kernel)"
+        }
+        "events_undecodable" => {
+            "events from the kernel could not be decoded: a flowlens bug, please report it"
+        }
+        "interface_frames_before_attach" => {
+            "traffic crossed an interface before flowlens could attach to it"
+        }
+        r if r.starts_with("influx_") => "the InfluxDB output: its log lines above say why",
+        _ => "raise the [limits] in the config file (docs/configuration.md)",
     }
 }
 
@@ -199,5 +249,20 @@ mod tests {
         let mut last = 0;
         m.log_new_problems(&mut last);
         assert_eq!(last, 5);
+    }
+
+    #[test]
+    fn loss_hints_fit_the_cause() {
+        assert!(loss_hint("records_lost_sink").contains("output"));
+        assert!(!loss_hint("records_lost_sink").contains("limits"));
+        assert!(loss_hint("kernel_flow_map_full").contains("limits"));
+        assert!(loss_hint("influx_spool_full_points").contains("InfluxDB"));
+        let m = SelfMetrics {
+            records_lost_sink: 3,
+            ..Default::default()
+        };
+        let mut last = BTreeMap::new();
+        m.log_new_losses(&mut last);
+        assert_eq!(last, BTreeMap::from([("records_lost_sink", 3)]));
     }
 }

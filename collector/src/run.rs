@@ -144,7 +144,7 @@ fn export<S: FlowSource>(p: Prepared, source: &mut S, names: Names) -> anyhow::R
             host: p.cfg.host.clone(),
             interval_ns: u64::try_from(p.cfg.export_interval.as_nanos()).unwrap_or(u64::MAX),
             table: p.cfg.table_config(),
-            auto_attach: p.cfg.ifaces.is_empty(),
+            ifaces: p.cfg.iface_selection(),
         },
         names,
         sinks,

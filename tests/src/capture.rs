@@ -21,6 +21,13 @@ impl Tcpdump {
     /// Starts capturing on a root-namespace interface and returns once
     /// tcpdump says it is listening.
     pub fn start(iface: &str, dir: &Path) -> Self {
+        Self::start_filtered(iface, dir, &[])
+    }
+
+    /// [`Tcpdump::start`] with a capture filter (tcpdump's words, e.g.
+    /// `["udp", "and", "port", "5000"]`). On `any` it also sees interfaces
+    /// created after it started: the reference for a new interface.
+    pub fn start_filtered(iface: &str, dir: &Path, filter: &[&str]) -> Self {
         let file = dir.join(format!("{iface}.pcap"));
         let stderr = dir.join(format!("{iface}.tcpdump.log"));
         let log = std::fs::File::create(&stderr).expect("create tcpdump log");
@@ -44,6 +51,7 @@ impl Tcpdump {
                 "root",
                 "--immediate-mode",
             ])
+            .args(filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

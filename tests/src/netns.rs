@@ -31,48 +31,9 @@ impl VethNetns {
     /// Creates namespace and veth pair, addresses them, brings everything up
     /// and turns offloads off on both ends.
     pub fn new(uniq: &Uniq) -> Self {
-        let n = free_subnet("10.200");
-        let guard = VethNetns {
-            ns: uniq.as_str().to_owned(),
-            host_if: uniq.ifname("h"),
-            peer_if: uniq.ifname("p"),
-            host_v4: Ipv4Addr::new(10, 200, n, 1),
-            peer_v4: Ipv4Addr::new(10, 200, n, 2),
-            host_v6: Ipv6Addr::new(0xfd00, 0x200, n.into(), 0, 0, 0, 0, 1),
-            peer_v6: Ipv6Addr::new(0xfd00, 0x200, n.into(), 0, 0, 0, 0, 2),
-        };
+        let guard = Self::plan(uniq);
         // From here on a panic drops `guard`, which removes what exists so far.
-        let (ns, h, p) = (
-            guard.ns.as_str(),
-            guard.host_if.as_str(),
-            guard.peer_if.as_str(),
-        );
-        cmd::run("ip", &["netns", "add", ns]);
-        cmd::run(
-            "ip",
-            &[
-                "link", "add", h, "type", "veth", "peer", "name", p, "netns", ns,
-            ],
-        );
-        let (h4, p4) = (
-            format!("{}/24", guard.host_v4),
-            format!("{}/24", guard.peer_v4),
-        );
-        let (h6, p6) = (
-            format!("{}/64", guard.host_v6),
-            format!("{}/64", guard.peer_v6),
-        );
-        cmd::run("ip", &["addr", "add", &h4, "dev", h]);
-        // `nodad`: usable at once instead of "tentative" for a second or two.
-        cmd::run("ip", &["-6", "addr", "add", &h6, "dev", h, "nodad"]);
-        cmd::run("ip", &["link", "set", h, "up"]);
-        cmd::run("ip", &["-n", ns, "addr", "add", &p4, "dev", p]);
-        cmd::run(
-            "ip",
-            &["-n", ns, "-6", "addr", "add", &p6, "dev", p, "nodad"],
-        );
-        cmd::run("ip", &["-n", ns, "link", "set", p, "up"]);
-        cmd::run("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        cmd::run("sh", &["-e", "-c", &guard.setup_script()]);
         // Offloads off on both ends, for exact packet counts: with TSO/GSO the
         // stack hands the veth 64 KB "super-packets" that tcpdump records as
         // ONE packet (with the full IP length), while flowlens counts the
@@ -80,9 +41,48 @@ impl VethNetns {
         // With everything segmented by TCP itself both see the same packets.
         // `tx off` (checksum offload) too: TSO depends on it, so no later
         // feature change (XDP attach toggles veth features) can bring TSO back.
-        disable_offloads(None, h);
-        disable_offloads(Some(ns), p);
+        disable_offloads(None, &guard.host_if);
+        disable_offloads(Some(&guard.ns), &guard.peer_if);
         guard
+    }
+
+    /// The names and addresses of a namespace + veth pair, nothing created
+    /// yet: [`VethNetns::setup_script`] creates them (e.g. in one shell with
+    /// the first traffic right behind, for an interface that carries packets
+    /// within milliseconds of being created). Dropping it removes whatever
+    /// exists by then.
+    pub fn plan(uniq: &Uniq) -> Self {
+        let n = free_subnet("10.200");
+        VethNetns {
+            ns: uniq.as_str().to_owned(),
+            host_if: uniq.ifname("h"),
+            peer_if: uniq.ifname("p"),
+            host_v4: Ipv4Addr::new(10, 200, n, 1),
+            peer_v4: Ipv4Addr::new(10, 200, n, 2),
+            host_v6: Ipv6Addr::new(0xfd00, 0x200, n.into(), 0, 0, 0, 0, 1),
+            peer_v6: Ipv6Addr::new(0xfd00, 0x200, n.into(), 0, 0, 0, 0, 2),
+        }
+    }
+
+    /// Shell commands (one per line, for `sh -e -c`) that create the
+    /// namespace and the veth pair, address both ends (IPv6 without DAD:
+    /// usable at once instead of "tentative" for a second or two) and bring
+    /// them up. Offloads stay on.
+    pub fn setup_script(&self) -> String {
+        let (ns, h, p) = (&self.ns, &self.host_if, &self.peer_if);
+        let (h4, p4, h6, p6) = (self.host_v4, self.peer_v4, self.host_v6, self.peer_v6);
+        [
+            format!("ip netns add {ns}"),
+            format!("ip link add {h} type veth peer name {p} netns {ns}"),
+            format!("ip addr add {h4}/24 dev {h}"),
+            format!("ip -6 addr add {h6}/64 dev {h} nodad"),
+            format!("ip link set {h} up"),
+            format!("ip -n {ns} addr add {p4}/24 dev {p}"),
+            format!("ip -n {ns} -6 addr add {p6}/64 dev {p} nodad"),
+            format!("ip -n {ns} link set {p} up"),
+            format!("ip -n {ns} link set lo up"),
+        ]
+        .join("\n")
     }
 
     /// `ip netns exec <ns>` as an argv prefix.

@@ -49,6 +49,8 @@ pub type Direction = (u8, SocketAddr, SocketAddr);
 pub struct Capture {
     /// IP packets in capture order (non-IP frames are skipped).
     pub packets: Vec<Packet>,
+    /// Every frame of the file, IP or not (ARP, ...).
+    pub frames: u64,
 }
 
 impl Capture {
@@ -76,6 +78,7 @@ impl Capture {
         };
         let linktype = u32_at(data, 20) & 0x0fff_ffff;
         let mut packets = Vec::new();
+        let mut frames = 0u64;
         let mut off = 24;
         while off < data.len() {
             if data.len() - off < 16 {
@@ -92,9 +95,10 @@ impl Capture {
             if let Some(p) = decode_frame(linktype, &data[start..end])? {
                 packets.push(p);
             }
+            frames += 1;
             off = end;
         }
-        Ok(Capture { packets })
+        Ok(Capture { packets, frames })
     }
 
     /// Reads and parses a file.

@@ -225,6 +225,7 @@ fn a_conversation_moving_between_interfaces_counts_every_packet() {
         assert_eq!((a.packets, b.packets), (1500, 1000), "HARNESS: paths");
         let both = Capture {
             packets: ca.packets.iter().chain(&cb.packets).copied().collect(),
+            frames: ca.frames + cb.frames,
         };
         let (_, ck) = check_conversation(
             &recs,

@@ -18,12 +18,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crossbeam_channel::{never, Receiver};
 use flowlens_correlator::{
     cgroup::parse_container,
     conversation::ConversationTable,
     types::{FlowObservation, FlowTuple, Hook},
 };
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     capture::{linktype, parse_frame, AccountStats, FlowAccounts},
@@ -101,15 +102,28 @@ impl IfaceCapture {
         })
     }
 
-    fn stop(&mut self) {
+    /// Asks the reader to drain its socket and end (it sees the request
+    /// within [`READ_TIMEOUT`]).
+    fn request_stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the reader has ended (its counters are final).
+    fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Waits for the reader to end.
+    fn join(&mut self) {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-/// Reads frames until `stop`; each is counted under its hook.
+/// Reads frames until `stop`, then what is still queued (an interface that
+/// went away, or the shutdown, loses nothing the socket holds); each is
+/// counted under its hook.
 fn read_loop(
     socket: &PacketSocket,
     ifindex: u32,
@@ -120,20 +134,41 @@ fn read_loop(
 ) {
     let mut buf = vec![0u8; SNAPLEN];
     let mut failures = 0u32;
-    while !stop.load(Ordering::Relaxed) {
-        let frame = match socket.recv(&mut buf) {
+    let mut draining = false;
+    // The queued frames of a socket whose interface is gone come after one
+    // ENETDOWN: allow a few errors while draining.
+    let mut drain_errors = 0u32;
+    loop {
+        if !draining && stop.load(Ordering::Relaxed) {
+            draining = true;
+        }
+        let read = if draining {
+            socket.recv_queued(&mut buf)
+        } else {
+            socket.recv(&mut buf)
+        };
+        let frame = match read {
             Ok(Some(f)) => f,
+            Ok(None) if draining => return,
             Ok(None) => continue,
+            Err(_) if draining => {
+                drain_errors += 1;
+                if drain_errors > 3 {
+                    return;
+                }
+                continue;
+            }
             Err(e) => {
-                // ENETDOWN once when the interface goes away; the interface
-                // poll then stops this thread.
+                // ENETDOWN once when the interface goes down or away (the
+                // frames queued before stay readable); the exporter then
+                // detaches it, which stops this thread after a drain.
                 if e.raw_os_error() == Some(libc::ENETDOWN) {
                     debug!(iface = %name, "Interface went down or away.");
-                } else {
-                    failures += 1;
-                    if failures <= 3 {
-                        warn!(iface = %name, error = %e, "Reading the packet socket failed.");
-                    }
+                    continue;
+                }
+                failures += 1;
+                if failures <= 3 {
+                    warn!(iface = %name, error = %e, "Reading the packet socket failed.");
                 }
                 std::thread::sleep(READ_TIMEOUT);
                 continue;
@@ -177,6 +212,11 @@ pub struct AfPacketSource {
     closed_stats: AccountStats,
     /// The last counters of interfaces no longer captured on.
     pending: Vec<FlowObservation>,
+    /// Detached interfaces whose readers are still draining their sockets
+    /// (a detach never waits for them: a new interface is attached at once).
+    closing: Vec<IfaceCapture>,
+    /// Ends a wait early (an interface appeared).
+    wake: Receiver<()>,
 }
 
 impl AfPacketSource {
@@ -196,6 +236,8 @@ impl AfPacketSource {
             drops: 0,
             closed_stats: AccountStats::default(),
             pending: Vec::new(),
+            closing: Vec::new(),
+            wake: never(),
         }
     }
 
@@ -261,6 +303,25 @@ impl AfPacketSource {
         }));
     }
 
+    /// Takes the last counters of detached interfaces whose readers ended
+    /// (all of them, waiting, when `wait`).
+    fn retire_closed(&mut self, wait: bool) {
+        let closing = std::mem::take(&mut self.closing);
+        for mut c in closing {
+            if !wait && !c.is_finished() {
+                self.closing.push(c);
+                continue;
+            }
+            c.join();
+            self.take_socket_stats(&c);
+            if let Ok(acc) = c.accounts.lock() {
+                self.closed_stats += acc.ingress.stats();
+                self.closed_stats += acc.egress.stats();
+            }
+            Self::take_changed(&c, &mut self.pending);
+        }
+    }
+
     fn stats(&self) -> AccountStats {
         let mut s = self.closed_stats;
         for c in self.captures.values() {
@@ -296,12 +357,16 @@ impl FlowSource for AfPacketSource {
         let left = until.map_or(WAIT_STEP, |u| {
             Duration::from_nanos(u.saturating_sub(clock::monotonic_ns()))
         });
-        std::thread::sleep(left.min(WAIT_STEP));
+        // An interface appeared: return at once, so the exporter attaches it.
+        if self.wake.recv_timeout(left.min(WAIT_STEP)).is_ok() {
+            return Waited::Continue;
+        }
         self.maybe_rescan(table);
         Waited::Continue
     }
 
     fn collect(&mut self, table: &mut ConversationTable) -> u64 {
+        self.retire_closed(false);
         let mut obs = std::mem::take(&mut self.pending);
         let ifindexes: Vec<u32> = self.captures.keys().copied().collect();
         for i in &ifindexes {
@@ -338,19 +403,21 @@ impl FlowSource for AfPacketSource {
     fn attach(&mut self, iface: &Iface) -> Result<(), AttachError> {
         let capture = IfaceCapture::start(iface, Arc::clone(&self.new_flows))?;
         self.captures.insert(iface.index, capture);
+        info!(iface = %iface.name, ifindex = iface.index, "Monitoring interface.");
         Ok(())
     }
 
+    fn wake_on(&mut self, wake: Receiver<()>) {
+        self.wake = wake;
+    }
+
     fn detach(&mut self, ifindex: u32) {
-        if let Some(mut c) = self.captures.remove(&ifindex) {
-            c.stop();
-            self.take_socket_stats(&c);
-            if let Ok(acc) = c.accounts.lock() {
-                self.closed_stats += acc.ingress.stats();
-                self.closed_stats += acc.egress.stats();
-            }
-            // Its last counters still go into the next export.
-            Self::take_changed(&c, &mut self.pending);
+        if let Some(c) = self.captures.remove(&ifindex) {
+            info!(iface = %c.name, ifindex, "Stopped monitoring interface.");
+            // Its reader drains what the socket still holds and ends; its
+            // last counters go into the first export after that.
+            c.request_stop();
+            self.closing.push(c);
         }
     }
 
@@ -370,13 +437,14 @@ impl FlowSource for AfPacketSource {
         )
     }
 
-    fn loss_hint(&self) -> &'static str {
-        "afpacket_drops: the packet sockets' queues overflowed"
-    }
-
     fn stop(&mut self) {
-        for c in self.captures.values_mut() {
-            c.stop();
+        // All readers drain at once, then the last counters are taken.
+        for c in self.captures.values() {
+            c.request_stop();
         }
+        for c in self.captures.values_mut() {
+            c.join();
+        }
+        self.retire_closed(true);
     }
 }

@@ -111,6 +111,16 @@ impl PacketSocket {
     /// Reads one frame into `buf` (a longer frame is cut: its wire length is
     /// still reported); `Ok(None)` when the timeout passed or a signal came.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<FrameInfo>> {
+        self.recv_flags(buf, 0)
+    }
+
+    /// [`PacketSocket::recv`] without waiting: `Ok(None)` when nothing is
+    /// queued (to drain the socket before it is closed).
+    pub fn recv_queued(&self, buf: &mut [u8]) -> io::Result<Option<FrameInfo>> {
+        self.recv_flags(buf, libc::MSG_DONTWAIT)
+    }
+
+    fn recv_flags(&self, buf: &mut [u8], flags: libc::c_int) -> io::Result<Option<FrameInfo>> {
         // SAFETY: all-zero is a valid sockaddr_ll.
         let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
         let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
@@ -120,7 +130,7 @@ impl PacketSocket {
                 self.fd.as_raw_fd(),
                 buf.as_mut_ptr().cast(),
                 buf.len(),
-                libc::MSG_TRUNC,
+                libc::MSG_TRUNC | flags,
                 (&mut sll as *mut libc::sockaddr_ll).cast(),
                 &mut len,
             )

@@ -14,6 +14,10 @@ use crate::{cli::CaptureMode, influx::http::ApiVersion, influx::schema::SchemaCo
 pub struct FileConfig {
     /// Interfaces to monitor.
     pub ifaces: Option<Vec<String>>,
+    /// Without `ifaces`: glob patterns of the interfaces to monitor.
+    pub iface_include: Option<Vec<String>>,
+    /// Without `ifaces`: glob patterns of interfaces never to monitor.
+    pub iface_exclude: Option<Vec<String>>,
     /// Export interval ("10s", or seconds).
     pub export_interval: Option<DurationValue>,
     /// JSON lines path or "-".

@@ -19,6 +19,7 @@ use values::{parse_duration, quote, CAPTURE_TIME, EXPORT_INTERVAL, IDLE_TIMEOUT}
 
 use crate::{
     cli::{CaptureMode, ReplayArgs, RunArgs},
+    ifaces::IfaceSelection,
     influx::settings::InfluxSettings,
 };
 
@@ -56,8 +57,12 @@ pub struct OutputConfig {
 /// Validated configuration of `flowlens run`.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
-    /// Explicit interfaces; empty means all that are up, and new ones.
+    /// Explicit interfaces; empty means all (matching the patterns), and new ones.
     pub ifaces: Vec<String>,
+    /// Without explicit interfaces: names to monitor (empty: all).
+    pub iface_include: Vec<glob::Pattern>,
+    /// Without explicit interfaces: names never to monitor.
+    pub iface_exclude: Vec<glob::Pattern>,
     /// Export interval.
     pub export_interval: Duration,
     /// Idle timeout.
@@ -129,6 +134,22 @@ fn host_name(raw: &str) -> Result<String, ConfigError> {
     Ok(raw.to_owned())
 }
 
+/// Glob patterns of interface names (`what`: the setting, for errors).
+fn iface_patterns(what: &'static str, raw: &[String]) -> Result<Vec<glob::Pattern>, ConfigError> {
+    raw.iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            glob::Pattern::new(p).map_err(|e| {
+                invalid(
+                    what,
+                    format!("{} is not a glob pattern: {}", quote(p), e.msg),
+                )
+            })
+        })
+        .collect()
+}
+
 fn interface_name(i: &str) -> Result<(), ConfigError> {
     if i.is_empty() || i.len() > 15 || i.contains('/') || i == "." || i == ".." {
         return Err(invalid(
@@ -177,6 +198,28 @@ impl RunConfig {
         for i in &ifaces {
             interface_name(i)?;
         }
+        let pick = |flag: &Vec<String>, key: &Option<Vec<String>>| {
+            if flag.is_empty() {
+                key.clone().unwrap_or_default()
+            } else {
+                flag.clone()
+            }
+        };
+        let iface_include = iface_patterns(
+            "iface_include",
+            &pick(&args.iface_include, &file.iface_include),
+        )?;
+        let iface_exclude = iface_patterns(
+            "iface_exclude",
+            &pick(&args.iface_exclude, &file.iface_exclude),
+        )?;
+        let patterns = !iface_include.is_empty() || !iface_exclude.is_empty();
+        if !ifaces.is_empty() && patterns {
+            return Err(invalid(
+                "interfaces",
+                "--iface names the interfaces to monitor; --iface-include/--iface-exclude (iface_include/iface_exclude) choose among all of them when none is named: use one or the other".into(),
+            ));
+        }
         let host = match args.host.as_deref().or(file.host.as_deref()) {
             Some(h) => host_name(h)?,
             None => system_host_name(),
@@ -217,6 +260,8 @@ impl RunConfig {
         }
         Ok(Self {
             ifaces,
+            iface_include,
+            iface_exclude,
             export_interval,
             idle_timeout,
             host,
@@ -241,6 +286,15 @@ impl RunConfig {
                 .unwrap_or_else(default_docker_socket),
             capture: args.capture.or(file.capture).unwrap_or_default(),
         })
+    }
+
+    /// The interfaces the run captures on.
+    pub fn iface_selection(&self) -> IfaceSelection {
+        IfaceSelection {
+            explicit: self.ifaces.clone(),
+            include: self.iface_include.clone(),
+            exclude: self.iface_exclude.clone(),
+        }
     }
 
     /// The conversation table of a run: the configured limits and timeouts,

@@ -218,3 +218,49 @@ fn a_missing_config_file_is_named_once() {
     );
     assert!(text.contains("/nonexistent/flowlens.toml"), "{text}");
 }
+
+#[test]
+fn interface_patterns_from_flags_and_file() {
+    let args = RunArgs {
+        iface_include: vec!["veth*".into(), "docker0".into()],
+        iface_exclude: vec!["veth9*".into()],
+        ..Default::default()
+    };
+    let cfg = RunConfig::from_args(&args).expect("patterns");
+    let sel = cfg.iface_selection();
+    assert!(sel.is_auto());
+    assert_eq!(sel.include.len(), 2);
+    let bad = RunArgs {
+        iface_include: vec!["veth[".into()],
+        ..Default::default()
+    };
+    let err = RunConfig::from_args(&bad).expect_err("bad glob");
+    assert!(
+        err.to_string().contains("iface_include") && err.to_string().contains("'veth['"),
+        "{err}"
+    );
+    let both = RunArgs {
+        ifaces: vec!["eth0".into()],
+        iface_exclude: vec!["eth*".into()],
+        ..Default::default()
+    };
+    let err = RunConfig::from_args(&both).expect_err("--iface with patterns");
+    assert!(err.to_string().contains("use one or the other"), "{err}");
+    let dir = std::env::temp_dir().join(format!("flowlens-globs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let p = dir.join("globs.toml");
+    std::fs::write(
+        &p,
+        "iface_include = [\"cali*\"]\niface_exclude = [\"cali0*\"]\n",
+    )
+    .expect("write");
+    let cfg = RunConfig::from_args(&RunArgs {
+        config: Some(p),
+        ..Default::default()
+    })
+    .expect("file keys");
+    let names: Vec<String> = cfg.iface_include.iter().map(|p| p.to_string()).collect();
+    assert_eq!(names, vec!["cali*"]);
+    assert_eq!(cfg.iface_exclude.len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

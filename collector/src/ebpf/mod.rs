@@ -29,7 +29,7 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     Ebpf,
 };
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
+use crossbeam_channel::{bounded, never, select, Receiver, RecvTimeoutError};
 use flowlens_correlator::{
     conversation::ConversationTable,
     types::{FlowObservation, FlowTuple, Hook},
@@ -118,6 +118,8 @@ pub struct EbpfSource {
     /// (applied by the last collect, before what is still queued).
     stopping: Vec<ReaderEvent>,
     stop: Arc<AtomicBool>,
+    /// Ends a wait early (an interface appeared).
+    wake: Receiver<()>,
 }
 
 impl EbpfSource {
@@ -164,6 +166,7 @@ impl EbpfSource {
             events: Some(events),
             stopping: Vec::new(),
             stop,
+            wake: never(),
         })
     }
 
@@ -220,7 +223,12 @@ impl FlowSource for EbpfSource {
         let wait = until
             .map_or(MAX_WAIT, |u| Duration::from_nanos(u.saturating_sub(now)))
             .min(MAX_WAIT);
-        match self.rx.recv_timeout(wait) {
+        let received = select! {
+            recv(self.rx) -> ev => ev.map_err(|_| RecvTimeoutError::Disconnected),
+            recv(self.wake) -> _ => return Waited::Continue,
+            default(wait) => Err(RecvTimeoutError::Timeout),
+        };
+        match received {
             Ok(ev) => {
                 Self::handle_event(table, ev);
                 while let Ok(ev) = self.rx.try_recv() {
@@ -285,6 +293,10 @@ impl FlowSource for EbpfSource {
         self.attachments.detach(&mut self.flow_bpf, ifindex);
     }
 
+    fn wake_on(&mut self, wake: Receiver<()>) {
+        self.wake = wake;
+    }
+
     fn report(&mut self, m: &mut SelfMetrics) {
         let mut kernel = BTreeMap::new();
         maps::read_counters(&self.flow_counters, &mut kernel);
@@ -303,10 +315,6 @@ impl FlowSource for EbpfSource {
             m.events_received,
             m.kernel.get("packets_seen").copied().unwrap_or(0)
         )
-    }
-
-    fn loss_hint(&self) -> &'static str {
-        "raise the limits in the config file"
     }
 
     fn stop(&mut self) {

@@ -10,6 +10,7 @@
 //! A policy (timeouts, limits, which losses are errors, what is logged)
 //! lives here once, whatever the source.
 
+pub mod interfaces;
 pub mod names;
 pub mod schedule;
 pub mod source;
@@ -27,14 +28,15 @@ use flowlens_correlator::{
     conversation::{ConversationTable, TableConfig},
     record::clamp_i64,
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::{
-    ifaces::{self, Iface},
+    ifaces::{Iface, IfaceSelection},
     influx::stats::InfluxStats,
     metrics::SelfMetrics,
     sinks::Sinks,
 };
+pub use interfaces::{ExplicitAttachError, IfaceStats, Interfaces};
 pub use names::Names;
 pub use schedule::Schedule;
 pub use source::{AttachError, FlowSource, Now, Timeline, Waited};
@@ -48,20 +50,8 @@ pub struct ExportConfig {
     pub interval_ns: u64,
     /// The conversation table's limits and timeouts.
     pub table: TableConfig,
-    /// Capture on every interface that is up, and on new ones (no `--iface`).
-    pub auto_attach: bool,
-}
-
-/// An interface named with `--iface` could not be captured on.
-#[derive(Debug, thiserror::Error)]
-#[error("{what} interface {iface}")]
-pub struct ExplicitAttachError {
-    /// What failed ("attaching to", ...).
-    what: &'static str,
-    /// Interface name.
-    iface: String,
-    /// Cause.
-    source: AttachError,
+    /// The interfaces a live source captures on.
+    pub ifaces: IfaceSelection,
 }
 
 /// How a run ended.
@@ -79,8 +69,8 @@ pub struct Exporter {
     sinks: Sinks,
     influx: Option<Arc<InfluxStats>>,
     metrics: Arc<Mutex<SelfMetrics>>,
-    attach_failures: u64,
-    last_lost: u64,
+    interfaces: Interfaces,
+    last_losses: std::collections::BTreeMap<&'static str, u64>,
     last_problems: u64,
     /// Connection tracking for the NAT join (live sources).
     nat: Option<NatFeed>,
@@ -97,14 +87,14 @@ impl Exporter {
     ) -> Self {
         Self {
             table: ConversationTable::new(cfg.table),
+            interfaces: Interfaces::new(cfg.ifaces.clone()),
             cfg,
             names,
             sinks,
             influx,
             metrics: Arc::new(Mutex::new(SelfMetrics::default())),
             nat: None,
-            attach_failures: 0,
-            last_lost: 0,
+            last_losses: Default::default(),
             last_problems: 0,
         }
     }
@@ -120,58 +110,17 @@ impl Exporter {
         &self.table
     }
 
-    /// Attaches `source` to the `--iface` interfaces, or (none named) to every
-    /// interface that is up. A named interface that fails is an error, and
-    /// nothing stays attached.
+    /// Subscribes to interface notifications and attaches `source` to the
+    /// `--iface` interfaces (`explicit`), or (none named) to every selected
+    /// interface. A named interface that fails is an error, and nothing
+    /// stays attached.
     pub fn attach_initial<S: FlowSource>(
         &mut self,
         source: &mut S,
         explicit: &[Iface],
     ) -> Result<(), ExplicitAttachError> {
-        self.refresh_interfaces(source);
-        for iface in explicit {
-            if let Err(e) = source.attach(iface) {
-                self.attach_failures += 1;
-                for i in source.monitored().into_keys() {
-                    source.detach(i);
-                }
-                let what = match e {
-                    AttachError::Socket(_) => "capturing on",
-                    _ => "attaching to",
-                };
-                return Err(ExplicitAttachError {
-                    what,
-                    iface: iface.name.clone(),
-                    source: e,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Updates interface names; in auto mode attaches to new interfaces that
-    /// are up and detaches from vanished ones.
-    fn refresh_interfaces<S: FlowSource>(&mut self, source: &mut S) {
-        let now = ifaces::list();
-        for (idx, iface) in &now {
-            self.names.ifaces.insert(*idx, iface.name.clone());
-        }
-        if !self.cfg.auto_attach {
-            return;
-        }
-        let monitored = source.monitored();
-        for i in monitored.keys().filter(|i| !now.contains_key(i)) {
-            source.detach(*i);
-        }
-        for iface in now.values().filter(|i| i.up && i.is_ethernet()) {
-            if monitored.contains_key(&iface.index) {
-                continue;
-            }
-            if let Err(e) = source.attach(iface) {
-                self.attach_failures += 1;
-                warn!(iface = %iface.name, error = %e, "Cannot monitor interface; its traffic is not counted.");
-            }
-        }
+        self.interfaces
+            .start(source, explicit, &mut self.names.ifaces)
     }
 
     /// Runs the loop until `stop` is set or the source ends, then exports the
@@ -195,10 +144,12 @@ impl Exporter {
         }
         while !stop.load(Ordering::Relaxed) {
             let waited = source.wait(&mut self.table, schedule.next_wake());
+            self.interfaces
+                .apply_notifications(source, &mut self.names.ifaces);
             if let Some(now) = source.now() {
                 let due = schedule.due(now.mono_ns);
                 if due.poll {
-                    self.refresh_interfaces(source);
+                    self.interfaces.poll(source, &mut self.names.ifaces);
                 }
                 if let Some(at) = due.export_at {
                     self.export(source, at, false);
@@ -296,7 +247,12 @@ impl Exporter {
             m.records_lost_sink += lost;
             m.kernel_flow_entries = entries;
             m.interfaces_monitored = source.monitored().len() as u64;
-            m.interface_attach_failures = self.attach_failures;
+            let ifs = self.interfaces.stats();
+            m.interface_attach_failures = ifs.attach_failures;
+            m.interfaces_attached_later = ifs.attached_later;
+            m.interface_frames_before_attach = ifs.before_attach.packets;
+            m.interface_bytes_before_attach = ifs.before_attach.bytes;
+            m.interface_notification_overruns = ifs.notification_overruns;
             m.table = self.table.stats();
             m.conntrack = self.nat.as_ref().and_then(NatFeed::stats);
             m.influx = self.influx.as_ref().map(|s| s.snapshot());
@@ -336,7 +292,7 @@ impl Exporter {
                 "Interval exported."
             );
         }
-        snapshot.log_new_losses(&mut self.last_lost, source.loss_hint());
+        snapshot.log_new_losses(&mut self.last_losses);
         snapshot.log_new_problems(&mut self.last_problems);
         Some(snapshot)
     }

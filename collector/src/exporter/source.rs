@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crossbeam_channel::Receiver;
 use flowlens_correlator::{
     conversation::ConversationTable,
     types::{FlowTuple, Hook},
@@ -99,14 +100,16 @@ pub trait FlowSource {
     /// counters still go into the next export.
     fn detach(&mut self, _ifindex: u32) {}
 
+    /// From now on a [`FlowSource::wait`] also ends as soon as `wake` has a
+    /// message (an interface appeared: the exporter attaches it at once).
+    /// Live sources keep it; the default ignores it.
+    fn wake_on(&mut self, _wake: Receiver<()>) {}
+
     /// Adds this source's counters to the metrics snapshot.
     fn report(&mut self, m: &mut SelfMetrics);
 
     /// This source's numbers for the `Interval exported.` log line.
     fn log_detail(&self, m: &SelfMetrics) -> String;
-
-    /// What to do when this source loses data (ends the loss ERROR line).
-    fn loss_hint(&self) -> &'static str;
 
     /// Stops capturing before the final export (reader threads end after
     /// their last read).

@@ -89,7 +89,7 @@ fn self_metrics_follow_every_interval_with_its_time() {
             host: "replay-host".to_owned(),
             interval_ns: SEC as u64,
             table: TableConfig::default(),
-            auto_attach: false,
+            ifaces: Default::default(),
         },
         Names::capture(),
         sinks,

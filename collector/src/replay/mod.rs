@@ -54,7 +54,7 @@ pub fn run(cfg: &ReplayConfig) -> anyhow::Result<i32> {
             host: cfg.host.clone(),
             interval_ns: u64::try_from(cfg.export_interval.as_nanos()).unwrap_or(u64::MAX),
             table: cfg.table_config(),
-            auto_attach: false,
+            ifaces: Default::default(),
         },
         Names::capture(),
         sinks,

@@ -252,8 +252,4 @@ impl FlowSource for ReplaySource {
     fn log_detail(&self, _m: &SelfMetrics) -> String {
         format!("packets={}", self.summary.packets)
     }
-
-    fn loss_hint(&self) -> &'static str {
-        "the summary below counts them"
-    }
 }
