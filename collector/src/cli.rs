@@ -26,6 +26,10 @@ pub enum Command {
     /// Needs root (or CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON and CAP_SYS_PTRACE).
     /// Without --jsonl it prints a summary of the top conversations every interval.
     /// Every flag may also come from the config file (docs/configuration.md); flags win.
+    ///
+    /// SIGINT/SIGTERM flush the last interval, detach and exit 0; SIGHUP reopens
+    /// the --jsonl file (log rotation). Exit status 1: a configuration or start-up
+    /// error, or no output can be written.
     Run(RunArgs),
     /// Check that this kernel and these privileges can run flowlens; exits
     /// non-zero naming what is missing.

@@ -16,6 +16,14 @@ pub enum OutputError {
     /// The InfluxDB output's start-up check failed (credentials, database).
     #[error("InfluxDB output")]
     Influx(#[source] InfluxError),
+    /// The JSON lines file's directory does not exist.
+    #[error("the directory {dir} of JSON lines output {path} does not exist: create it first (flowlens does not create directories for its outputs)")]
+    JsonlDir {
+        /// The directory, quoted.
+        dir: String,
+        /// The path, quoted.
+        path: String,
+    },
     /// The JSON lines file could not be opened.
     #[error("opening JSON lines output {path}")]
     Jsonl {
@@ -47,6 +55,14 @@ pub fn open(
     match &cfg.jsonl {
         Some(JsonlTarget::Stdout) => sinks.push(Box::new(JsonlSink::stdout())),
         Some(JsonlTarget::File(p)) => {
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if !dir.is_dir() {
+                    return Err(OutputError::JsonlDir {
+                        dir: quote(&dir.to_string_lossy()),
+                        path: quote(&p.to_string_lossy()),
+                    });
+                }
+            }
             let sink = JsonlSink::file(p).map_err(|source| OutputError::Jsonl {
                 path: quote(&p.to_string_lossy()),
                 source,

@@ -18,6 +18,7 @@ use crate::{
     influx::sink::InfluxSink,
     loader::{LoadError, LoadOptions, OWNER_REFRESH_NS},
     outputs, privileges,
+    sinks::OutputsEnd,
     user_input::quote,
 };
 
@@ -46,14 +47,23 @@ fn resolve_explicit(cfg: &RunConfig) -> anyhow::Result<Vec<Iface>> {
     Ok(explicit)
 }
 
-/// SIGINT and SIGTERM set the returned flag.
-fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+/// The flags the signals set: SIGINT and SIGTERM stop the run (the last
+/// interval is flushed), SIGHUP reopens the output files (log rotation).
+struct Signals {
+    stop: Arc<AtomicBool>,
+    reopen: Arc<AtomicBool>,
+}
+
+fn install_signals() -> anyhow::Result<Signals> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
-    Ok(stop)
+    let reopen = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reopen))
+        .context("installing signal handlers")?;
+    Ok(Signals { stop, reopen })
 }
 
 /// Whether a load error lets flowlens capture with AF_PACKET instead: "this
@@ -69,7 +79,7 @@ struct Prepared {
     cfg: RunConfig,
     explicit: Vec<Iface>,
     influx: Option<InfluxSink>,
-    stop: Arc<AtomicBool>,
+    signals: Signals,
 }
 
 /// Runs until SIGINT/SIGTERM; flushes the last interval and detaches.
@@ -110,7 +120,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
         p.cfg.flow_slots_per_cpu,
         p.cfg.event_queue,
         docker,
-        Arc::clone(&p.stop),
+        Arc::clone(&p.signals.stop),
     )?;
     export(p, &mut source, Names::host(containers))
 }
@@ -120,12 +130,12 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
 fn prepare(cfg: RunConfig) -> anyhow::Result<Prepared> {
     let explicit = resolve_explicit(&cfg)?;
     let influx = outputs::start_influx(&cfg.outputs)?;
-    let stop = stop_on_signals()?;
+    let signals = install_signals()?;
     Ok(Prepared {
         cfg,
         explicit,
         influx,
-        stop,
+        signals,
     })
 }
 
@@ -151,8 +161,13 @@ fn export<S: FlowSource>(p: Prepared, source: &mut S, names: Names) -> anyhow::R
         influx,
     );
     exporter.attach_initial(source, &p.explicit)?;
-    exporter.run(source, &p.stop);
-    Ok(())
+    exporter.reopen_on(Arc::clone(&p.signals.reopen));
+    let finished = exporter.run(source, &p.signals.stop);
+    match finished.outputs_end {
+        Some(OutputsEnd::NothingWritable(why)) => bail!("{why}"),
+        // A closed standard output is a normal end (`flowlens run --jsonl - | head`).
+        Some(OutputsEnd::StdoutClosed) | None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -141,6 +141,11 @@ impl Flowlens {
         self.programs.values().cloned().collect()
     }
 
+    /// Sends `sig` to the process; false if it is gone.
+    pub fn signal(&self, sig: i32) -> bool {
+        self.child.as_ref().is_some_and(|c| cmd::kill(c.id(), sig))
+    }
+
     /// Its stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()

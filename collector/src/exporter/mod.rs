@@ -34,7 +34,7 @@ use crate::{
     ifaces::{Iface, IfaceSelection},
     influx::stats::InfluxStats,
     metrics::SelfMetrics,
-    sinks::Sinks,
+    sinks::{OutputsEnd, Sinks},
 };
 pub use interfaces::{ExplicitAttachError, IfaceStats, Interfaces};
 pub use names::Names;
@@ -55,10 +55,13 @@ pub struct ExportConfig {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Finished {
     /// Outputs that failed to close (each logged).
     pub close_failures: usize,
+    /// The outputs ended the run (standard output closed, or nothing can
+    /// be written); `None`: a stop request or the end of the input.
+    pub outputs_end: Option<OutputsEnd>,
 }
 
 /// Table, lookups, outputs and metrics of one run.
@@ -74,6 +77,10 @@ pub struct Exporter {
     last_problems: u64,
     /// Connection tracking for the NAT join (live sources).
     nat: Option<NatFeed>,
+    /// Set (SIGHUP): the outputs reopen their files.
+    reopen: Option<Arc<AtomicBool>>,
+    /// The outputs asked to end the run.
+    outputs_end: Option<OutputsEnd>,
 }
 
 impl Exporter {
@@ -94,6 +101,8 @@ impl Exporter {
             influx,
             metrics: Arc::new(Mutex::new(SelfMetrics::default())),
             nat: None,
+            reopen: None,
+            outputs_end: None,
             last_losses: Default::default(),
             last_problems: 0,
         }
@@ -123,7 +132,14 @@ impl Exporter {
             .start(source, explicit, &mut self.names.ifaces)
     }
 
-    /// Runs the loop until `stop` is set or the source ends, then exports the
+    /// From now on, `flag` set (by SIGHUP) makes the outputs reopen their
+    /// files (log rotation); the loop sees it within ~200 ms.
+    pub fn reopen_on(&mut self, flag: Arc<AtomicBool>) {
+        self.reopen = Some(flag);
+    }
+
+    /// Runs the loop until `stop` is set, the source ends or the outputs
+    /// end the run (standard output closed, nothing writable), then exports the
     /// last interval (nothing waits for its owner any more) and closes the
     /// source and the outputs.
     pub fn run<S: FlowSource>(&mut self, source: &mut S, stop: &AtomicBool) -> Finished {
@@ -142,8 +158,15 @@ impl Exporter {
         if let Some(now) = source.now() {
             schedule.anchor(now.mono_ns);
         }
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.load(Ordering::Relaxed) && self.outputs_end.is_none() {
             let waited = source.wait(&mut self.table, schedule.next_wake());
+            if self
+                .reopen
+                .as_ref()
+                .is_some_and(|f| f.swap(false, Ordering::Relaxed))
+            {
+                self.sinks.reopen();
+            }
             self.interfaces
                 .apply_notifications(source, &mut self.names.ifaces);
             if let Some(now) = source.now() {
@@ -162,6 +185,8 @@ impl Exporter {
         if source.timeline() == Timeline::Live {
             info!("Stopping: flushing the last interval and detaching.");
         }
+        // Ended by the outputs: the source's threads watch the same flag.
+        stop.store(true, Ordering::Relaxed);
         source.stop();
         let at = source.now().map_or(0, |n| n.mono_ns);
         self.export(source, at, true);
@@ -170,7 +195,10 @@ impl Exporter {
         if source.timeline() == Timeline::Live {
             info!("flowlens stopped.");
         }
-        Finished { close_failures }
+        Finished {
+            close_failures,
+            outputs_end: self.outputs_end.clone(),
+        }
     }
 
     /// One interval. `at`: the export's time on a capture's clock (a live
@@ -221,8 +249,13 @@ impl Exporter {
             // A burst ended: give its memory back.
             crate::heap::trim_heap();
         }
-        let lost = self.sinks.write_interval(&records);
-        if let Some(snapshot) = self.update_metrics(source, entries, records.len() as u64, lost) {
+        let written = self.sinks.write_interval(&records);
+        if let Some(end) = written.end {
+            self.outputs_end.get_or_insert(end);
+        }
+        if let Some(snapshot) =
+            self.update_metrics(source, entries, records.len() as u64, written.lost)
+        {
             // With the interval's time, so a replay's losses sit beside its records.
             self.sinks
                 .write_self_metrics(&snapshot, &self.cfg.host, clamp_i64(now.unix_ns));

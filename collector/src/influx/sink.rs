@@ -275,6 +275,10 @@ impl RecordSink for InfluxSink {
         InfluxSink::close(self);
         Ok(())
     }
+
+    fn describe(&self) -> String {
+        "InfluxDB".into()
+    }
 }
 
 impl Drop for InfluxSink {

@@ -18,10 +18,13 @@
 pub mod jsonl;
 pub mod summary;
 
-use std::io;
+use std::{
+    io,
+    time::{Duration, Instant},
+};
 
 use flowlens_correlator::record::ConversationRecord;
-use tracing::error;
+use tracing::{error, info};
 
 use crate::metrics::SelfMetrics;
 
@@ -44,12 +47,79 @@ pub trait RecordSink {
     fn close(&mut self) -> io::Result<()> {
         Ok(())
     }
+
+    /// What this output is, for messages (e.g. `JSON lines file '/x'`).
+    fn describe(&self) -> String {
+        "output".into()
+    }
+
+    /// Whether it writes to standard output: there, a closed pipe means its
+    /// reader went away (`flowlens run --jsonl - | head`), which ends the run.
+    fn is_stdout(&self) -> bool {
+        false
+    }
+
+    /// Opens its file again by its path (SIGHUP, after log rotation moved
+    /// it); `Ok(false)`: nothing to reopen.
+    fn reopen(&mut self) -> io::Result<bool> {
+        Ok(false)
+    }
+}
+
+/// Why the outputs end a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputsEnd {
+    /// Standard output was closed by its reader: a normal end.
+    StdoutClosed,
+    /// Every output failed and none has ever written: nothing can be
+    /// written (the message says what failed and why).
+    NothingWritable(String),
+}
+
+/// What one interval's write came to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Records lost: the interval's records once per output that failed.
+    pub lost: u64,
+    /// The outputs ask to end the run.
+    pub end: Option<OutputsEnd>,
+}
+
+/// A failing output logs again at most this often (with the count since).
+const REPEAT_LOG: Duration = Duration::from_secs(60);
+
+/// What to do about a write error, by its cause.
+pub fn write_advice(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => "the file system is full: free space, or write elsewhere",
+        Some(libc::EDQUOT) => "the disk quota is exceeded: free space, or write elsewhere",
+        Some(libc::EROFS) => "the file system is read-only: write elsewhere",
+        Some(libc::EACCES | libc::EPERM) => "flowlens may not write there: check the permissions",
+        Some(libc::EFBIG) => {
+            "the file reached its size limit: rotate it (SIGHUP makes flowlens reopen it)"
+        }
+        Some(libc::EPIPE) => "its reader went away",
+        Some(libc::EIO) => "the device reported an I/O error: check it (dmesg)",
+        _ => "see the error",
+    }
+}
+
+/// One output and how its writes went.
+struct Output {
+    sink: Box<dyn RecordSink>,
+    /// It has written records at least once.
+    wrote: bool,
+    /// Its reader closed standard output: not written to any more.
+    closed: bool,
+    /// Intervals failed in a row, and when that was last logged.
+    failing: u64,
+    logged: Option<(Instant, String)>,
 }
 
 /// Every output of a run: each interval goes to all of them.
 #[derive(Default)]
 pub struct Sinks {
-    sinks: Vec<Box<dyn RecordSink>>,
+    outputs: Vec<Output>,
 }
 
 impl Sinks {
@@ -60,53 +130,134 @@ impl Sinks {
 
     /// Adds an output.
     pub fn push(&mut self, sink: Box<dyn RecordSink>) {
-        self.sinks.push(sink);
+        self.outputs.push(Output {
+            sink,
+            wrote: false,
+            closed: false,
+            failing: 0,
+            logged: None,
+        });
     }
 
     /// Adds every output of `other`.
     pub fn extend(&mut self, other: Sinks) {
-        self.sinks.extend(other.sinks);
+        self.outputs.extend(other.outputs);
     }
 
     /// How many outputs there are.
     pub fn len(&self) -> usize {
-        self.sinks.len()
+        self.outputs.len()
     }
 
     /// No output.
     pub fn is_empty(&self) -> bool {
-        self.sinks.is_empty()
+        self.outputs.is_empty()
     }
 
-    /// Writes one interval to every sink; returns the records lost (the
-    /// interval's records once per sink that failed, each failure logged).
-    pub fn write_interval(&mut self, records: &[ConversationRecord]) -> u64 {
-        let mut lost = 0u64;
-        for sink in &mut self.sinks {
-            if let Err(e) = sink.write_interval(records) {
-                lost += records.len() as u64;
-                error!(error = %e, records = records.len(), "Writing records failed; this interval's records are lost.");
+    /// Writes one interval to every output. A failure counts the interval's
+    /// records as lost for that output and logs an ERROR that says what
+    /// failed and what to do (a repeat at most once a minute, with the
+    /// count); a closed standard output, or every output failing without
+    /// ever having written, asks to end the run.
+    pub fn write_interval(&mut self, records: &[ConversationRecord]) -> Written {
+        let mut out = Written::default();
+        let (mut tried, mut failed) = (0, 0);
+        for o in self.outputs.iter_mut().filter(|o| !o.closed) {
+            tried += 1;
+            let e = match o.sink.write_interval(records) {
+                Ok(()) => {
+                    if o.failing > 0 {
+                        info!(output = %o.sink.describe(), failed_intervals = o.failing, "Output writes again.");
+                    }
+                    o.wrote |= !records.is_empty();
+                    o.failing = 0;
+                    o.logged = None;
+                    continue;
+                }
+                Err(e) => e,
+            };
+            if o.sink.is_stdout() && e.kind() == io::ErrorKind::BrokenPipe {
+                o.closed = true;
+                info!(output = %o.sink.describe(), records_not_written = records.len(), "Standard output was closed (its reader went away): stopping.");
+                out.end = Some(OutputsEnd::StdoutClosed);
+                continue;
+            }
+            failed += 1;
+            out.lost += records.len() as u64;
+            o.failing += 1;
+            let message = e.to_string();
+            let due = o
+                .logged
+                .as_ref()
+                .is_none_or(|(at, last)| *last != message || at.elapsed() >= REPEAT_LOG);
+            if due {
+                error!(
+                    output = %o.sink.describe(),
+                    error = %e,
+                    records = records.len(),
+                    failed_intervals = o.failing,
+                    "Writing records failed; this interval's records are lost for this output ({}).",
+                    write_advice(&e)
+                );
+                o.logged = Some((Instant::now(), message));
             }
         }
-        lost
+        let never_wrote = self.outputs.iter().all(|o| !o.wrote);
+        if out.end.is_none() && !records.is_empty() && tried > 0 && failed == tried && never_wrote {
+            let what: Vec<String> = self
+                .outputs
+                .iter()
+                .filter(|o| !o.closed)
+                .map(|o| {
+                    let (_, e) = o.logged.clone().unwrap_or((Instant::now(), String::new()));
+                    format!("{}: {e}", o.sink.describe())
+                })
+                .collect();
+            out.end = Some(OutputsEnd::NothingWritable(format!(
+                "no output can be written ({})",
+                what.join("; ")
+            )));
+        }
+        out
     }
 
-    /// Gives every sink the self-metrics after an interval (see
+    /// Gives every output the self-metrics after an interval (see
     /// [`RecordSink::write_self_metrics`]).
     pub fn write_self_metrics(&mut self, metrics: &SelfMetrics, host: &str, ts_unix_ns: i64) {
-        for sink in &mut self.sinks {
-            sink.write_self_metrics(metrics, host, ts_unix_ns);
+        for o in self.outputs.iter_mut().filter(|o| !o.closed) {
+            o.sink.write_self_metrics(metrics, host, ts_unix_ns);
         }
     }
 
-    /// Closes every sink (the InfluxDB sink flushes or spools); returns how
-    /// many failed (each logged).
+    /// Reopens every output that has a file (SIGHUP); each result logged.
+    pub fn reopen(&mut self) {
+        let mut any = false;
+        for o in &mut self.outputs {
+            match o.sink.reopen() {
+                Ok(true) => {
+                    any = true;
+                    info!(output = %o.sink.describe(), "Reopened the output file (SIGHUP).");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    any = true;
+                    error!(output = %o.sink.describe(), error = %e, "Reopening the output file failed; still writing to the file opened before ({}).", write_advice(&e));
+                }
+            }
+        }
+        if !any {
+            info!("SIGHUP: no output file to reopen.");
+        }
+    }
+
+    /// Closes every output (the InfluxDB sink flushes or spools); returns
+    /// how many failed (each logged).
     pub fn close(&mut self) -> usize {
         let mut failed = 0;
-        for sink in &mut self.sinks {
-            if let Err(e) = sink.close() {
+        for o in self.outputs.iter_mut().filter(|o| !o.closed) {
+            if let Err(e) = o.sink.close() {
                 failed += 1;
-                error!(error = %e, "Closing an output failed.");
+                error!(output = %o.sink.describe(), error = %e, "Closing an output failed ({}).", write_advice(&e));
             }
         }
         failed
@@ -150,8 +301,51 @@ mod tests {
             (1, 1),
         );
         let records = vec![r; 3];
-        assert_eq!(sinks.write_interval(&records), 3);
+        assert_eq!(
+            sinks.write_interval(&records),
+            Written { lost: 3, end: None }
+        );
         assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 3);
         assert_eq!(sinks.close(), 1);
+    }
+
+    #[test]
+    fn nothing_writable_ends_the_run_and_a_closed_stdout_too() {
+        use crate::influx::fixtures::{end, record};
+        let r = record(
+            end("10.0.0.1", 1, None),
+            end("10.0.0.2", 2, None),
+            (1, 2),
+            (1, 1),
+        );
+        let mut sinks = Sinks::new();
+        sinks.push(Box::new(Failing));
+        // No records: nothing tried to write, nothing to judge.
+        assert_eq!(sinks.write_interval(&[]), Written::default());
+        let w = sinks.write_interval(std::slice::from_ref(&r));
+        assert_eq!(w.lost, 1);
+        match w.end {
+            Some(OutputsEnd::NothingWritable(m)) => assert!(m.contains("disk full"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        struct ClosedStdout;
+        impl RecordSink for ClosedStdout {
+            fn write_interval(&mut self, _: &[ConversationRecord]) -> io::Result<()> {
+                Err(io::Error::from(io::ErrorKind::BrokenPipe))
+            }
+            fn is_stdout(&self) -> bool {
+                true
+            }
+        }
+        let mut sinks = Sinks::new();
+        sinks.push(Box::new(ClosedStdout));
+        let w = sinks.write_interval(std::slice::from_ref(&r));
+        assert_eq!((w.lost, w.end), (0, Some(OutputsEnd::StdoutClosed)));
+        // Closed: not written to again.
+        assert_eq!(
+            sinks.write_interval(std::slice::from_ref(&r)),
+            Written::default()
+        );
+        assert!(write_advice(&io::Error::from_raw_os_error(libc::ENOSPC)).contains("full"));
     }
 }

@@ -98,6 +98,14 @@ impl RecordSink for SummarySink {
         out.write_all(render_summary(records, self.top).as_bytes())?;
         out.flush()
     }
+
+    fn describe(&self) -> String {
+        "summary on standard output".into()
+    }
+
+    fn is_stdout(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
