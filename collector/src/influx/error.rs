@@ -37,6 +37,17 @@ pub enum InfluxError {
         /// What to check.
         hint: &'static str,
     },
+    /// Something answers HTTP at the URL, but it is not InfluxDB (a web
+    /// server, a proxy's error page): a wrong URL, not an outage.
+    #[error(
+        "{url} is not InfluxDB: {answer}; check --influx-url (InfluxDB answers GET /ping with 204)"
+    )]
+    NotInflux {
+        /// Base URL.
+        url: String,
+        /// What it answered.
+        answer: String,
+    },
     /// The database or bucket does not exist.
     #[error("InfluxDB at {url} has no database/bucket \"{db}\" ({message}); create it, or pass --influx-create-db (v1)")]
     DatabaseMissing {

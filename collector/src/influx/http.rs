@@ -175,21 +175,55 @@ fn endpoint(base: &Url, path: &str, query: &[(&str, &str)]) -> Url {
     u
 }
 
-/// The server's message: `{"error": "..."}` (1.x), `{"message": ...}` (2.x/3.x) or the text.
+/// The longest server message kept (logs, errors, the dead-letter file).
+const MESSAGE_MAX_CHARS: usize = 200;
+
+/// `s` on one line (whitespace runs become one space), cut after
+/// [`MESSAGE_MAX_CHARS`] characters.
+fn one_line(s: &str) -> String {
+    let joined = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if joined.chars().count() <= MESSAGE_MAX_CHARS {
+        return joined;
+    }
+    let mut cut: String = joined.chars().take(MESSAGE_MAX_CHARS).collect();
+    cut.push('…');
+    cut
+}
+
+/// The `<title>` of an HTML page, if it has one.
+fn html_title(page: &str) -> Option<&str> {
+    let lower = page.to_ascii_lowercase();
+    let start = lower.find("<title")?;
+    let open_end = start + lower[start..].find('>')? + 1;
+    let end = open_end + lower[open_end..].find("</title")?;
+    page.get(open_end..end)
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// The server's message, on one short line: `{"error": "..."}` (1.x),
+/// `{"message": ...}` (2.x/3.x), "an HTML page: <title>" (not InfluxDB:
+/// a web server or proxy), or the text.
 fn server_message(body: &str) -> String {
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(body) {
         for key in ["error", "message"] {
             if let Some(s) = v.get(key).and_then(|m| m.as_str()) {
-                return s.to_owned();
+                return one_line(s);
             }
         }
     }
     let t = body.trim();
     if t.is_empty() {
-        "(empty answer)".to_owned()
-    } else {
-        t.chars().take(512).collect()
+        return "(empty answer)".to_owned();
     }
+    let head = t.get(..t.len().min(256)).unwrap_or(t).to_ascii_lowercase();
+    if head.starts_with("<!doctype html") || head.starts_with("<html") || head.contains("<html") {
+        return match html_title(t) {
+            Some(title) => format!("an HTML page: {}", one_line(title)),
+            None => "an HTML page".to_owned(),
+        };
+    }
+    one_line(t)
 }
 
 fn read_message(resp: ureq::Response) -> String {
@@ -439,6 +473,22 @@ mod tests {
         );
         assert_eq!(server_message(" plain \n"), "plain");
         assert_eq!(server_message(""), "(empty answer)");
+        // A web server's error page: one line, its title.
+        let page = "<!DOCTYPE HTML>\n<html lang=\"en\">\n    <head>\n        <meta charset=\"utf-8\">\n        <title>Error response</title>\n    </head>\n    <body>\n        <h1>Error response</h1>\n        <p>Error code: 404</p>\n    </body>\n</html>\n";
+        assert_eq!(server_message(page), "an HTML page: Error response");
+        assert_eq!(
+            server_message("<html><body>x</body></html>"),
+            "an HTML page"
+        );
+        let long = format!("line one\n\nline two {}", "y".repeat(5000));
+        let m = server_message(&long);
+        assert!(
+            !m.contains('\n') && m.starts_with("line one line two"),
+            "{m}"
+        );
+        assert_eq!(m.chars().count(), MESSAGE_MAX_CHARS + 1);
+        let json = format!(r#"{{"error":"a\nb {}"}}"#, "z".repeat(500));
+        assert!(!server_message(&json).contains('\n'));
         assert_eq!(parse_retry_after(Some("3")), Some(Duration::from_secs(3)));
         assert_eq!(parse_retry_after(Some("99999")), Some(MAX_RETRY_AFTER));
         assert_eq!(

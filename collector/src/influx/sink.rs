@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 pub use super::error::InfluxError;
 use super::{
     encode::Encoder,
-    http::{Auth, Client, Outcome},
+    http::{Auth, Client, Outcome, RequestError},
     self_metrics::SelfMetricsEncoder,
     settings::InfluxSettings,
     spool::Spool,
@@ -32,9 +32,20 @@ fn health_check(client: &Client, create_db: bool) -> Result<(), InfluxError> {
     let t = client.target();
     let url = t.url.to_string();
     let timeout = t.timeout.min(Duration::from_secs(5));
-    if let Err(e) = client.ping(timeout) {
-        error!(%url, error = %e, "InfluxDB is not reachable; records are spooled until it answers.");
-        return Ok(());
+    match client.ping(timeout) {
+        Ok(()) => {}
+        // A 4xx to GET /ping (InfluxDB 1.x-3.x answer it, without
+        // credentials): another HTTP server answers at this URL.
+        Err(RequestError::Status { status, message }) if is_not_influx(status, &message) => {
+            return Err(InfluxError::NotInflux {
+                url,
+                answer: format!("GET /ping answered HTTP {status} ({message})"),
+            });
+        }
+        Err(e) => {
+            error!(%url, error = %e, "InfluxDB is not reachable (down, or nothing listens at this URL); records are spooled until it answers.");
+            return Ok(());
+        }
     }
     let mut created = false;
     loop {
@@ -68,6 +79,12 @@ fn health_check(client: &Client, create_db: bool) -> Result<(), InfluxError> {
                 info!(%url, db = %t.db, "Created the InfluxDB database.");
                 created = true;
             }
+            Outcome::Rejected { status, message } if is_not_influx(status, &message) => {
+                return Err(InfluxError::NotInflux {
+                    url,
+                    answer: format!("POST of an empty write answered HTTP {status} ({message})"),
+                });
+            }
             Outcome::DatabaseMissing { message }
             | Outcome::Rejected {
                 status: 404,
@@ -97,6 +114,35 @@ fn health_check(client: &Client, create_db: bool) -> Result<(), InfluxError> {
             }
         }
     }
+}
+
+/// Whether an answer says the server is not InfluxDB: an HTML page, or a
+/// 4xx InfluxDB never gives to a ping or an empty write (404 without a
+/// database/bucket named, 405 method not allowed); credentials refused
+/// (401/403), 408 and 429 are InfluxDB's own.
+fn is_not_influx(status: u16, message: &str) -> bool {
+    let html = message.starts_with("an HTML page");
+    match status {
+        401 | 403 | 408 | 429 => false,
+        404 => html || !(message.contains("database") || message.contains("bucket")),
+        405 => true,
+        400..=499 => html,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn answers_of_other_servers_are_told_apart() {
+    assert!(is_not_influx(404, "an HTML page: Error response"));
+    assert!(is_not_influx(404, "404 page not found"));
+    assert!(is_not_influx(405, "Method Not Allowed"));
+    assert!(is_not_influx(400, "an HTML page: Bad Request"));
+    assert!(!is_not_influx(404, "database not found: \"x\""));
+    assert!(!is_not_influx(404, "bucket \"x\" not found"));
+    assert!(!is_not_influx(401, "an HTML page: Unauthorized"));
+    assert!(!is_not_influx(400, "partial write"));
+    assert!(!is_not_influx(503, "an HTML page: Service Unavailable"));
 }
 
 /// Writes records to InfluxDB without ever waiting on the network.
