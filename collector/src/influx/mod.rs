@@ -13,6 +13,7 @@ pub mod http;
 pub mod settings;
 pub mod sink;
 pub mod spool;
+pub mod spool_dir;
 pub mod stats;
 pub mod writer;
 

@@ -12,6 +12,8 @@
 //!   stale index only replays batches again, which InfluxDB stores once
 //!   (deterministic timestamps make writes idempotent).
 //! - `lock`: `flock`ed while a collector owns the directory.
+//! - `.flowlens-spool`: marks the directory as a spool; a directory with any
+//!   other file is refused (see `spool_dir.rs`).
 //!
 //! The bound counts every byte of every segment file, including consumed
 //! records of the oldest segment until it is deleted. A record that does not
@@ -25,7 +27,6 @@ use std::{
     collections::VecDeque,
     fs::{self, File, OpenOptions},
     io::{self, Read, Seek, SeekFrom, Write},
-    os::unix::io::AsRawFd,
     path::{Path, PathBuf},
 };
 
@@ -68,6 +69,14 @@ pub enum SpoolError {
     /// Another process holds the directory's lock.
     #[error("spool directory {0} is in use by another flowlens process")]
     Locked(PathBuf),
+    /// The directory is not the spool's own.
+    #[error("spool directory {path} is not a directory of its own: {found}; give the spool an empty or new directory (e.g. /var/lib/flowlens/influx-spool)")]
+    NotOwn {
+        /// Directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        found: String,
+    },
 }
 
 /// One spooled batch, read from the front of the spool.
@@ -147,17 +156,7 @@ impl Spool {
             path: dir.to_path_buf(),
             source,
         };
-        fs::create_dir_all(dir).map_err(io_err)?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("lock"))
-            .map_err(io_err)?;
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(SpoolError::Locked(dir.to_path_buf()));
-        }
+        let lock = super::spool_dir::claim(dir)?;
         let mut found = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_err)? {
             let entry = entry.map_err(io_err)?;
