@@ -10,7 +10,9 @@ use tracing::warn;
 use crate::{
     afpacket::AfPacketSource,
     cli::CaptureMode,
-    config::RunConfig,
+    config::{
+        default_flow_slots_per_cpu, RunConfig, DEFAULT_FLOW_MAP_ENTRIES, DEFAULT_RINGBUF_BYTES,
+    },
     docker::DockerResolver,
     ebpf::{load_objects, EbpfSource},
     exporter::{ExportConfig, Exporter, FlowSource, Names},
@@ -74,6 +76,79 @@ pub fn falls_back_to_afpacket(e: &LoadError, afpacket_allowed: bool) -> bool {
     !matches!(e, LoadError::Permission) || afpacket_allowed
 }
 
+/// The sizes a user set that the kernel refuses: when the objects do not
+/// load with the configured sizes but load with the defaults, the limits
+/// (alone on top of the defaults) that fail to load, as `limits.x = v`, and
+/// their defaults. `None` when every size is the default or the defaults
+/// fail too (then the kernel cannot run the programs at all).
+fn refused_limits(opts: LoadOptions, err: &LoadError) -> Option<(String, String)> {
+    if matches!(err, LoadError::Permission) {
+        return None;
+    }
+    let defaults = LoadOptions {
+        flow_map_entries: DEFAULT_FLOW_MAP_ENTRIES,
+        flow_slots_per_cpu: default_flow_slots_per_cpu(crate::loader::possible_cpus()),
+        ringbuf_bytes: DEFAULT_RINGBUF_BYTES,
+        ..opts
+    };
+    let set: Vec<(&str, u32, u32, LoadOptions)> = [
+        (
+            "limits.flow_map_entries",
+            opts.flow_map_entries,
+            defaults.flow_map_entries,
+            LoadOptions {
+                flow_map_entries: opts.flow_map_entries,
+                ..defaults
+            },
+        ),
+        (
+            "limits.flow_slots_per_cpu",
+            opts.flow_slots_per_cpu,
+            defaults.flow_slots_per_cpu,
+            LoadOptions {
+                flow_slots_per_cpu: opts.flow_slots_per_cpu,
+                ..defaults
+            },
+        ),
+        (
+            "limits.ringbuf_bytes",
+            opts.ringbuf_bytes,
+            defaults.ringbuf_bytes,
+            LoadOptions {
+                ringbuf_bytes: opts.ringbuf_bytes,
+                ..defaults
+            },
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, value, default, _)| value != default)
+    .collect();
+    if set.is_empty() || !loads(defaults) {
+        return None;
+    }
+    let mut refused: Vec<&(&str, u32, u32, LoadOptions)> =
+        set.iter().filter(|(_, _, _, o)| !loads(*o)).collect();
+    if refused.is_empty() {
+        // Each loads alone: together they are too much.
+        refused = set.iter().collect();
+    }
+    let names: Vec<String> = refused
+        .iter()
+        .map(|(n, v, _, _)| format!("{n} = {v}"))
+        .collect();
+    let defaults: Vec<String> = refused
+        .iter()
+        .map(|(n, _, d, _)| format!("{n} = {d}"))
+        .collect();
+    Some((names.join(", "), defaults.join(", ")))
+}
+
+/// Whether both objects load with `opts` (nothing attached; dropped at once).
+fn loads(opts: LoadOptions) -> bool {
+    crate::loader::load_flow_object(opts).is_ok()
+        && crate::loader::load_sock_object(opts, false).is_ok()
+}
+
 /// Everything a source needs besides itself, prepared before it starts.
 struct Prepared {
     cfg: RunConfig,
@@ -106,11 +181,20 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let p = prepare(cfg)?;
     let (flow_bpf, sock_bpf) = match load_objects(opts) {
         Ok(objects) => objects,
-        Err(e) if falls_back_to_afpacket(&e, afpacket_allowed()) => {
+        Err(e) => {
+            // A size the user set is refused: an error naming it, not a
+            // fallback (that is for kernels that cannot run the programs).
+            if let Some((names, defaults)) = refused_limits(opts, &e) {
+                bail!(
+                    "the kernel refused {names} ({e}); the programs load with {defaults} (the default): choose a smaller value (docs/configuration.md, [limits])"
+                );
+            }
+            if !falls_back_to_afpacket(&e, afpacket_allowed()) {
+                return Err(e.into());
+            }
             warn!(error = %e, "The kernel cannot run flowlens' eBPF programs; falling back to AF_PACKET capture (userspace counting, owners from /proc scans; docs/afpacket.md lists what it cannot see).");
             return run_afpacket(p);
         }
-        Err(e) => return Err(e.into()),
     };
     let docker = DockerResolver::start(p.cfg.docker_socket.clone());
     let containers = docker.cache();

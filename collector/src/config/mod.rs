@@ -23,6 +23,11 @@ use crate::{
     influx::settings::InfluxSettings,
 };
 
+/// Default `limits.flow_map_entries`.
+pub const DEFAULT_FLOW_MAP_ENTRIES: u32 = 65_536;
+/// Default `limits.ringbuf_bytes`.
+pub const DEFAULT_RINGBUF_BYTES: u32 = 4 << 20;
+
 /// Where JSON lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JsonlTarget {
@@ -229,14 +234,14 @@ impl RunConfig {
             std::env::var(k).ok()
         })?;
         let limits = &file.limits;
-        let ringbuf_bytes = limits.ringbuf_bytes.unwrap_or(4 << 20);
+        let ringbuf_bytes = limits.ringbuf_bytes.unwrap_or(DEFAULT_RINGBUF_BYTES);
         if !ringbuf_bytes.is_power_of_two() || ringbuf_bytes < 4096 {
             return Err(invalid(
                 "limits.ringbuf_bytes",
                 format!("{ringbuf_bytes} must be a power of two of at least 4096"),
             ));
         }
-        let flow_map_entries = limits.flow_map_entries.unwrap_or(65_536);
+        let flow_map_entries = limits.flow_map_entries.unwrap_or(DEFAULT_FLOW_MAP_ENTRIES);
         if flow_map_entries < 16 {
             return Err(invalid(
                 "limits.flow_map_entries",
