@@ -102,6 +102,7 @@ fn records() -> Vec<ConversationRecord> {
             ConversationRecord {
                 ts: "2023-11-14T22:13:30Z".to_owned(),
                 ts_unix_ns: TS,
+                interval_ms: 10_000,
                 host: "node-17.prod".to_owned(),
                 proto: if service == 53 { "udp" } else { "tcp" }.to_owned(),
                 client,

@@ -61,6 +61,7 @@ fn interval(k: u32, rng: &mut Rng) -> Vec<ConversationRecord> {
         .map(|_| ConversationRecord {
             ts: String::new(),
             ts_unix_ns: ts,
+            interval_ms: 10_000,
             host: "bench".to_owned(),
             proto: "tcp".to_owned(),
             client: Endpoint {

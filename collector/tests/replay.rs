@@ -132,6 +132,12 @@ fn replay_writes_exact_records_per_capture_interval() {
         ]
     );
     assert_eq!(records[0]["first_seen"], "2023-11-14T22:13:21Z");
+    // Capture time: the first interval from the first packet to the 10 s
+    // boundary, the last (the end of the capture) from it to the last packet.
+    assert_eq!(
+        (&records[0]["interval_ms"], &records[1]["interval_ms"]),
+        (&serde_json::json!(9000), &serde_json::json!(2000))
+    );
     assert_eq!(records[0]["ifaces"], serde_json::json!(["if1"]));
     assert!(
         stderr.contains("5 packets (4 counted, 1 skipped)"),

@@ -15,8 +15,13 @@ use crate::types::{proto, Lookup};
 pub struct ConversationRecord {
     /// End of the interval, RFC 3339 UTC.
     pub ts: String,
-    /// End of the interval, Unix ns.
+    /// End of the interval, Unix ns (above 2^53: exact as an integer, not as
+    /// a double; `ts` carries the same instant as text).
     pub ts_unix_ns: i64,
+    /// Length of the interval the counters cover, ms: from the previous
+    /// export (or start-up) to `ts`; the shutdown flush covers a shorter one.
+    #[serde(default)]
+    pub interval_ms: u64,
     /// Host name of the collector.
     pub host: String,
     /// `"tcp"`, `"udp"`, `"icmp"`, `"icmpv6"`, or the IP protocol number (e.g. `"47"`).

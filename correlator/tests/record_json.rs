@@ -27,6 +27,7 @@ fn host_client_record() -> ConversationRecord {
     down.tcp_flags = 0x12 | 0x01;
     t.observe_flow(&up);
     t.observe_flow(&down);
+    t.set_interval_start(1_000_000_000);
     only(export_at(&mut t, 3, &FakeLookup::standard()))
 }
 
@@ -34,7 +35,7 @@ fn host_client_record() -> ConversationRecord {
 fn host_record_serializes_exactly() {
     let json = serde_json::to_string(&host_client_record()).expect("serialize");
     let expected = concat!(
-        r#"{"ts":"2023-11-14T22:13:23Z","ts_unix_ns":1700000003000000000,"host":"host1","proto":"tcp","#,
+        r#"{"ts":"2023-11-14T22:13:23Z","ts_unix_ns":1700000003000000000,"interval_ms":2000,"host":"host1","proto":"tcp","#,
         r#""client":{"addr":"10.0.0.1","port":40000,"local":true,"nat_addr":null,"nat_port":null,"pid":42,"comm":"curl","exe":"/usr/bin/curl","#,
         r#""uid":1000,"user":"alice","gid":1000,"cgroup":"/user.slice/user-1000.slice/session-2.scope","#,
         r#""container_id":null,"container_runtime":"host","container_name":null,"container_image":null,"pod_uid":null},"#,
@@ -45,6 +46,29 @@ fn host_record_serializes_exactly() {
         r#""tcp_flags":19,"tcp_flags_text":"SYN|ACK|FIN","ifaces":["eth0"],"nat":null}"#,
     );
     assert_eq!(json, expected);
+}
+
+#[test]
+fn interval_ms_runs_from_the_previous_export() {
+    let (c, s) = (v4(10, 0, 0, 1, 40000), v4(10, 0, 0, 2, 80));
+    let mut t = ConversationTable::default();
+    t.set_interval_start(0);
+    t.observe_flow(&tcp(c, s, 1, 100, (0, 1)));
+    assert_eq!(
+        only(export_at(&mut t, 2, &FakeLookup::standard())).interval_ms,
+        2000
+    );
+    // Unset: from the previous export (here a shorter, final one).
+    let mut more = tcp(c, s, 2, 200, (0, 1));
+    more.last_seen_ns = 2_300_000_000;
+    t.observe_flow(&more);
+    let r = only(t.export_final(
+        2_500_000_000,
+        UNIX0 + 2_500_000_000,
+        "host1",
+        &FakeLookup::standard(),
+    ));
+    assert_eq!(r.interval_ms, 500);
 }
 
 #[test]

@@ -103,7 +103,13 @@ pub fn validate_line(v: &Value) -> Result<(), String> {
     s("proto")?;
     s("first_seen")?;
     s("last_seen")?;
-    for k in ["bytes_c2s", "bytes_s2c", "packets_c2s", "packets_s2c"] {
+    for k in [
+        "bytes_c2s",
+        "bytes_s2c",
+        "packets_c2s",
+        "packets_s2c",
+        "interval_ms",
+    ] {
         u(k)?;
     }
     if u("tcp_flags")? > 255 {

@@ -254,3 +254,51 @@ fn a_missing_output_directory_is_named() {
     );
     assert!(!dir.exists(), "nothing may be created");
 }
+
+/// Every record carries the length of its interval: the time since the
+/// previous export, as the timestamps say; the shutdown flush a shorter one.
+#[test]
+fn records_carry_their_interval_length() {
+    scenario(|u| {
+        let art = ArtifactDir::new(u);
+        let net = VethNetns::new(u);
+        let fl = Flowlens::start(art.path(), &[&net.host_if], &[]);
+        // Traffic in every interval, until after the stop.
+        let pinger = ping(&net, 60);
+        sleep_ms(3400);
+        let (recs, log) = fl.stop_with_log();
+        drop(pinger);
+        let mut exports: Vec<(i128, u64)> = recs
+            .iter()
+            .map(|r| {
+                (
+                    i128::from(r["ts_unix_ns"].as_u64().expect("ts_unix_ns")),
+                    r["interval_ms"].as_u64().expect("interval_ms"),
+                )
+            })
+            .collect();
+        exports.sort_unstable();
+        exports.dedup();
+        let mut ts: Vec<i128> = exports.iter().map(|e| e.0).collect();
+        ts.dedup();
+        assert_eq!(
+            ts.len(),
+            exports.len(),
+            "one interval length per export: {exports:?}"
+        );
+        assert!(exports.len() >= 3, "{exports:?}\n{log}");
+        for w in exports.windows(2) {
+            let ((t0, _), (t1, ms)) = (w[0], w[1]);
+            let gap_ms = (t1 - t0) / 1_000_000;
+            assert!(
+                (gap_ms - i128::from(ms)).abs() <= 2,
+                "interval_ms {ms} vs {gap_ms} ms between the exports: {exports:?}"
+            );
+        }
+        let (_, last) = exports[exports.len() - 1];
+        assert!(
+            last < 1000,
+            "the shutdown flush covers less than an interval: {exports:?}"
+        );
+    });
+}

@@ -81,6 +81,10 @@ pub struct Exporter {
     reopen: Option<Arc<AtomicBool>>,
     /// The outputs asked to end the run.
     outputs_end: Option<OutputsEnd>,
+    /// The first moment on the source's clock (live: start-up; capture: the
+    /// first packet), and the previous export's: where intervals start.
+    clock_start: Option<u64>,
+    last_export: Option<u64>,
 }
 
 impl Exporter {
@@ -103,6 +107,8 @@ impl Exporter {
             nat: None,
             reopen: None,
             outputs_end: None,
+            clock_start: None,
+            last_export: None,
             last_losses: Default::default(),
             last_problems: 0,
         }
@@ -157,6 +163,7 @@ impl Exporter {
         let mut schedule = Schedule::new(source.timeline(), self.cfg.interval_ns);
         if let Some(now) = source.now() {
             schedule.anchor(now.mono_ns);
+            self.clock_start = Some(now.mono_ns);
         }
         while !stop.load(Ordering::Relaxed) && self.outputs_end.is_none() {
             let waited = source.wait(&mut self.table, schedule.next_wake());
@@ -170,6 +177,7 @@ impl Exporter {
             self.interfaces
                 .apply_notifications(source, &mut self.names.ifaces);
             if let Some(now) = source.now() {
+                self.clock_start.get_or_insert(now.mono_ns);
                 let due = schedule.due(now.mono_ns);
                 if due.poll {
                     self.interfaces.poll(source, &mut self.names.ifaces);
@@ -231,6 +239,10 @@ impl Exporter {
         };
         source.iface_names(&mut self.names.ifaces);
         self.names.refresh();
+        if let Some(start) = self.interval_start(source.timeline(), now.mono_ns) {
+            self.table.set_interval_start(start);
+        }
+        self.last_export = Some(now.mono_ns);
         let export = if last {
             ConversationTable::export_final
         } else {
@@ -259,6 +271,20 @@ impl Exporter {
             // With the interval's time, so a replay's losses sit beside its records.
             self.sinks
                 .write_self_metrics(&snapshot, &self.cfg.host, clamp_i64(now.unix_ns));
+        }
+    }
+
+    /// Where the interval ending at `now` started: live, at the previous
+    /// export (or start-up); on a capture's clock, at the interval boundary
+    /// before `now` (or the first packet, when later).
+    fn interval_start(&self, timeline: Timeline, now: u64) -> Option<u64> {
+        match timeline {
+            Timeline::Live => self.last_export.or(self.clock_start),
+            Timeline::Capture => {
+                let i = self.cfg.interval_ns.max(1);
+                let boundary = now.saturating_sub(1) / i * i;
+                Some(self.clock_start.map_or(boundary, |s| boundary.max(s)))
+            }
         }
     }
 

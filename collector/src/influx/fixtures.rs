@@ -63,6 +63,7 @@ pub fn record(
     ConversationRecord {
         ts: "2023-11-14T22:13:30Z".to_owned(),
         ts_unix_ns: TS,
+        interval_ms: 10_000,
         host: "node1".to_owned(),
         proto: "tcp".to_owned(),
         client,

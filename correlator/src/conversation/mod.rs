@@ -183,6 +183,8 @@ pub struct ConversationTable {
     nat_join: NatJoin,
     evicted_flows: Vec<(FlowTuple, u32, Hook)>,
     last_export_ns: Option<u64>,
+    /// Start of the interval the next export covers (`set_interval_start`).
+    interval_start_ns: Option<u64>,
     /// Start of the read being observed (`begin_read`), and of the one before.
     read_start_ns: Option<u64>,
     prev_read_ns: u64,
@@ -210,6 +212,7 @@ impl ConversationTable {
             nat_join: NatJoin::default(),
             evicted_flows: Vec::new(),
             last_export_ns: None,
+            interval_start_ns: None,
             read_start_ns: None,
             prev_read_ns: 0,
             room_exhausted: false,
@@ -420,6 +423,13 @@ impl ConversationTable {
         self.owners.exit(pid, ts_ns);
     }
 
+    /// The next export's interval starts at `ns` (monotonic; the records'
+    /// `interval_ms` is measured from it). Unset, an interval starts at the
+    /// previous export (the first: 0 ms).
+    pub fn set_interval_start(&mut self, ns: u64) {
+        self.interval_start_ns = Some(ns);
+    }
+
     /// Records of the conversations with packets since the last export, sorted by
     /// conversation; then evicts idle conversations and expired owners. A new
     /// conversation with a local end still unowned waits up to `owner_wait_ns`.
@@ -453,12 +463,18 @@ impl ConversationTable {
         lookup: &dyn Lookup,
         last: bool,
     ) -> Vec<ConversationRecord> {
+        let start = self
+            .interval_start_ns
+            .take()
+            .or(self.last_export_ns)
+            .unwrap_or(now_mono_ns);
         let ctx = ExportCtx {
             offset: now_unix_ns - i128::from(now_mono_ns),
             ts: format_rfc3339(now_unix_ns),
             host,
             lookup,
             now_ns: now_mono_ns,
+            interval_ms: now_mono_ns.saturating_sub(start) / 1_000_000,
         };
         let window = ReadWindow {
             start_ns: self.read_start_ns,

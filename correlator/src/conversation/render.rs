@@ -17,6 +17,7 @@ pub(crate) struct ExportCtx<'a> {
     pub host: &'a str,
     pub lookup: &'a dyn Lookup,
     pub now_ns: u64,
+    pub interval_ms: u64,
 }
 
 /// TCP and UDP: an end is a socket. (ICMP echo replies come from the kernel.)
@@ -99,6 +100,7 @@ pub(crate) fn build_record(
     ConversationRecord {
         ts: ctx.ts.clone(),
         ts_unix_ns: clamp_i64(wall(ctx.now_ns)),
+        interval_ms: ctx.interval_ms,
         host: ctx.host.to_owned(),
         proto: proto_name(key.proto),
         client: endpoint(client),

@@ -268,6 +268,7 @@ pub fn record(i: u32, ts_ns: i64) -> flowlens_correlator::record::ConversationRe
     ConversationRecord {
         ts: flowlens_correlator::record::format_rfc3339(i128::from(ts_ns)),
         ts_unix_ns: ts_ns,
+        interval_ms: 10_000,
         host: "testhost".into(),
         proto: "tcp".into(),
         client: Endpoint {
