@@ -228,7 +228,11 @@ pub fn run() -> i32 {
             (false, true) => "MISSING",
             (false, false) => "warn",
         };
-        println!("[{status:>7}] {}: {}", c.name, c.detail);
+        if c.detail.is_empty() {
+            println!("[{status:>7}] {}", c.name);
+        } else {
+            println!("[{status:>7}] {}: {}", c.name, c.detail);
+        }
         if !c.ok && c.required {
             failed.push(c.name.clone());
         }

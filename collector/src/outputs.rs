@@ -45,11 +45,18 @@ pub fn start_influx(cfg: &OutputConfig) -> Result<Option<InfluxSink>, OutputErro
         .map_err(OutputError::Influx)
 }
 
+/// What the on-screen summary says in AF_PACKET mode.
+pub const AFPACKET_NOTE: &str =
+    "AF_PACKET capture (weaker than eBPF): owners from /proc scans, short-lived processes missed; docs/afpacket.md";
+
 /// Every configured output (`influx`: started by [`start_influx`]), and the
-/// InfluxDB sink's counters when there is one.
+/// InfluxDB sink's counters when there is one. `note`: a line the
+/// on-screen summary shows under each header (the capture mode, when it is
+/// the weaker one).
 pub fn open(
     cfg: &OutputConfig,
     influx: Option<InfluxSink>,
+    note: Option<&'static str>,
 ) -> Result<(Sinks, Option<Arc<InfluxStats>>), OutputError> {
     let mut sinks = Sinks::new();
     match &cfg.jsonl {
@@ -69,7 +76,7 @@ pub fn open(
             })?;
             sinks.push(Box::new(sink));
         }
-        None if influx.is_none() => sinks.push(Box::new(SummarySink::new(cfg.top))),
+        None if influx.is_none() => sinks.push(Box::new(SummarySink::new(cfg.top).with_note(note))),
         None => {}
     }
     let stats = influx.as_ref().map(InfluxSink::stats);

@@ -224,6 +224,9 @@ fn prepare(cfg: RunConfig) -> anyhow::Result<Prepared> {
 }
 
 fn run_afpacket(p: Prepared) -> anyhow::Result<()> {
+    if p.cfg.capture == CaptureMode::Afpacket {
+        warn!("Capturing with AF_PACKET as asked: weaker than eBPF (userspace counting, owners from /proc scans: short-lived processes and ICMP owners are missed; docs/afpacket.md).");
+    }
     let docker = DockerResolver::start(p.cfg.docker_socket.clone());
     let containers = docker.cache();
     let mut source = AfPacketSource::new(docker);
@@ -232,7 +235,8 @@ fn run_afpacket(p: Prepared) -> anyhow::Result<()> {
 
 /// Attaches `source` and runs the exporter until a signal.
 fn export<S: FlowSource>(p: Prepared, source: &mut S, names: Names) -> anyhow::Result<()> {
-    let (sinks, influx) = outputs::open(&p.cfg.outputs, p.influx)?;
+    let note = (source.name() == "afpacket").then_some(outputs::AFPACKET_NOTE);
+    let (sinks, influx) = outputs::open(&p.cfg.outputs, p.influx, note)?;
     let mut exporter = Exporter::new(
         ExportConfig {
             host: p.cfg.host.clone(),

@@ -45,6 +45,14 @@ fn doctor_passes_as_root_and_names_what_is_missing_otherwise() {
             "doctor should report {hook} as ok:\n{out}"
         );
     }
+    let empty: Vec<&str> = out
+        .lines()
+        .filter(|l| l.trim_end().ends_with(':'))
+        .collect();
+    assert!(
+        empty.is_empty(),
+        "doctor lines with empty details: {empty:?}"
+    );
     let (code, out) = flowlens_cmd(&["doctor"], true);
     assert_eq!(code, 1, "doctor without privileges must fail:\n{out}");
     assert!(

@@ -302,3 +302,48 @@ fn records_carry_their_interval_length() {
         );
     });
 }
+
+/// The on-screen summary (and the log) say when the weaker AF_PACKET
+/// capture is in use; eBPF mode's summary does not.
+#[test]
+fn the_summary_says_when_afpacket_capture_is_in_use() {
+    scenario(|u| {
+        let art = ArtifactDir::new(u);
+        let net = VethNetns::new(u);
+        for (mode, extra) in [
+            ("afpacket", &["--capture", "afpacket"][..]),
+            ("ebpf", &[][..]),
+        ] {
+            let out_path = art.path().join(format!("summary-{mode}.out"));
+            let out = std::fs::File::create(&out_path).expect("summary file");
+            let mut args = vec!["--iface", net.host_if.as_str()];
+            args.extend(extra);
+            let run = Run::start(&art, &args, Stdio::from(out));
+            let pinger = ping(&net, 15);
+            sleep_ms(2500);
+            let log = run.log();
+            drop(run);
+            drop(pinger);
+            let text = std::fs::read_to_string(&out_path).expect("summary");
+            assert!(
+                text.contains("CLIENT PROCESS"),
+                "{mode}: no summary:\n{text}"
+            );
+            let said = text.contains("AF_PACKET capture (weaker than eBPF)");
+            assert_eq!(said, mode == "afpacket", "{mode}:\n{text}");
+            if mode == "afpacket" {
+                let header = text.lines().position(|l| l.starts_with("── "));
+                let note = text.lines().position(|l| l.contains("AF_PACKET capture"));
+                assert_eq!(
+                    note,
+                    header.map(|h| h + 1),
+                    "the note follows the header:\n{text}"
+                );
+                assert!(
+                    log.contains("Capturing with AF_PACKET as asked: weaker than eBPF"),
+                    "{log}"
+                );
+            }
+        }
+    });
+}

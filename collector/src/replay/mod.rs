@@ -36,7 +36,7 @@ pub use summary::{RecordTally, ReplaySummary};
 /// be read to its end or records could not be written).
 pub fn run(cfg: &ReplayConfig) -> anyhow::Result<i32> {
     let influx = outputs::start_influx(&cfg.outputs)?;
-    let (outputs, influx) = outputs::open(&cfg.outputs, influx)?;
+    let (outputs, influx) = outputs::open(&cfg.outputs, influx, None)?;
     let tally = RecordTally::default();
     let mut sinks = crate::sinks::Sinks::new();
     sinks.push(Box::new(tally.clone()));

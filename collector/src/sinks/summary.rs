@@ -10,12 +10,20 @@ use super::RecordSink;
 /// Prints the top conversations of each interval as a table.
 pub struct SummarySink {
     top: usize,
+    note: Option<&'static str>,
 }
 
 impl SummarySink {
     /// Shows `top` rows per interval.
     pub fn new(top: usize) -> Self {
-        Self { top }
+        Self { top, note: None }
+    }
+
+    /// Shows `note` under every header (e.g. that the weaker AF_PACKET
+    /// capture is in use).
+    pub fn with_note(mut self, note: Option<&'static str>) -> Self {
+        self.note = note;
+        self
     }
 }
 
@@ -94,8 +102,14 @@ impl RecordSink for SummarySink {
         if records.is_empty() {
             return Ok(());
         }
+        let mut text = render_summary(records, self.top);
+        if let Some(note) = self.note {
+            // Under the header line.
+            let at = text.find('\n').map_or(text.len(), |i| i + 1);
+            text.insert_str(at, &format!("   ({note})\n"));
+        }
         let mut out = io::stdout().lock();
-        out.write_all(render_summary(records, self.top).as_bytes())?;
+        out.write_all(text.as_bytes())?;
         out.flush()
     }
 
