@@ -1,6 +1,13 @@
 //! Sockets that existed before flowlens started: owners from /proc (socket
 //! inodes of each process's fds, joined with /proc/<pid>/net/{tcp,udp}{,6} of
 //! each network namespace).
+//!
+//! Listening TCP sockets and unconnected UDP sockets are owners too: a
+//! server that already closed a connection's socket (or a UDP server) is
+//! still known by the address it listens on. A wildcard address (`0.0.0.0`,
+//! `::`) is expanded into the addresses of the socket's own network
+//! namespace (`/proc/<pid>/net/fib_trie`, `if_inet6`), so containers that
+//! all listen on `:80` are told apart by their addresses.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -15,6 +22,83 @@ use crate::enrich::{CgroupResolver, ExeCache};
 /// Synthetic cookies for /proc-found sockets: the top bit keeps them apart
 /// from kernel socket cookies (which count up from 1).
 pub const PROC_COOKIE_BIT: u64 = 1 << 63;
+/// With [`PROC_COOKIE_BIT`]: a listening (or unconnected UDP) socket at one
+/// of its addresses (one cookie per address of a wildcard socket).
+pub const PROC_LISTENER_BIT: u64 = 1 << 62;
+
+/// The cookie of a listening socket `inode` at `addr`.
+fn listener_cookie(inode: u64, addr: IpAddr) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (inode, addr).hash(&mut h);
+    PROC_COOKIE_BIT | PROC_LISTENER_BIT | (h.finish() & (PROC_LISTENER_BIT - 1))
+}
+
+/// The local IPv4 addresses of `/proc/<pid>/net/fib_trie` (its `/32 host
+/// LOCAL` entries).
+pub fn parse_fib_trie_locals(text: &str) -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    let mut last: Option<Ipv4Addr> = None;
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(a) = t.strip_prefix("|-- ") {
+            last = a.trim().parse().ok();
+        } else if t.starts_with("/32 host LOCAL") {
+            if let Some(a) = last {
+                if !out.contains(&a) {
+                    out.push(a);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The addresses of `/proc/<pid>/net/if_inet6`.
+pub fn parse_if_inet6(text: &str) -> Vec<Ipv6Addr> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some(hex) = line.split_whitespace().next().filter(|h| h.len() == 32) else {
+            continue;
+        };
+        let Ok(v) = u128::from_str_radix(hex, 16) else {
+            continue;
+        };
+        let a = Ipv6Addr::from(v);
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// The addresses a socket of the network namespace of `pid` can be reached
+/// at (loopback only for `own_ns`: other namespaces' loopback traffic never
+/// crosses a monitored interface, and would mix with this one's).
+fn netns_addrs(pid: u32, own_ns: bool) -> Vec<IpAddr> {
+    let read = |f: &str| fs::read_to_string(format!("/proc/{pid}/net/{f}")).unwrap_or_default();
+    parse_fib_trie_locals(&read("fib_trie"))
+        .into_iter()
+        .map(IpAddr::V4)
+        .chain(
+            parse_if_inet6(&read("if_inet6"))
+                .into_iter()
+                .map(IpAddr::V6),
+        )
+        .filter(|a| own_ns || !a.is_loopback())
+        .collect()
+}
+
+/// The addresses a socket bound to `local` accepts on: itself, or for a
+/// wildcard the namespace's addresses (`::` also takes IPv4: dual stack).
+fn bound_addrs(local: IpAddr, ns_addrs: &[IpAddr]) -> Vec<IpAddr> {
+    let v4 = |a: &&IpAddr| a.is_ipv4();
+    match local {
+        IpAddr::V4(a) if a.is_unspecified() => ns_addrs.iter().filter(v4).copied().collect(),
+        IpAddr::V6(a) if a.is_unspecified() => ns_addrs.to_vec(),
+        other => vec![other],
+    }
+}
 
 /// One socket line of /proc/net/{tcp,udp}{,6}.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +253,9 @@ pub fn scan(
     }
     let mut out = Vec::new();
     let mut identities: HashMap<u32, Option<ProcessIdentity>> = HashMap::new();
+    let own_ns = netns_of(std::process::id());
     for (ns, pid) in netns_pid {
+        let ns_addrs = netns_addrs(pid, own_ns == Some(ns));
         let mut sockets = Vec::new();
         for (file, proto) in [("tcp", 6u8), ("tcp6", 6), ("udp", 17), ("udp6", 17)] {
             if let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{file}")) {
@@ -183,9 +269,6 @@ pub fn scan(
             .collect();
         let listening_ports: HashSet<u16> = listening.iter().map(|l| l.1).collect();
         for s in sockets {
-            if s.proto == 6 && s.state == 10 {
-                continue;
-            }
             let Some(owner) = inode_owner.get(&s.inode).copied() else {
                 continue;
             };
@@ -197,6 +280,33 @@ pub fn scan(
                 continue;
             };
             let connected = s.remote.1 != 0;
+            let listening = s.proto == 6 && s.state == 10;
+            if listening || (s.proto == 17 && !connected) {
+                // Known by every address it accepts on, one owner each.
+                let addrs = bound_addrs(s.local.0, &ns_addrs);
+                let addrs = if addrs.is_empty() {
+                    vec![s.local.0]
+                } else {
+                    addrs
+                };
+                for a in addrs {
+                    out.push(SocketOwnerEvent {
+                        cookie: listener_cookie(s.inode, a),
+                        proto: s.proto,
+                        local: (a, s.local.1),
+                        remote: None,
+                        netns: ns as u32,
+                        role: if listening {
+                            Role::Server
+                        } else {
+                            Role::Unknown
+                        },
+                        process: process.clone(),
+                        ts_ns: now_ns,
+                    });
+                }
+                continue;
+            }
             let role = if s.proto == 6 {
                 if listening_ports.contains(&s.local.1) {
                     Role::Server
@@ -224,6 +334,40 @@ pub fn scan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespace_addresses_and_wildcards() {
+        let trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n     +-- 10.200.7.0/24 2 0 2\n        +-- 10.200.7.0/30 2 0 2\n           |-- 10.200.7.0\n              /24 link UNICAST\n           |-- 10.200.7.2\n              /32 host LOCAL\n        |-- 10.200.7.255\n           /32 link BROADCAST\n     +-- 127.0.0.0/8 2 0 2\n        +-- 127.0.0.0/31 1 0 0\n           |-- 127.0.0.0\n              /8 host LOCAL\n           |-- 127.0.0.1\n              /32 host LOCAL\nLocal:\n  +-- 0.0.0.0/0 3 0 5\n           |-- 10.200.7.2\n              /32 host LOCAL\n";
+        let v4 = parse_fib_trie_locals(trie);
+        assert_eq!(v4, vec![Ipv4Addr::new(10, 200, 7, 2), Ipv4Addr::LOCALHOST]);
+        let inet6 = "fd000200000700000000000000000002 03 40 00 80     eth0\n00000000000000000000000000000001 01 80 10 80       lo\nbad line\n";
+        let v6 = parse_if_inet6(inet6);
+        assert_eq!(
+            v6,
+            vec![
+                "fd00:200:7::2".parse::<Ipv6Addr>().expect("v6"),
+                Ipv6Addr::LOCALHOST
+            ]
+        );
+        let ns: Vec<IpAddr> = vec![
+            IpAddr::V4(Ipv4Addr::new(10, 200, 7, 2)),
+            "fd00:200:7::2".parse().expect("v6"),
+        ];
+        assert_eq!(
+            bound_addrs(IpAddr::V4(Ipv4Addr::UNSPECIFIED), &ns),
+            vec![ns[0]]
+        );
+        assert_eq!(bound_addrs(IpAddr::V6(Ipv6Addr::UNSPECIFIED), &ns), ns);
+        let one = IpAddr::V4(Ipv4Addr::new(10, 200, 7, 2));
+        assert_eq!(bound_addrs(one, &ns), vec![one]);
+        // One cookie per address, all /proc listener cookies.
+        let (a, b) = (listener_cookie(7, ns[0]), listener_cookie(7, ns[1]));
+        assert_ne!(a, b);
+        assert_eq!(
+            a & (PROC_COOKIE_BIT | PROC_LISTENER_BIT),
+            PROC_COOKIE_BIT | PROC_LISTENER_BIT
+        );
+    }
 
     #[test]
     fn parses_proc_net_tables() {

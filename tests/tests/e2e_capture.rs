@@ -216,6 +216,8 @@ in_both_modes! {
         => ebpf_connection_opened_before_start_is_attributed, afpacket_connection_opened_before_start_is_attributed;
     all_interfaces_mode_attaches_to_new_veth
         => ebpf_all_interfaces_mode_attaches_to_new_veth, afpacket_all_interfaces_mode_attaches_to_new_veth;
+    http_server_in_container_closes_its_socket_first
+        => ebpf_http_server_in_container_closes_its_socket_first, afpacket_http_server_in_container_closes_its_socket_first;
 }
 
 fn tcp_host_client_to_container_server(mode: Mode) {
@@ -594,6 +596,112 @@ fn all_interfaces_mode_attaches_to_new_veth(mode: Mode) {
                 client_end: Some(ExpectedEndpoint::host(cli_id)),
                 server_end: Some(s.container_end(srv_id)),
                 evidence: Some("socket"),
+            },
+        );
+        ck.finish();
+    });
+}
+
+/// HTTP: Python's `http.server` in the container serves a 50 kB file to a
+/// client on the host that asks, waits 1.5 s, then reads. The answer fits in
+/// the client's receive buffer, so the server closes its socket at once:
+/// only its listening socket stays (in the container's network namespace).
+/// Both ends are attributed; in AF_PACKET mode the server through that
+/// listener.
+fn http_server_in_container_closes_its_socket_first(mode: Mode) {
+    scenario(|u| {
+        let s = Setup::new(u);
+        let www = s.art.path().join("www");
+        std::fs::create_dir_all(&www).expect("www");
+        std::fs::write(www.join("file.bin"), vec![b'w'; 50_000]).expect("file");
+        let port = mode.port(5071, 5171);
+        let (p, dir, addr) = (
+            port.to_string(),
+            www.to_string_lossy().into_owned(),
+            s.peer_v4().to_string(),
+        );
+        let python = agent::python();
+        let srv = Proc::spawn(
+            Place::In(&s.ctr),
+            None,
+            &[
+                &python,
+                "-m",
+                "http.server",
+                &p,
+                "--bind",
+                &addr,
+                "--directory",
+                &dir,
+            ],
+        );
+        let srv_id = agent::expected(Place::In(&s.ctr), None, srv.pid);
+        let up = flowlens_tests::cmd::wait_until(Duration::from_secs(10), || {
+            std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &s.net.ns,
+                    "ss",
+                    "-Hltn",
+                    &format!("sport = :{port}"),
+                ])
+                .output()
+                .is_ok_and(|o| !o.stdout.is_empty())
+        });
+        assert!(up, "HARNESS: http.server does not listen");
+        let dump = s.start_capture();
+        let fl = s.start_flowlens(mode);
+        let client_py = "import socket, sys, time\n\
+            s = socket.create_connection((sys.argv[1], int(sys.argv[2])))\n\
+            s.sendall(b'GET /file.bin HTTP/1.0\\r\\nHost: ctr\\r\\n\\r\\n')\n\
+            time.sleep(1.5)\n\
+            n = 0\n\
+            while True:\n\
+            \x20   b = s.recv(65536)\n\
+            \x20   if not b: break\n\
+            \x20   n += len(b)\n\
+            s.close()\n\
+            print('GOT', n)\n";
+        let mut cli = Proc::spawn(
+            Place::Host,
+            Some(NOBODY),
+            &[&python, "-c", client_py, &addr, &p],
+        );
+        let cli_id = agent::expected(Place::Host, Some(NOBODY), cli.pid);
+        let got = cli.expect_line("GOT");
+        cli.wait_success();
+        assert!(
+            got.first()
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n > 50_000),
+            "HARNESS: the client got {got:?}"
+        );
+        let (cap, recs) = finish(mode, dump, fl);
+        drop(srv);
+
+        let server = SocketAddr::new(s.peer_v4(), port);
+        let peers = cap.peers_of(ipproto::TCP, server);
+        assert_eq!(peers.len(), 1, "HARNESS: one client\n{}", cap.summary());
+        let client = peers[0];
+        let body = cap.direction(ipproto::TCP, server, client).payload;
+        assert!(
+            body > 50_000,
+            "HARNESS: the file did not go out\n{}",
+            cap.summary()
+        );
+        let (_, ck) = check_conversation(
+            &recs,
+            &cap,
+            &ExpectedConversation {
+                scenario: &format!("{mode:?}: HTTP, curl on the host <- http.server in a container that closes first"),
+                proto: "tcp",
+                client,
+                server,
+                ifaces: &[&s.net.host_if],
+                client_end: Some(ExpectedEndpoint::host(cli_id)),
+                server_end: Some(s.container_end(srv_id)),
+                evidence: None,
             },
         );
         ck.finish();
