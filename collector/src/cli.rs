@@ -23,7 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Capture flows with the kernel programs and report attributed conversations.
     ///
-    /// Needs root (or CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON and CAP_SYS_PTRACE).
+    /// Needs root (or CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_PTRACE and,
+    /// where tracefs is root-only, CAP_DAC_READ_SEARCH).
     /// Without --jsonl it prints a summary of the top conversations every interval.
     /// Every flag may also come from the config file (docs/configuration.md); flags win.
     ///

@@ -81,9 +81,13 @@ pub fn checks() -> Vec<Check> {
         missing.is_empty(),
         true,
         if missing.is_empty() {
-            "root or CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_PTRACE".to_string()
+            format!("root or {}", privileges::RUN_CAPS)
         } else {
-            format!("missing {}: run as root", missing.join(", "))
+            format!(
+                "missing {}: run as root, or {} the binary",
+                missing.join(", "),
+                privileges::SETCAP_RUN
+            )
         },
     ));
     let cg = enrich::cgroup2_mount();

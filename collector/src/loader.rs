@@ -27,7 +27,7 @@ pub enum LoadError {
     /// Missing privileges (the kernel answered EPERM).
     #[error(
         "permission denied loading BPF programs: run flowlens as root (or with CAP_BPF, CAP_NET_ADMIN, \
-         CAP_PERFMON and CAP_SYS_PTRACE); `flowlens doctor` shows what is missing"
+         CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH); `flowlens doctor` shows what is missing"
     )]
     Permission,
     /// The kernel has no BTF.
@@ -69,6 +69,9 @@ pub enum LoadError {
     /// tracefs (needed by the accept tracepoints) is not mounted and could not be.
     #[error("tracefs is not mounted and mounting it at /sys/kernel/tracing failed: {0}")]
     Tracefs(#[source] std::io::Error),
+    /// tracefs is mounted, but readable by root only (mode 0700).
+    #[error("tracefs at {} is readable by root only: without root flowlens needs CAP_DAC_READ_SEARCH to read the accept tracepoints' ids", .0.display())]
+    TracefsUnreadable(std::path::PathBuf),
 }
 
 /// Formats a program error with the verifier log when there is one.
@@ -303,12 +306,12 @@ pub fn load_flow_object_from(object: &[u8], opts: LoadOptions) -> Result<Ebpf, L
 /// Classic tracepoints are attached through tracefs; mount it when the host
 /// has not (aya looks for it at /sys/kernel/tracing or the debugfs copy).
 pub fn ensure_tracefs() -> Result<(), LoadError> {
-    let candidates = [
-        "/sys/kernel/tracing/events",
-        "/sys/kernel/debug/tracing/events",
-    ];
-    if candidates.iter().any(|p| std::path::Path::new(p).exists()) {
-        return Ok(());
+    match crate::privileges::tracefs() {
+        crate::privileges::Tracefs::Readable(_) => return Ok(()),
+        // Mounted: mounting again cannot help (and `Path::exists` would call
+        // it absent).
+        crate::privileges::Tracefs::Unreadable(p) => return Err(LoadError::TracefsUnreadable(p)),
+        crate::privileges::Tracefs::Absent => {}
     }
     let target = c"/sys/kernel/tracing";
     let fstype = c"tracefs";

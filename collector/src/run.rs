@@ -68,12 +68,13 @@ fn install_signals() -> anyhow::Result<Signals> {
     Ok(Signals { stop, reopen })
 }
 
-/// Whether a load error lets flowlens capture with AF_PACKET instead: "this
-/// kernel cannot run the programs" (no BTF, verifier refusal, unsupported
-/// program or map type) always; "not allowed to" (a locked-down host refusing
-/// bpf()) only when packet sockets are allowed.
-pub fn falls_back_to_afpacket(e: &LoadError, afpacket_allowed: bool) -> bool {
-    !matches!(e, LoadError::Permission) || afpacket_allowed
+/// Whether a load error lets flowlens capture with AF_PACKET instead: the
+/// kernel cannot run the programs (no BTF, verifier refusal, unsupported
+/// program or map type) or may not (a locked-down host refusing bpf()), and
+/// packet sockets are allowed. Without them the fallback could only fail
+/// (EPERM on the first socket): the load error is the answer.
+pub fn falls_back_to_afpacket(_e: &LoadError, afpacket_allowed: bool) -> bool {
+    afpacket_allowed
 }
 
 /// The sizes a user set that the kernel refuses: when the objects do not
@@ -190,7 +191,12 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 );
             }
             if !falls_back_to_afpacket(&e, afpacket_allowed()) {
-                return Err(e.into());
+                let why = privileges::require_for_afpacket()
+                    .err()
+                    .map_or_else(String::new, |w| {
+                        format!("; the AF_PACKET fallback is not possible either: {w}")
+                    });
+                bail!("{e}{why}");
             }
             warn!(error = %e, "The kernel cannot run flowlens' eBPF programs; falling back to AF_PACKET capture (userspace counting, owners from /proc scans; docs/afpacket.md lists what it cannot see).");
             return run_afpacket(p);
@@ -263,26 +269,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn permission_errors_fall_back_only_when_packet_sockets_are_allowed() {
-        assert!(!falls_back_to_afpacket(&LoadError::Permission, false));
-        assert!(falls_back_to_afpacket(&LoadError::Permission, true));
-        assert!(falls_back_to_afpacket(
-            &LoadError::NoBtf("absent".into()),
-            false
-        ));
-        assert!(falls_back_to_afpacket(
-            &LoadError::Program {
+    fn load_errors_fall_back_only_when_packet_sockets_are_allowed() {
+        let errors = [
+            LoadError::Permission,
+            LoadError::NoBtf("absent".into()),
+            LoadError::Program {
                 program: "flowlens_xdp",
                 message: "invalid argument\nverifier log:\n...".into(),
             },
-            false
-        ));
-        assert!(falls_back_to_afpacket(
-            &LoadError::Object {
+            LoadError::Object {
                 object: "flow programs",
                 message: "map type not supported".into(),
             },
-            false
-        ));
+        ];
+        for e in &errors {
+            assert!(falls_back_to_afpacket(e, true), "{e}");
+            assert!(!falls_back_to_afpacket(e, false), "{e}");
+        }
     }
 }

@@ -21,6 +21,7 @@ DEPS_TEST=(
 	iproute2 ethtool iputils-ping procps   # netns/veth harness
 	netcat-openbsd socat iperf3            # traffic generators
 	util-linux                             # setpriv (processes as other users)
+	libcap2-bin                            # setcap/getcap: e2e_privileges (the README's capability route)
 	python3 python3-yaml python3-venv      # traffic agents; compose/k8s YAML; the kubernetes-validate venv
 	tcpdump                                # reference capture
 	busybox-static                         # test container images (docker import)
