@@ -9,10 +9,21 @@ use flowlens_collector::{
     cli::{Cli, Command},
     config::{ReplayConfig, RunConfig},
     doctor, replay, run,
+    user_input::shorten_long_words,
 };
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        // clap quotes a value it refuses whole: a 100,000-character argument
+        // would be echoed in full.
+        let text = e.render().to_string();
+        let short = shorten_long_words(&text);
+        if short == text {
+            e.exit();
+        }
+        eprint!("{short}");
+        std::process::exit(e.exit_code());
+    });
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("FLOWLENS_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -31,7 +42,7 @@ fn main() {
             .map(|()| 0),
     };
     let code = result.unwrap_or_else(|e| {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", shorten_long_words(&format!("{e:#}")));
         1
     });
     std::process::exit(code);

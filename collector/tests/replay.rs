@@ -178,3 +178,32 @@ fn truncated_capture_flushes_what_it_read_and_fails() {
     assert_eq!((code, records.len()), (1, 0));
     assert!(stderr.contains("not a pcap or pcapng file"), "{stderr}");
 }
+
+/// `--host` at its bound (253 bytes, a DNS name's limit) is written into
+/// every record as given; one byte more is a config error naming the bound.
+#[test]
+fn host_names_up_to_253_bytes_reach_the_records() {
+    let d = dir();
+    let path = d.join("host.pcap");
+    let pkts = vec![(T0 + 1, 0, frame(C, S, 40001, 443, 0x02, 0))];
+    std::fs::write(&path, pcap(&pkts)).unwrap();
+    let host = format!("{}.example", "n".repeat(253 - ".example".len()));
+    let (code, records, stderr) =
+        replay(&[path.to_str().unwrap(), "--jsonl", "-", "--host", &host]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["host"], host.as_str());
+    let (code, records, stderr) = replay(&[
+        path.to_str().unwrap(),
+        "--jsonl",
+        "-",
+        "--host",
+        &format!("x{host}"),
+    ]);
+    assert_eq!((code, records.len()), (1, 0), "{stderr}");
+    assert!(
+        stderr.contains("invalid host: '")
+            && stderr.contains("is longer than 253 bytes (254 bytes)"),
+        "{stderr}"
+    );
+}

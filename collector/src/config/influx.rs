@@ -16,9 +16,10 @@ use crate::{
     cli::InfluxArgs,
     influx::{
         http::{ApiVersion, Auth, Secret, Target},
-        settings::{invalid, parse_url, InfluxSettings},
+        settings::{invalid, parse_url, InfluxSettings, NAME_MAX_BYTES},
         InfluxError,
     },
+    user_input::check_len,
 };
 
 /// A value error of the `[influx]` section, named as an InfluxDB setting.
@@ -142,6 +143,15 @@ pub fn resolve(
         .clone()
         .or(f.org.clone())
         .filter(|s| !s.is_empty());
+    for (what, name) in [
+        ("db", Some(&db)),
+        ("rp", rp.as_ref()),
+        ("org", org.as_ref()),
+    ] {
+        if let Some(name) = name {
+            check_len(name, NAME_MAX_BYTES).map_err(|m| invalid(what, m))?;
+        }
+    }
     let create_db = a.influx_create_db || f.create_db.unwrap_or(false);
     if api == ApiVersion::V2 && create_db {
         return Err(invalid(

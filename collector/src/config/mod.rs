@@ -128,7 +128,11 @@ fn invalid(what: &'static str, message: String) -> ConfigError {
     ConfigError::Invalid { what, message }
 }
 
-/// A host name given by the user: not empty.
+/// The longest host name accepted: a DNS name's limit (every record and
+/// InfluxDB series carries it).
+const HOST_MAX_BYTES: usize = 253;
+
+/// A host name given by the user: not empty, at most [`HOST_MAX_BYTES`].
 fn host_name(raw: &str) -> Result<String, ConfigError> {
     if raw.trim().is_empty() {
         return Err(invalid(
@@ -136,6 +140,7 @@ fn host_name(raw: &str) -> Result<String, ConfigError> {
             "the host name is empty (leave it out for the system host name)".into(),
         ));
     }
+    crate::user_input::check_len(raw, HOST_MAX_BYTES).map_err(|m| invalid("host", m))?;
     Ok(raw.to_owned())
 }
 

@@ -9,7 +9,7 @@ use std::{
 
 use url::Url;
 
-use crate::user_input::quote;
+use crate::user_input::{check_len, quote};
 
 use super::{
     error::InfluxError,
@@ -48,6 +48,14 @@ pub struct InfluxSettings {
     pub schema: SchemaConfig,
 }
 
+/// The longest InfluxDB URL accepted.
+const URL_MAX_BYTES: usize = 2048;
+
+/// The longest database, retention policy, bucket or organization name
+/// accepted: InfluxDB 1.x keeps each database and retention policy as a
+/// directory, and a file name is at most 255 bytes.
+pub(crate) const NAME_MAX_BYTES: usize = 255;
+
 /// The error of an invalid setting.
 pub(crate) fn invalid(what: &'static str, message: impl Into<String>) -> InfluxError {
     InfluxError::Invalid {
@@ -58,6 +66,8 @@ pub(crate) fn invalid(what: &'static str, message: impl Into<String>) -> InfluxE
 
 /// Validates the base URL: http(s), a host, no credentials, no query.
 pub fn parse_url(raw: &str) -> Result<Url, InfluxError> {
+    // Logged with every connection error: a bound keeps the log readable.
+    check_len(raw, URL_MAX_BYTES).map_err(|m| invalid("url", m))?;
     let u = Url::parse(raw).map_err(|e| invalid("url", format!("{}: {e}", quote(raw))))?;
     if !matches!(u.scheme(), "http" | "https") {
         return Err(invalid(
