@@ -1,6 +1,6 @@
 //! The collector binary under test.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -129,9 +129,17 @@ impl Flowlens {
                 "warning: flowlens did not log \"flowlens running\" within {secs} s; going on"
             );
         }
+        // New since the start, and held by this process: another flowlens
+        // (another engineer's test, started at the same moment) loads
+        // programs of the same names.
+        let held = guard
+            .child
+            .as_ref()
+            .map(|c| held_programs(c.id()))
+            .unwrap_or_default();
         guard.programs = flowlens_programs()
             .into_iter()
-            .filter(|(id, _)| !before.contains_key(id))
+            .filter(|(id, _)| !before.contains_key(id) && held.contains(id))
             .collect();
         guard
     }
@@ -282,6 +290,22 @@ pub fn attached_programs(iface: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// Ids of the BPF programs process `pid` holds: through a program fd or a
+/// link fd (both show `prog_id:` in `/proc/PID/fdinfo`).
+pub fn held_programs(pid: u32) -> BTreeSet<u64> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return BTreeSet::new();
+    };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .flat_map(|info| {
+            info.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:")?.trim().parse().ok())
+                .collect::<Vec<u64>>()
+        })
+        .collect()
 }
 
 /// Loaded BPF programs that belong to flowlens (`flowlens_*`), by id.
