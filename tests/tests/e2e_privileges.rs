@@ -11,9 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use flowlens_tests::{
-    cmd, flowlens, records, scenario, sleep_ms, ArtifactDir, Flowlens, VethNetns,
-};
+use flowlens_tests::{cmd, flowlens, records, scenario, sleep_ms, Flowlens, Uniq, VethNetns};
 
 /// The README's list.
 const README_CAPS: &str = "cap_bpf,cap_perfmon,cap_net_admin,cap_sys_ptrace,cap_dac_read_search+ep";
@@ -30,10 +28,34 @@ const AS_NOBODY: [&str; 6] = [
     "--clear-groups",
 ];
 
+/// A directory nobody can reach, read and write: under the system's
+/// temporary directory, as the checkout (and its `target/tmp`) may sit under
+/// a home directory only root can enter. Removed on drop.
+struct NobodyDir(PathBuf);
+
+impl NobodyDir {
+    fn new(u: &Uniq) -> Self {
+        let path = std::env::temp_dir().join(format!("flowlens-privileges-{u}"));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create the directory");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).expect("chmod dir");
+        Self(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for NobodyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A copy of the binary in `dir` (which nobody can read and write) with
 /// `caps` as file capabilities.
 fn capable_copy(dir: &Path, caps: &str) -> PathBuf {
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).expect("chmod dir");
     let bin = dir.join("flowlens-caps");
     let _ = std::fs::remove_file(&bin);
     std::fs::copy(flowlens::binary(), &bin).expect("copy the binary");
@@ -77,7 +99,7 @@ fn tracefs_is_root_only() -> bool {
 #[test]
 fn the_readme_capabilities_are_all_a_non_root_user_needs() {
     scenario(|u| {
-        let art = ArtifactDir::new(u);
+        let art = NobodyDir::new(u);
         let bin = capable_copy(art.path(), README_CAPS);
         let (code, out) = as_nobody(&bin, &["doctor"]);
         assert_eq!(
@@ -142,7 +164,7 @@ fn without_dac_read_search_doctor_and_run_name_it() {
             eprintln!("tracefs is readable by nobody here: CAP_DAC_READ_SEARCH is not needed; nothing to check");
             return;
         }
-        let art = ArtifactDir::new(u);
+        let art = NobodyDir::new(u);
         let bin = capable_copy(art.path(), OLD_CAPS);
         let (code, out) = as_nobody(&bin, &["doctor"]);
         assert_eq!(code, Some(1), "{out}");
