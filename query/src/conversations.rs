@@ -1,0 +1,495 @@
+//! The conversation list: records that match the filter, merged per
+//! conversation over the range, sorted by any counter, paginated, with the
+//! totals of the whole filtered set and a CSV rendering.
+
+use std::{cmp::Ordering, collections::HashMap, fmt::Write as _, net::IpAddr};
+
+use flowlens_correlator::record::tcp_flags_text;
+use serde::Serialize;
+
+use crate::{
+    cube::Labels,
+    fact::{Conv, Owner, Side},
+    filter::{ConvSubject, Expr, Subject},
+    time::{rfc3339, TimeRange},
+};
+
+/// Most conversations one question may merge.
+pub const MAX_CONVERSATIONS: usize = 2_000_000;
+
+/// What the list is sorted by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortKey {
+    /// Both directions' bytes.
+    Bytes,
+    /// Client to server bytes.
+    BytesC2s,
+    /// Server to client bytes.
+    BytesS2c,
+    /// Both directions' packets.
+    Packets,
+    /// Client to server packets.
+    PacketsC2s,
+    /// Server to client packets.
+    PacketsS2c,
+    /// Last packet minus first.
+    Duration,
+    /// First packet.
+    FirstSeen,
+    /// Latest packet.
+    LastSeen,
+    /// Records merged (intervals with traffic).
+    Records,
+}
+
+impl SortKey {
+    /// Every key, as the API names it.
+    pub const NAMES: &'static [&'static str] = &[
+        "bytes",
+        "bytes_c2s",
+        "bytes_s2c",
+        "packets",
+        "packets_c2s",
+        "packets_s2c",
+        "duration",
+        "first_seen",
+        "last_seen",
+        "records",
+    ];
+
+    /// Parses a key name.
+    pub fn parse(s: &str) -> Option<SortKey> {
+        Some(match s {
+            "bytes" => SortKey::Bytes,
+            "bytes_c2s" => SortKey::BytesC2s,
+            "bytes_s2c" => SortKey::BytesS2c,
+            "packets" => SortKey::Packets,
+            "packets_c2s" => SortKey::PacketsC2s,
+            "packets_s2c" => SortKey::PacketsS2c,
+            "duration" => SortKey::Duration,
+            "first_seen" => SortKey::FirstSeen,
+            "last_seen" => SortKey::LastSeen,
+            "records" => SortKey::Records,
+            _ => return None,
+        })
+    }
+}
+
+/// One end of a listed conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EndpointRow {
+    /// Address.
+    pub addr: String,
+    /// Port (ICMP: echo id).
+    pub port: u16,
+    /// Owned by a local process.
+    pub local: bool,
+    /// Process id.
+    pub pid: Option<u32>,
+    /// Command name.
+    pub process: Option<String>,
+    /// Executable.
+    pub exe: Option<String>,
+    /// User label.
+    pub user: Option<String>,
+    /// Uid.
+    pub uid: Option<u32>,
+    /// Container label (`host` outside containers).
+    pub container: Option<String>,
+    /// Full container id.
+    pub container_id: Option<String>,
+}
+
+impl EndpointRow {
+    fn of(s: &Side<'_>) -> Self {
+        let o: Option<&Owner<'_>> = s.owner.as_ref();
+        EndpointRow {
+            addr: s.addr_text.to_owned(),
+            port: s.port,
+            local: o.is_some(),
+            pid: o.map(|o| o.pid),
+            process: o.map(|o| o.comm.to_owned()),
+            exe: o.and_then(|o| o.exe.map(str::to_owned)),
+            user: o.map(|o| o.user.to_owned()),
+            uid: o.map(|o| o.uid),
+            container: o.map(|o| o.container.to_owned()),
+            container_id: o.and_then(|o| o.container_id.map(str::to_owned)),
+        }
+    }
+}
+
+/// A conversation merged over the range.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConversationRow {
+    /// Host.
+    pub host: String,
+    /// Protocol.
+    pub proto: String,
+    /// Initiator, attributed as in its latest record.
+    pub client: EndpointRow,
+    /// Responder.
+    pub server: EndpointRow,
+    /// Client to server bytes in the range.
+    pub bytes_c2s: u64,
+    /// Server to client bytes.
+    pub bytes_s2c: u64,
+    /// Client to server packets.
+    pub packets_c2s: u64,
+    /// Server to client packets.
+    pub packets_s2c: u64,
+    /// First packet of the conversation (RFC 3339).
+    pub first_seen: String,
+    /// Latest packet in the range (RFC 3339).
+    pub last_seen: String,
+    /// `last_seen - first_seen`, ms.
+    pub duration_ms: u64,
+    /// TCP flags seen (latest record).
+    pub tcp_flags: String,
+    /// Records merged.
+    pub records: u64,
+    #[serde(skip)]
+    first_ns: i64,
+    #[serde(skip)]
+    last_ns: i64,
+    #[serde(skip)]
+    latest_ts: i64,
+    #[serde(skip)]
+    key: SortTie,
+}
+
+/// Deterministic tie-break: the conversation's identity.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct SortTie(String, String, IpAddr, u16, IpAddr, u16, i64);
+
+/// Totals of the filtered set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ConversationTotals {
+    /// Conversations.
+    pub conversations: u64,
+    /// Records.
+    pub records: u64,
+    /// Client to server bytes.
+    pub bytes_c2s: u64,
+    /// Server to client bytes.
+    pub bytes_s2c: u64,
+    /// Client to server packets.
+    pub packets_c2s: u64,
+    /// Server to client packets.
+    pub packets_s2c: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct ConvKey {
+    host: u32,
+    proto: u32,
+    client: IpAddr,
+    cport: u16,
+    server: IpAddr,
+    sport: u16,
+    first_seen: i64,
+}
+
+/// Merges matching records into conversations.
+pub struct ConversationBuilder {
+    range: TimeRange,
+    filter: Option<Expr>,
+    labels: Labels,
+    rows: HashMap<ConvKey, ConversationRow>,
+    too_many: bool,
+}
+
+impl ConversationBuilder {
+    /// An empty list for records in `range` matching `filter`.
+    pub fn new(range: TimeRange, filter: Option<Expr>) -> Self {
+        ConversationBuilder {
+            range,
+            filter,
+            labels: Labels::default(),
+            rows: HashMap::new(),
+            too_many: false,
+        }
+    }
+
+    /// Adds a record (ignored when outside the range or not matching).
+    pub fn add(&mut self, c: &Conv<'_>) {
+        if c.ts < self.range.from || c.ts >= self.range.to {
+            return;
+        }
+        if let Some(f) = &self.filter {
+            if !(ConvSubject { conv: c }).matches(f) {
+                return;
+            }
+        }
+        let key = ConvKey {
+            host: self.labels.id(c.host),
+            proto: self.labels.id(c.proto),
+            client: c.client.addr,
+            cport: c.client.port,
+            server: c.server.addr,
+            sport: c.server.port,
+            first_seen: c.first_seen,
+        };
+        if let Some(r) = self.rows.get_mut(&key) {
+            r.bytes_c2s = r.bytes_c2s.saturating_add(c.c2s.bytes);
+            r.bytes_s2c = r.bytes_s2c.saturating_add(c.s2c.bytes);
+            r.packets_c2s = r.packets_c2s.saturating_add(c.c2s.packets);
+            r.packets_s2c = r.packets_s2c.saturating_add(c.s2c.packets);
+            r.records += 1;
+            r.first_ns = r.first_ns.min(c.first_seen);
+            r.last_ns = r.last_ns.max(c.last_seen);
+            if c.ts > r.latest_ts {
+                r.latest_ts = c.ts;
+                r.client = EndpointRow::of(&c.client);
+                r.server = EndpointRow::of(&c.server);
+                r.tcp_flags = tcp_flags_text(c.tcp_flags);
+            }
+            return;
+        }
+        if self.rows.len() >= MAX_CONVERSATIONS {
+            self.too_many = true;
+            return;
+        }
+        self.rows.insert(
+            key,
+            ConversationRow {
+                host: c.host.to_owned(),
+                proto: c.proto.to_owned(),
+                client: EndpointRow::of(&c.client),
+                server: EndpointRow::of(&c.server),
+                bytes_c2s: c.c2s.bytes,
+                bytes_s2c: c.s2c.bytes,
+                packets_c2s: c.c2s.packets,
+                packets_s2c: c.s2c.packets,
+                first_seen: String::new(),
+                last_seen: String::new(),
+                duration_ms: 0,
+                tcp_flags: tcp_flags_text(c.tcp_flags),
+                records: 1,
+                first_ns: c.first_seen,
+                last_ns: c.last_seen,
+                latest_ts: c.ts,
+                key: SortTie(
+                    c.host.to_owned(),
+                    c.proto.to_owned(),
+                    c.client.addr,
+                    c.client.port,
+                    c.server.addr,
+                    c.server.port,
+                    c.first_seen,
+                ),
+            },
+        );
+    }
+
+    /// Whether more conversations than [`MAX_CONVERSATIONS`] were seen.
+    pub fn overflowed(&self) -> bool {
+        self.too_many
+    }
+
+    /// Every conversation, sorted; and the totals.
+    pub fn finish(
+        self,
+        sort: SortKey,
+        descending: bool,
+    ) -> (Vec<ConversationRow>, ConversationTotals) {
+        let mut t = ConversationTotals::default();
+        let mut rows: Vec<ConversationRow> = self
+            .rows
+            .into_values()
+            .map(|mut r| {
+                r.first_seen = rfc3339(r.first_ns);
+                r.last_seen = rfc3339(r.last_ns);
+                r.duration_ms = (r.last_ns.saturating_sub(r.first_ns).max(0) / 1_000_000) as u64;
+                t.conversations += 1;
+                t.records += r.records;
+                t.bytes_c2s = t.bytes_c2s.saturating_add(r.bytes_c2s);
+                t.bytes_s2c = t.bytes_s2c.saturating_add(r.bytes_s2c);
+                t.packets_c2s = t.packets_c2s.saturating_add(r.packets_c2s);
+                t.packets_s2c = t.packets_s2c.saturating_add(r.packets_s2c);
+                r
+            })
+            .collect();
+        let value = |r: &ConversationRow| -> i128 {
+            match sort {
+                SortKey::Bytes => i128::from(r.bytes_c2s) + i128::from(r.bytes_s2c),
+                SortKey::BytesC2s => r.bytes_c2s.into(),
+                SortKey::BytesS2c => r.bytes_s2c.into(),
+                SortKey::Packets => i128::from(r.packets_c2s) + i128::from(r.packets_s2c),
+                SortKey::PacketsC2s => r.packets_c2s.into(),
+                SortKey::PacketsS2c => r.packets_s2c.into(),
+                SortKey::Duration => r.duration_ms.into(),
+                SortKey::FirstSeen => r.first_ns.into(),
+                SortKey::LastSeen => r.last_ns.into(),
+                SortKey::Records => r.records.into(),
+            }
+        };
+        rows.sort_by(|a, b| {
+            let o = value(a).cmp(&value(b));
+            let o = if descending { o.reverse() } else { o };
+            if o == Ordering::Equal {
+                a.key.cmp(&b.key)
+            } else {
+                o
+            }
+        });
+        (rows, t)
+    }
+}
+
+/// CSV columns of the export.
+pub const CSV_HEADER: &str = "first_seen,last_seen,host,proto,client_addr,client_port,client_user,client_uid,client_process,client_pid,client_container,client_exe,server_addr,server_port,server_user,server_uid,server_process,server_pid,server_container,server_exe,bytes_c2s,bytes_s2c,packets_c2s,packets_s2c,duration_ms,records,tcp_flags";
+
+/// A CSV cell: quoted when needed; text that a spreadsheet would run as a
+/// formula (`= + - @`, tab, CR) is prefixed with `'`.
+fn csv_cell(out: &mut String, s: &str) {
+    let guarded = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let quote = guarded || s.contains([',', '"', '\n', '\r']);
+    if quote {
+        out.push('"');
+    }
+    if guarded {
+        out.push('\'');
+    }
+    for c in s.chars() {
+        if c == '"' {
+            out.push('"');
+        }
+        out.push(c);
+    }
+    if quote {
+        out.push('"');
+    }
+}
+
+/// Renders rows as CSV (header first, `\r\n` line ends as RFC 4180 asks).
+pub fn to_csv(rows: &[ConversationRow]) -> String {
+    let mut out = String::with_capacity(64 + rows.len() * 200);
+    out.push_str(CSV_HEADER);
+    out.push_str("\r\n");
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    let num = |v: Option<u32>| v.map(|n| n.to_string()).unwrap_or_default();
+    for r in rows {
+        let cells: Vec<String> = vec![
+            r.first_seen.clone(),
+            r.last_seen.clone(),
+            r.host.clone(),
+            r.proto.clone(),
+            r.client.addr.clone(),
+            r.client.port.to_string(),
+            opt(&r.client.user),
+            num(r.client.uid),
+            opt(&r.client.process),
+            num(r.client.pid),
+            opt(&r.client.container),
+            opt(&r.client.exe),
+            r.server.addr.clone(),
+            r.server.port.to_string(),
+            opt(&r.server.user),
+            num(r.server.uid),
+            opt(&r.server.process),
+            num(r.server.pid),
+            opt(&r.server.container),
+            opt(&r.server.exe),
+            r.bytes_c2s.to_string(),
+            r.bytes_s2c.to_string(),
+            r.packets_c2s.to_string(),
+            r.packets_s2c.to_string(),
+            r.duration_ms.to_string(),
+            r.records.to_string(),
+            r.tcp_flags.clone(),
+        ];
+        for (i, c) in cells.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            csv_cell(&mut out, c);
+        }
+        let _ = write!(out, "\r\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fact::{Counts, OwnedConv, OwnedOwner, OwnedSide};
+
+    fn rec(ts: i64, cport: u16, comm: &str, c2s: u64) -> OwnedConv {
+        OwnedConv {
+            ts,
+            host: "h".into(),
+            proto: "tcp".into(),
+            client: OwnedSide {
+                addr: "10.0.0.1".parse().unwrap(),
+                addr_text: "10.0.0.1".into(),
+                port: cport,
+                owner: Some(OwnedOwner {
+                    pid: 5,
+                    uid: 1000,
+                    comm: comm.into(),
+                    user: "alice".into(),
+                    container: "host".into(),
+                    container_id: None,
+                    exe: Some("=cmd|' /C calc'!A0".into()),
+                }),
+            },
+            server: OwnedSide {
+                addr: "192.0.2.1".parse().unwrap(),
+                addr_text: "192.0.2.1".into(),
+                port: 443,
+                owner: None,
+            },
+            c2s: Counts {
+                bytes: c2s,
+                packets: 1,
+            },
+            s2c: Counts {
+                bytes: 10,
+                packets: 1,
+            },
+            first_seen: 1_000_000_000,
+            last_seen: ts - 1,
+            tcp_flags: 0x12,
+        }
+    }
+
+    #[test]
+    fn merges_sorts_paginates_and_totals() {
+        let range = TimeRange {
+            from: 0,
+            to: 100_000_000_000,
+        };
+        let f = crate::filter::parse("process = curl OR process = wget").ok();
+        let mut b = ConversationBuilder::new(range, f);
+        for c in [
+            rec(10_000_000_000, 1, "curl", 100),
+            rec(20_000_000_000, 1, "curl", 50), // same conversation, later
+            rec(10_000_000_000, 2, "wget", 120),
+            rec(10_000_000_000, 3, "ssh", 999), // filtered out
+            rec(200_000_000_000, 1, "curl", 1), // outside the range
+        ] {
+            b.add(&c.view());
+        }
+        let (rows, t) = b.finish(SortKey::BytesC2s, true);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].client.port, rows[0].bytes_c2s, rows[0].records),
+            (1, 150, 2)
+        );
+        assert_eq!(rows[0].last_seen, rfc3339(20_000_000_000 - 1));
+        assert_eq!(rows[0].duration_ms, 18_999);
+        assert_eq!(rows[1].client.port, 2);
+        assert_eq!(t.conversations, 2);
+        assert_eq!((t.bytes_c2s, t.bytes_s2c, t.records), (270, 30, 3));
+        let csv = to_csv(&rows);
+        let lines: Vec<&str> = csv.split("\r\n").collect();
+        assert_eq!(lines[0], CSV_HEADER);
+        assert!(
+            lines[1].contains(",\"'=cmd|' /C calc'!A0\","),
+            "{}",
+            lines[1]
+        );
+        assert_eq!(lines.len(), 4);
+    }
+}
