@@ -282,6 +282,16 @@ impl ConversationBuilder {
         );
     }
 
+    /// The range of records it takes.
+    pub fn range(&self) -> TimeRange {
+        self.range
+    }
+
+    /// The filter records must match.
+    pub fn filter(&self) -> Option<&Expr> {
+        self.filter.as_ref()
+    }
+
     /// Whether more conversations than [`MAX_CONVERSATIONS`] were seen.
     pub fn overflowed(&self) -> bool {
         self.too_many

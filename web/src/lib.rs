@@ -1,4 +1,12 @@
-//! flowlens web flow explorer. The HTTP UI arrives with its own issue; for now
-//! this crate only names the record type the UI will serve.
+//! flowlens web flow explorer: the query API (`fn app(state) -> Router`),
+//! the stores it reads (the embedded live store, InfluxDB), `/metrics`, and
+//! the server that runs it on its own thread.
 
-pub use flowlens_correlator::types::Role;
+pub mod api;
+pub mod assets;
+pub mod health;
+pub mod metrics;
+pub mod store;
+
+pub use api::{app, AppState, AppStateBuilder, Limits, Token};
+pub mod server;

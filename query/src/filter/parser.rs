@@ -247,13 +247,15 @@ impl Parser<'_> {
             // After an operator a keyword can only be a value (`direction = in`).
             Tok::In | Tok::And | Tok::Or | Tok::Not => self.src[t.start..t.end].to_owned(),
             // Keywords are values when quoted; bare, they are a mistake.
-            _ => return Err(self.err_at(
-                Some(&t),
-                format!(
+            _ => {
+                return Err(self.err_at(
+                    Some(&t),
+                    format!(
                     "expected a value for '{field}', found '{}' (quote values that are keywords)",
                     &self.src[t.start..t.end]
                 ),
-            )),
+                ))
+            }
         };
         self.pos += 1;
         typed(field, op, &raw).map_err(|m| self.err_at(Some(&t), m))
