@@ -10,3 +10,4 @@ pub mod store;
 
 pub use api::{app, AppState, AppStateBuilder, Limits, Token};
 pub mod server;
+pub mod testdata;

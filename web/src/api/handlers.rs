@@ -457,7 +457,7 @@ pub async fn entity(State(st): State<AppState>, p: Params) -> Result<Json<Value>
                     dims: vec![d],
                     unit: Unit::Bytes,
                     top,
-                    bidirectional: true,
+                    bidirectional: false,
                 },
             );
             tables.insert(

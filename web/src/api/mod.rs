@@ -363,14 +363,23 @@ async fn cached(State(st): State<AppState>, req: Request, next: Next) -> Respons
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/api", get(handlers::index))
-        .route("/api/series", get(handlers::series))
-        .route("/api/top", get(handlers::top))
-        .route("/api/sankey", get(handlers::sankey))
-        .route("/api/conversations", get(handlers::conversations))
-        .route("/api/topology", get(handlers::topology))
-        .route("/api/entity", get(handlers::entity))
-        .route("/api/health", get(handlers::health))
-        .route("/api/complete", get(handlers::complete))
+        .route("/api/series", get(handlers::series).post(handlers::series))
+        .route("/api/top", get(handlers::top).post(handlers::top))
+        .route("/api/sankey", get(handlers::sankey).post(handlers::sankey))
+        .route(
+            "/api/conversations",
+            get(handlers::conversations).post(handlers::conversations),
+        )
+        .route(
+            "/api/topology",
+            get(handlers::topology).post(handlers::topology),
+        )
+        .route("/api/entity", get(handlers::entity).post(handlers::entity))
+        .route("/api/health", get(handlers::health).post(handlers::health))
+        .route(
+            "/api/complete",
+            get(handlers::complete).post(handlers::complete),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), cached));
     Router::new()
         .merge(api)

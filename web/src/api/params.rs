@@ -4,7 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use axum::{extract::FromRequestParts, http::request::Parts};
+use axum::{
+    body::to_bytes,
+    extract::{FromRequest, Request},
+    http::{header, Method},
+};
 use flowlens_query::{
     field::Dim,
     filter::{parse_optional, Expr},
@@ -15,7 +19,7 @@ use flowlens_query::{
 use super::error::AppError;
 
 /// Longest query string accepted, bytes.
-pub const MAX_QUERY_BYTES: usize = 64 << 10;
+pub const MAX_QUERY_BYTES: usize = 32 << 10;
 
 /// The decoded query string.
 #[derive(Debug, Default)]
@@ -23,12 +27,33 @@ pub struct Params {
     map: BTreeMap<String, String>,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Params {
+impl<S: Send + Sync> FromRequest<S> for Params {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let q = parts.uri.query().unwrap_or("");
-        Params::parse(q)
+    /// GET: the query string. POST: a form body (for filters too long for a URL).
+    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
+        if req.method() != Method::POST {
+            return Params::parse(req.uri().query().unwrap_or(""));
+        }
+        if req.uri().query().is_some_and(|q| !q.is_empty()) {
+            return Err(AppError::param(
+                "query",
+                "give the parameters either in the URL or in the body",
+            ));
+        }
+        let form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if !form {
+            return Err(AppError::param("body", "POST a form (application/x-www-form-urlencoded) with the same parameters as the query string"));
+        }
+        let body = to_bytes(req.into_body(), MAX_QUERY_BYTES + 1)
+            .await
+            .map_err(|_| AppError::param("body", format!("the request body is too large; at most {MAX_QUERY_BYTES} bytes are accepted")))?;
+        let text = std::str::from_utf8(&body).map_err(|_| AppError::param("body", "not UTF-8"))?;
+        Params::parse(text)
     }
 }
 

@@ -7,7 +7,7 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -153,6 +153,7 @@ pub struct RollupDb {
     labels: HashMap<String, i64>,
     last_health: HashMap<String, (i64, f64)>,
     generation: Arc<AtomicU64>,
+    corrupt_seen: Arc<AtomicBool>,
     stats: Arc<Mutex<DiskStats>>,
 }
 
@@ -189,6 +190,7 @@ impl RollupDb {
             labels: HashMap::new(),
             last_health: HashMap::new(),
             generation: Arc::new(AtomicU64::new(0)),
+            corrupt_seen: Arc::new(AtomicBool::new(false)),
             stats: Arc::new(Mutex::new(DiskStats::default())),
         };
         db.reopen();
@@ -263,6 +265,7 @@ impl RollupDb {
         DiskReader {
             path: self.cfg.path.clone(),
             generation: Arc::clone(&self.generation),
+            corrupt_seen: Arc::clone(&self.corrupt_seen),
             pool: Mutex::new(Vec::new()),
             labels: Mutex::new(HashMap::new()),
         }
@@ -342,6 +345,7 @@ impl RollupDb {
     /// Writes an interval's rollup rows; on a full file deletes the oldest
     /// rows and retries; on a corrupt file starts a fresh one and retries.
     pub fn write_rollup(&mut self, rows: &[(RollupKey, RollupSums)]) {
+        self.check_if_reported_corrupt();
         if rows.is_empty() {
             return;
         }
@@ -429,6 +433,30 @@ impl RollupDb {
         }
     }
 
+    /// A reader met a corrupt page: check the whole file, replace it if bad.
+    fn check_if_reported_corrupt(&mut self) {
+        if !self.corrupt_seen.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        if self.conn.is_none() {
+            return;
+        }
+        // A fresh connection: the writer's own page cache may still hold good copies.
+        let verdict: Result<String, rusqlite::Error> = Connection::open(&self.cfg.path)
+            .and_then(|c| c.query_row("PRAGMA quick_check(1)", [], |r| r.get(0)));
+        match verdict {
+            Ok(v) if v == "ok" => {}
+            Ok(v) => {
+                self.move_aside(&v);
+                self.reopen();
+            }
+            Err(e) => {
+                self.move_aside(&e.to_string());
+                self.reopen();
+            }
+        }
+    }
+
     fn used_bytes(c: &Connection) -> rusqlite::Result<u64> {
         let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
         let free: i64 = c.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
@@ -468,6 +496,7 @@ impl RollupDb {
 
     /// Retention, size cap and WAL checkpoint; call about once a minute.
     pub fn maintain(&mut self, now_ns: i64) {
+        self.check_if_reported_corrupt();
         if self.conn.is_none() {
             // Try again: the directory may have become writable.
             self.reopen();
@@ -507,6 +536,7 @@ impl RollupDb {
 pub struct DiskReader {
     path: PathBuf,
     generation: Arc<AtomicU64>,
+    corrupt_seen: Arc<AtomicBool>,
     pool: Mutex<Vec<(u64, Connection)>>,
     labels: Mutex<HashMap<i64, String>>,
 }
@@ -562,7 +592,14 @@ impl DiskReader {
                 c
             }
         };
-        let r = f(&conn).map_err(db_err);
+        let r = f(&conn);
+        if let Err(e) = &r {
+            if is_corrupt(e) {
+                // The writer checks the file and replaces it before its next write.
+                self.corrupt_seen.store(true, Ordering::Relaxed);
+            }
+        }
+        let r = r.map_err(db_err);
         if r.is_ok() {
             let mut p = self.pool.lock().unwrap_or_else(|p| p.into_inner());
             if p.len() < 4 {
@@ -590,7 +627,11 @@ impl DiskReader {
             let t = match cache.get(&id) {
                 Some(t) => t.clone(),
                 None => {
-                    let t: String = st.query_row([id], |r| r.get(0)).unwrap_or_default();
+                    let t: String = match st.query_row([id], |r| r.get(0)) {
+                        Ok(t) => t,
+                        Err(rusqlite::Error::QueryReturnedNoRows) => String::new(),
+                        Err(e) => return Err(e),
+                    };
                     cache.insert(id, t.clone());
                     t
                 }

@@ -306,7 +306,7 @@ impl EmbeddedStore {
         })
     }
 
-    fn from_records(&self, q: &TrafficQuery) -> Result<flowlens_query::cube::Cube, StoreError> {
+    fn cube_of_records(&self, q: &TrafficQuery) -> Result<flowlens_query::cube::Cube, StoreError> {
         let mut b = CubeBuilder::new(q);
         self.live()
             .each(q.range.from, q.range.to, |c| b.add_conv(c));
@@ -363,7 +363,7 @@ impl FlowStore for EmbeddedStore {
         }
         notices.extend(self.window_notice(q.range.from));
         Ok(TrafficAnswer {
-            cube: self.from_records(q)?,
+            cube: self.cube_of_records(q)?,
             source: Source::Records,
             notices,
         })

@@ -471,7 +471,7 @@ mod tests {
 
     #[test]
     fn records_come_back_as_they_went_in() {
-        let mut w = LiveWindow::new(3600_000_000_000, 1 << 30);
+        let mut w = LiveWindow::new(3_600_000_000_000, 1 << 30);
         let recs: Vec<ConversationRecord> = (0..50)
             .map(|i| record(i, 1_000 + i64::from(i / 10)))
             .collect();
