@@ -47,22 +47,18 @@ pub fn string_lit(s: &str) -> String {
 }
 
 /// A regex literal matching text that contains `needle`, ASCII
-/// case-insensitively: letters become `[aA]`, regex metacharacters and the
-/// delimiter are escaped.
+/// case-insensitively: letters become `[aA]`, every other ASCII character
+/// but digits becomes `\x{HH}` (so no backslash or slash ever meets the
+/// InfluxQL scanner's delimiter handling); other characters stay as they are.
 pub fn contains_regex(needle: &str) -> String {
     let mut o = String::from("/");
     for c in needle.chars() {
         if c.is_ascii_alphabetic() {
             let _ = write!(o, "[{}{}]", c.to_ascii_lowercase(), c.to_ascii_uppercase());
-        } else if "\\.+*?()|[]{}^$/#&-~".contains(c) || c.is_control() {
-            if c.is_ascii() && !c.is_control() {
-                o.push('\\');
-                o.push(c);
-            } else {
-                let _ = write!(o, "\\x{{{:x}}}", u32::from(c));
-            }
-        } else {
+        } else if c.is_ascii_digit() || (!c.is_ascii() && !c.is_control()) {
             o.push(c);
+        } else {
+            let _ = write!(o, "\\x{{{:x}}}", u32::from(c));
         }
     }
     o.push('/');
@@ -354,14 +350,18 @@ impl InfluxSchema {
                 _ => return None,
             },
         };
-        let sum = if m == &self.rollup {
-            "bytes"
+        let (sum, local) = if m == &self.rollup {
+            ("bytes", "")
         } else {
-            "bytes_c2s"
+            // Only traffic with a local end, as the rollup has.
+            (
+                "bytes_c2s",
+                " AND (\"client_local\" = 'true' OR \"server_local\" = 'true')",
+            )
         };
         Some((
             format!(
-                "SELECT sum({}) AS \"bytes\" FROM {} WHERE {} GROUP BY {}",
+                "SELECT sum({}) AS \"bytes\" FROM {} WHERE {}{local} GROUP BY {}",
                 ident(sum),
                 self.from(m),
                 time_clause(range),

@@ -833,6 +833,3 @@ impl DiskReader {
         })
     }
 }
-
-#[cfg(test)]
-mod tests;
