@@ -117,6 +117,23 @@ impl EndpointRow {
             container_id: o.and_then(|o| o.container_id.map(str::to_owned)),
         }
     }
+
+    /// Whether `s` is attributed as this row already says (no allocation).
+    fn same(&self, s: &Side<'_>) -> bool {
+        match &s.owner {
+            None => !self.local,
+            Some(o) => {
+                self.local
+                    && self.pid == Some(o.pid)
+                    && self.uid == Some(o.uid)
+                    && self.process.as_deref() == Some(o.comm)
+                    && self.user.as_deref() == Some(o.user)
+                    && self.container.as_deref() == Some(o.container)
+                    && self.exe.as_deref() == o.exe
+                    && self.container_id.as_deref() == o.container_id
+            }
+        }
+    }
 }
 
 /// A conversation merged over the range.
@@ -148,19 +165,7 @@ pub struct ConversationRow {
     pub tcp_flags: String,
     /// Records merged.
     pub records: u64,
-    #[serde(skip)]
-    first_ns: i64,
-    #[serde(skip)]
-    last_ns: i64,
-    #[serde(skip)]
-    latest_ts: i64,
-    #[serde(skip)]
-    key: SortTie,
 }
-
-/// Deterministic tie-break: the conversation's identity.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct SortTie(String, String, IpAddr, u16, IpAddr, u16, i64);
 
 /// Totals of the filtered set.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -190,12 +195,27 @@ struct ConvKey {
     first_seen: i64,
 }
 
+/// One conversation being merged (owned attribution, allocated when it changes).
+struct Acc {
+    key: ConvKey,
+    client: EndpointRow,
+    server: EndpointRow,
+    c2s: (u64, u64),
+    s2c: (u64, u64),
+    records: u64,
+    first_ns: i64,
+    last_ns: i64,
+    latest_ts: i64,
+    tcp_flags: u8,
+}
+
 /// Merges matching records into conversations.
 pub struct ConversationBuilder {
     range: TimeRange,
     filter: Option<Expr>,
     labels: Labels,
-    rows: HashMap<ConvKey, ConversationRow>,
+    index: HashMap<ConvKey, usize>,
+    accs: Vec<Acc>,
     too_many: bool,
 }
 
@@ -206,7 +226,8 @@ impl ConversationBuilder {
             range,
             filter,
             labels: Labels::default(),
-            rows: HashMap::new(),
+            index: HashMap::new(),
+            accs: Vec::new(),
             too_many: false,
         }
     }
@@ -230,56 +251,44 @@ impl ConversationBuilder {
             sport: c.server.port,
             first_seen: c.first_seen,
         };
-        if let Some(r) = self.rows.get_mut(&key) {
-            r.bytes_c2s = r.bytes_c2s.saturating_add(c.c2s.bytes);
-            r.bytes_s2c = r.bytes_s2c.saturating_add(c.s2c.bytes);
-            r.packets_c2s = r.packets_c2s.saturating_add(c.c2s.packets);
-            r.packets_s2c = r.packets_s2c.saturating_add(c.s2c.packets);
-            r.records += 1;
-            r.first_ns = r.first_ns.min(c.first_seen);
-            r.last_ns = r.last_ns.max(c.last_seen);
-            if c.ts > r.latest_ts {
-                r.latest_ts = c.ts;
-                r.client = EndpointRow::of(&c.client);
-                r.server = EndpointRow::of(&c.server);
-                r.tcp_flags = tcp_flags_text(c.tcp_flags);
+        if let Some(&i) = self.index.get(&key) {
+            let a = &mut self.accs[i];
+            a.c2s.0 = a.c2s.0.saturating_add(c.c2s.bytes);
+            a.c2s.1 = a.c2s.1.saturating_add(c.c2s.packets);
+            a.s2c.0 = a.s2c.0.saturating_add(c.s2c.bytes);
+            a.s2c.1 = a.s2c.1.saturating_add(c.s2c.packets);
+            a.records += 1;
+            a.first_ns = a.first_ns.min(c.first_seen);
+            a.last_ns = a.last_ns.max(c.last_seen);
+            if c.ts > a.latest_ts {
+                a.latest_ts = c.ts;
+                a.tcp_flags = c.tcp_flags;
+                if !a.client.same(&c.client) {
+                    a.client = EndpointRow::of(&c.client);
+                }
+                if !a.server.same(&c.server) {
+                    a.server = EndpointRow::of(&c.server);
+                }
             }
             return;
         }
-        if self.rows.len() >= MAX_CONVERSATIONS {
+        if self.accs.len() >= MAX_CONVERSATIONS {
             self.too_many = true;
             return;
         }
-        self.rows.insert(
+        self.index.insert(key, self.accs.len());
+        self.accs.push(Acc {
             key,
-            ConversationRow {
-                host: c.host.to_owned(),
-                proto: c.proto.to_owned(),
-                client: EndpointRow::of(&c.client),
-                server: EndpointRow::of(&c.server),
-                bytes_c2s: c.c2s.bytes,
-                bytes_s2c: c.s2c.bytes,
-                packets_c2s: c.c2s.packets,
-                packets_s2c: c.s2c.packets,
-                first_seen: String::new(),
-                last_seen: String::new(),
-                duration_ms: 0,
-                tcp_flags: tcp_flags_text(c.tcp_flags),
-                records: 1,
-                first_ns: c.first_seen,
-                last_ns: c.last_seen,
-                latest_ts: c.ts,
-                key: SortTie(
-                    c.host.to_owned(),
-                    c.proto.to_owned(),
-                    c.client.addr,
-                    c.client.port,
-                    c.server.addr,
-                    c.server.port,
-                    c.first_seen,
-                ),
-            },
-        );
+            client: EndpointRow::of(&c.client),
+            server: EndpointRow::of(&c.server),
+            c2s: (c.c2s.bytes, c.c2s.packets),
+            s2c: (c.s2c.bytes, c.s2c.packets),
+            records: 1,
+            first_ns: c.first_seen,
+            last_ns: c.last_seen,
+            latest_ts: c.ts,
+            tcp_flags: c.tcp_flags,
+        });
     }
 
     /// The range of records it takes.
@@ -297,53 +306,103 @@ impl ConversationBuilder {
         self.too_many
     }
 
-    /// Every conversation, sorted; and the totals.
+    /// The rows `offset..offset + limit` in `sort` order, the totals of all
+    /// of them, and how many there are. Only the page is sorted in full and
+    /// materialized.
     pub fn finish(
         self,
         sort: SortKey,
         descending: bool,
-    ) -> (Vec<ConversationRow>, ConversationTotals) {
+        offset: usize,
+        limit: usize,
+    ) -> (Vec<ConversationRow>, ConversationTotals, usize) {
         let mut t = ConversationTotals::default();
-        let mut rows: Vec<ConversationRow> = self
-            .rows
-            .into_values()
-            .map(|mut r| {
-                r.first_seen = rfc3339(r.first_ns);
-                r.last_seen = rfc3339(r.last_ns);
-                r.duration_ms = (r.last_ns.saturating_sub(r.first_ns).max(0) / 1_000_000) as u64;
-                t.conversations += 1;
-                t.records += r.records;
-                t.bytes_c2s = t.bytes_c2s.saturating_add(r.bytes_c2s);
-                t.bytes_s2c = t.bytes_s2c.saturating_add(r.bytes_s2c);
-                t.packets_c2s = t.packets_c2s.saturating_add(r.packets_c2s);
-                t.packets_s2c = t.packets_s2c.saturating_add(r.packets_s2c);
-                r
-            })
-            .collect();
-        let value = |r: &ConversationRow| -> i128 {
+        for a in &self.accs {
+            t.conversations += 1;
+            t.records += a.records;
+            t.bytes_c2s = t.bytes_c2s.saturating_add(a.c2s.0);
+            t.bytes_s2c = t.bytes_s2c.saturating_add(a.s2c.0);
+            t.packets_c2s = t.packets_c2s.saturating_add(a.c2s.1);
+            t.packets_s2c = t.packets_s2c.saturating_add(a.s2c.1);
+        }
+        let total = self.accs.len();
+        let labels = &self.labels;
+        let value = |a: &Acc| -> i128 {
             match sort {
-                SortKey::Bytes => i128::from(r.bytes_c2s) + i128::from(r.bytes_s2c),
-                SortKey::BytesC2s => r.bytes_c2s.into(),
-                SortKey::BytesS2c => r.bytes_s2c.into(),
-                SortKey::Packets => i128::from(r.packets_c2s) + i128::from(r.packets_s2c),
-                SortKey::PacketsC2s => r.packets_c2s.into(),
-                SortKey::PacketsS2c => r.packets_s2c.into(),
-                SortKey::Duration => r.duration_ms.into(),
-                SortKey::FirstSeen => r.first_ns.into(),
-                SortKey::LastSeen => r.last_ns.into(),
-                SortKey::Records => r.records.into(),
+                SortKey::Bytes => i128::from(a.c2s.0) + i128::from(a.s2c.0),
+                SortKey::BytesC2s => a.c2s.0.into(),
+                SortKey::BytesS2c => a.s2c.0.into(),
+                SortKey::Packets => i128::from(a.c2s.1) + i128::from(a.s2c.1),
+                SortKey::PacketsC2s => a.c2s.1.into(),
+                SortKey::PacketsS2c => a.s2c.1.into(),
+                SortKey::Duration => {
+                    i128::from(a.last_ns.saturating_sub(a.first_ns).max(0) / 1_000_000)
+                }
+                SortKey::FirstSeen => a.first_ns.into(),
+                SortKey::LastSeen => a.last_ns.into(),
+                SortKey::Records => a.records.into(),
             }
         };
-        rows.sort_by(|a, b| {
+        // Ties break on the conversation's identity, by text, so every store agrees.
+        let tie = |a: &Acc, b: &Acc| {
+            (
+                labels.text(a.key.host),
+                labels.text(a.key.proto),
+                a.key.client,
+                a.key.cport,
+                a.key.server,
+                a.key.sport,
+                a.key.first_seen,
+            )
+                .cmp(&(
+                    labels.text(b.key.host),
+                    labels.text(b.key.proto),
+                    b.key.client,
+                    b.key.cport,
+                    b.key.server,
+                    b.key.sport,
+                    b.key.first_seen,
+                ))
+        };
+        let cmp = |a: &Acc, b: &Acc| {
             let o = value(a).cmp(&value(b));
             let o = if descending { o.reverse() } else { o };
             if o == Ordering::Equal {
-                a.key.cmp(&b.key)
+                tie(a, b)
             } else {
                 o
             }
-        });
-        (rows, t)
+        };
+        let mut accs = self.accs;
+        let end = offset.saturating_add(limit).min(total);
+        if offset >= total {
+            return (Vec::new(), t, total);
+        }
+        if end < total {
+            accs.select_nth_unstable_by(end, cmp);
+            accs.truncate(end);
+        }
+        accs.sort_by(cmp);
+        let rows = accs
+            .into_iter()
+            .skip(offset)
+            .map(|a| ConversationRow {
+                host: labels.text(a.key.host).to_owned(),
+                proto: labels.text(a.key.proto).to_owned(),
+                client: a.client,
+                server: a.server,
+                bytes_c2s: a.c2s.0,
+                bytes_s2c: a.s2c.0,
+                packets_c2s: a.c2s.1,
+                packets_s2c: a.s2c.1,
+                first_seen: rfc3339(a.first_ns),
+                last_seen: rfc3339(a.last_ns),
+                duration_ms: (a.last_ns.saturating_sub(a.first_ns).max(0) / 1_000_000) as u64,
+                tcp_flags: tcp_flags_text(a.tcp_flags),
+                records: a.records,
+            })
+            .collect();
+        (rows, t, total)
     }
 }
 
@@ -481,8 +540,8 @@ mod tests {
         ] {
             b.add(&c.view());
         }
-        let (rows, t) = b.finish(SortKey::BytesC2s, true);
-        assert_eq!(rows.len(), 2);
+        let (rows, t, n) = b.finish(SortKey::BytesC2s, true, 0, 10);
+        assert_eq!((rows.len(), n), (2, 2));
         assert_eq!(
             (rows[0].client.port, rows[0].bytes_c2s, rows[0].records),
             (1, 150, 2)

@@ -260,8 +260,18 @@ pub fn record_rows(s: &SeriesData, out: &mut Vec<OwnedConv>) {
         .enumerate()
         .map(|(i, c)| (c.as_str(), i))
         .collect();
+    // Tags come once per series (GROUP BY *) or as columns.
+    let tags: HashMap<&str, Value> = s
+        .tags
+        .iter()
+        .map(|(k, v)| (k.as_str(), Value::String(v.clone())))
+        .collect();
     for row in &s.values {
-        let get = |name: &str| idx.get(name).and_then(|i| row.get(*i));
+        let get = |name: &str| {
+            idx.get(name)
+                .and_then(|i| row.get(*i))
+                .or_else(|| tags.get(name))
+        };
         let t = |name: &str| text(get(name)).unwrap_or("").to_owned();
         let owner = |side: &str| -> Option<OwnedOwner> {
             if text(get(&format!("{side}_local"))) != Some("true") {

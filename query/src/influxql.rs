@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 
 use crate::{
-    field::{Dim, Field, FieldKind},
+    field::{Dim, Field, FieldKind, FieldSet},
     filter::{Atom, Expr, Literal, Op},
     plan::{base_rollup_fields, flow_tag_fields, Capabilities},
     time::{Buckets, TimeRange},
@@ -312,18 +312,21 @@ impl InfluxSchema {
         }
     }
 
-    /// `SELECT <fields and tags> FROM flow WHERE ...`: every record that may
-    /// match (end fields are looked for at either end).
-    pub fn records_statement(&self, range: TimeRange, filter: Option<&Expr>) -> Option<String> {
+    /// `SELECT <fields> FROM flow WHERE ... GROUP BY *`: every record that may
+    /// match (end fields are looked for at either end), its tags once per
+    /// series. `needed`: the fields a traffic question uses (only those
+    /// fields are read); `None` reads all (the conversation list).
+    pub fn records_statement(
+        &self,
+        range: TimeRange,
+        filter: Option<&Expr>,
+        needed: Option<FieldSet>,
+    ) -> Option<String> {
         let pred = match filter {
             Some(e) => translate_superset_any_end(&e.nnf()),
             None => Pred::True,
         };
-        let cols: Vec<String> = RECORD_FIELDS
-            .iter()
-            .chain(RECORD_TAGS)
-            .map(|c| ident(c))
-            .collect();
+        let cols: Vec<String> = record_fields(needed).iter().map(|c| ident(c)).collect();
         let mut q = format!(
             "SELECT {} FROM {} WHERE {}",
             cols.join(", "),
@@ -333,6 +336,7 @@ impl InfluxSchema {
         if !pred.and_to(&mut q)? {
             return None;
         }
+        q.push_str(" GROUP BY *");
         Some(q)
     }
 
@@ -393,6 +397,33 @@ pub const RECORD_FIELDS: &[&str] = &[
     "last_seen_unix_ns",
     "tcp_flags",
 ];
+
+/// The fields a records statement reads: all of them, or for a traffic
+/// question the counters, addresses and ports and what `needed` names.
+pub fn record_fields(needed: Option<FieldSet>) -> Vec<&'static str> {
+    let Some(n) = needed else {
+        return RECORD_FIELDS.to_vec();
+    };
+    let mut v = vec![
+        "bytes_c2s",
+        "bytes_s2c",
+        "packets_c2s",
+        "packets_s2c",
+        "client_addr",
+        "server_addr",
+        "client_port",
+    ];
+    if n.contains(Field::Peer) {
+        v.extend(["client_container_id", "server_container_id"]);
+    }
+    if n.contains(Field::Pid) {
+        v.extend(["client_pid", "server_pid"]);
+    }
+    if n.contains(Field::Exe) {
+        v.extend(["client_exe", "server_exe"]);
+    }
+    v
+}
 
 /// Tags read from `flow` to rebuild a record.
 pub const RECORD_TAGS: &[&str] = &[

@@ -31,12 +31,25 @@ use flowlens_web::{
 };
 use influx_common::{wait_for, Influxd, TempDir};
 
-const START: i64 = 1_764_000_003 * S + S / 2;
 const INTERVALS: u32 = 12;
-const NOW: i64 = START + INTERVALS as i64 * 10 * S;
+
+/// Two hours ago, half a second off every bucket boundary.
+fn start() -> i64 {
+    static T: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *T.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        (now - 7200) / 10 * 10 * S + 3 * S + S / 2
+    })
+}
+
+fn now() -> i64 {
+    start() + INTERVALS as i64 * 10 * S
+}
 
 fn range() -> String {
-    format!("from={}&to={}", (START - 10 * S) / S, NOW / S + 1)
+    format!("from={}&to={}", (start() - 10 * S) / S, now() / S + 1)
 }
 
 /// Writes the batches through the collector's InfluxDB sink and waits for them.
@@ -71,13 +84,13 @@ fn app(store: Arc<dyn FlowStore>) -> axum::Router {
             Arc::new(MemoryHealthLog::new(3600 * S, 1000)),
         )
         .cache_ttl(Duration::ZERO)
-        .clock(|| NOW)
+        .clock(now)
         .build(),
     )
 }
 
 fn scenario() -> Vec<Vec<ConversationRecord>> {
-    small_host(START, INTERVALS)
+    small_host(start(), INTERVALS)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -272,7 +272,11 @@ pub fn busy_host(
                     (u64::from(n % 5000) + 100, u64::from(n % 50) + 1),
                     (u64::from(n % 20_000) + 100, u64::from(n % 60) + 1),
                     // Odd conversations last the whole run, even ones one interval.
-                    if j % 2 == 1 { start - 60 * S } else { ts - 5 * S },
+                    if j % 2 == 1 {
+                        start - 60 * S
+                    } else {
+                        ts - 5 * S
+                    },
                     0x1a,
                 )
             })

@@ -71,7 +71,7 @@ async fn the_token_guards_the_api_and_metrics_and_the_host_check_guards_loopback
             Arc::new(MemoryHealthLog::new(3600 * S, 1000)),
         )
         .token(Some(Token::new(tok)))
-        .clock(|| NOW)
+        .clock(now)
         .build(),
     );
     for uri in ["/api", "/api/series", "/metrics", "/api/nope"] {
@@ -168,7 +168,7 @@ async fn identical_requests_are_cached_briefly() {
             Arc::new(MemoryHealthLog::new(3600 * S, 1000)),
         )
         .cache_ttl(Duration::from_secs(60))
-        .clock(|| NOW)
+        .clock(now)
         .build(),
     );
     let u = format!("/api/top?{}&dims=container", range());
@@ -176,7 +176,7 @@ async fn identical_requests_are_cached_briefly() {
     assert!(!h1.contains_key("x-flowlens-cache"));
     // New records: a cached answer does not see them yet.
     let w = store.writer();
-    w.offer(&flowlens_web::testdata::small_host(START + 5 * S, 1).concat());
+    w.offer(&flowlens_web::testdata::small_host(start() + 5 * S, 1).concat());
     assert!(w.sync(Duration::from_secs(5)));
     let (_, h2, b2) = get_raw(&app, &u, &[]).await;
     assert_eq!(h2["x-flowlens-cache"], "hit");

@@ -81,15 +81,15 @@ async fn history_survives_a_restart_and_the_live_window_starts_again() {
     assert_eq!(v["totals"]["total"], 0);
     // New intervals after the restart add to the history.
     let w = s.writer();
-    let more = small_host(START + INTERVALS as i64 * 10 * S, 1);
+    let more = small_host(start() + INTERVALS as i64 * 10 * S, 1);
     w.offer(&more[0]);
     assert!(w.sync(Duration::from_secs(10)));
     let v = ok(
         &app,
         &format!(
             "/api/top?from={}&to={}&dims=container&top=50",
-            (START - 10 * S) / S,
-            NOW / S + 20
+            (start() - 10 * S) / S,
+            now() / S + 20
         ),
     )
     .await;
@@ -106,12 +106,12 @@ async fn retention_deletes_old_rows() {
     let dir = TempDir::new("retention");
     let s = Arc::new(open(&dir, 64 << 20));
     let w = s.writer();
-    let old = START - 8 * 86_400 * S;
+    let old = start() - 8 * 86_400 * S;
     for b in small_host(old, 3).into_iter().chain(scenario()) {
         w.offer(&b);
     }
     assert!(w.sync(Duration::from_secs(10)));
-    w.maintain(NOW);
+    w.maintain(now());
     assert!(w.sync(Duration::from_secs(10)));
     let d = s.disk_stats().expect("disk");
     assert!(d.rows_expired > 0, "{d:?}");
@@ -139,16 +139,16 @@ async fn the_size_cap_keeps_the_newest_history() {
     let s = Arc::new(open(&dir, cap));
     let w = s.writer();
     // About 6 MB of rollup rows: far over the cap.
-    let start = START - 3600 * S;
+    let start = start() - 3600 * S;
     for (i, b) in busy_host(start, 360, 400, 400, 20, 5000).enumerate() {
         w.offer(&b);
         assert!(w.sync(Duration::from_secs(30)));
         if i % 30 == 29 {
-            w.maintain(NOW); // the store's minutely maintenance
+            w.maintain(now()); // the store's minutely maintenance
         }
     }
     assert!(w.sync(Duration::from_secs(60)));
-    w.maintain(NOW);
+    w.maintain(now());
     assert!(w.sync(Duration::from_secs(60)));
     let d = s.disk_stats().expect("disk");
     assert!(d.rows_evicted_size > 0, "{d:?}");
@@ -195,7 +195,7 @@ async fn a_full_file_loses_its_oldest_rows_first() {
     // No maintenance runs in between: only SQLite's hard page limit stops growth.
     let s = Arc::new(open(&dir, 300 << 10));
     let w = s.writer();
-    let start = START - 3600 * S;
+    let start = start() - 3600 * S;
     let batches: Vec<_> = busy_host(start, 100, 400, 400, 20, 5000).collect();
     for b in &batches {
         w.offer(b);
@@ -262,11 +262,11 @@ async fn corruption_while_running_keeps_the_live_view_and_recovers() {
     let path = dir.0.join("history.sqlite");
     let s = Arc::new(open(&dir, 64 << 20));
     let w = s.writer();
-    for b in busy_host(START - 600 * S, 30, 400, 400, 20, 5000) {
+    for b in busy_host(start() - 600 * S, 30, 400, 400, 20, 5000) {
         w.offer(&b);
     }
     assert!(w.sync(Duration::from_secs(30)));
-    w.maintain(NOW); // checkpoint: the rows are in the main file
+    w.maintain(now()); // checkpoint: the rows are in the main file
     assert!(w.sync(Duration::from_secs(30)));
     // Damage every page after the first two (the schema survives, the data does not).
     let len = std::fs::metadata(&path).expect("meta").len();
@@ -295,7 +295,7 @@ async fn corruption_while_running_keeps_the_live_view_and_recovers() {
         "{v}"
     );
     // The writer checks the file the reader reported, replaces it, and goes on.
-    let next = small_host(NOW, 1);
+    let next = small_host(now(), 1);
     w.offer(&next[0]);
     assert!(w.sync(Duration::from_secs(10)));
     let d = s.disk_stats().expect("disk");
@@ -304,8 +304,8 @@ async fn corruption_while_running_keeps_the_live_view_and_recovers() {
         &app,
         &format!(
             "/api/top?from={}&to={}&dims=container&top=50",
-            NOW / S - 1,
-            NOW / S + 1
+            now() / S - 1,
+            now() / S + 1
         ),
     )
     .await;

@@ -101,7 +101,8 @@ fn records_statement_looks_at_both_ends() {
     };
     let f =
         parse("container = web AND addr = 10.0.0.1 AND NOT process = x AND proto != udp").unwrap();
-    let q = s.records_statement(range(), Some(&f)).unwrap();
+    let q = s.records_statement(range(), Some(&f), None).unwrap();
+    assert!(q.ends_with(" GROUP BY *"), "{q}");
     assert!(q.contains("FROM \"week\".\"flow\""), "{q}");
     assert!(
         q.contains("(\"client_container_name\" = 'web') OR (\"server_container_name\" = 'web')"),

@@ -267,9 +267,7 @@ pub async fn conversations(State(st): State<AppState>, p: Params) -> Result<Resp
                 limit: flowlens_query::conversations::MAX_CONVERSATIONS,
             }));
         }
-        let (rows, totals) = b.finish(sort, descending);
-        let total_rows = rows.len();
-        let page: Vec<_> = rows.into_iter().skip(offset).take(limit).collect();
+        let (page, totals, total_rows) = b.finish(sort, descending, offset, limit);
         if csv {
             let mut r = to_csv(&page).into_response();
             let h = r.headers_mut();
@@ -471,7 +469,7 @@ pub async fn entity(State(st): State<AppState>, p: Params) -> Result<Json<Value>
         }
         let mut b = ConversationBuilder::new(range, Some(conv_filter));
         notices.extend(i.store.conversations(&mut b)?);
-        let (rows, totals) = b.finish(SortKey::Bytes, true);
+        let (rows, totals, _) = b.finish(SortKey::Bytes, true, 0, top);
         notices.sort();
         notices.dedup();
         Ok(Json(json!({
@@ -490,7 +488,7 @@ pub async fn entity(State(st): State<AppState>, p: Params) -> Result<Json<Value>
             "tables": tables,
             "conversations": {
                 "totals": totals,
-                "rows": rows.into_iter().take(top).collect::<Vec<_>>(),
+                "rows": rows,
             },
         })))
     })

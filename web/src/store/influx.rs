@@ -312,7 +312,7 @@ impl FlowStore for InfluxStore {
                 }
             }
             Source::Records => {
-                if let Some(stmt) = schema.records_statement(q.range, pushed) {
+                if let Some(stmt) = schema.records_statement(q.range, pushed, Some(q.needed())) {
                     let limit = self.cfg.max_records;
                     let mut seen = 0usize;
                     let mut recs = Vec::new();
@@ -341,7 +341,8 @@ impl FlowStore for InfluxStore {
     fn conversations(&self, b: &mut ConversationBuilder) -> Result<Vec<String>, StoreError> {
         let schema = self.schema();
         let filter = b.filter().cloned();
-        let Some(stmt) = schema.records_statement(b.range(), self.filter_for(filter.as_ref()))
+        let Some(stmt) =
+            schema.records_statement(b.range(), self.filter_for(filter.as_ref()), None)
         else {
             return Ok(Vec::new());
         };

@@ -48,21 +48,34 @@ impl Drop for TempDir {
     }
 }
 
-/// The scenario's first interval end: off every bucket boundary.
-pub const START: i64 = 1_764_000_003 * S + S / 2;
 /// Intervals written.
 pub const INTERVALS: u32 = 12;
+
+/// The scenario's first interval end: two hours ago (the store's own
+/// retention runs on the real clock), half a second off every bucket boundary.
+pub fn start() -> i64 {
+    static T: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *T.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        (now - 7200) / 10 * 10 * S + 3 * S + S / 2
+    })
+}
+
 /// The clock of the tests: just after the last interval.
-pub const NOW: i64 = START + INTERVALS as i64 * 10 * S;
+pub fn now() -> i64 {
+    start() + INTERVALS as i64 * 10 * S
+}
 
 /// `from=&to=` covering the scenario (Unix seconds).
 pub fn range() -> String {
-    format!("from={}&to={}", (START - 10 * S) / S, NOW / S + 1)
+    format!("from={}&to={}", (start() - 10 * S) / S, now() / S + 1)
 }
 
 /// The scenario's records, by interval.
 pub fn scenario() -> Vec<Vec<ConversationRecord>> {
-    small_host(START, INTERVALS)
+    small_host(start(), INTERVALS)
 }
 
 /// An embedded store in `dir` holding the scenario.
@@ -92,7 +105,7 @@ pub fn app(store: Arc<dyn FlowStore>) -> axum::Router {
         Arc::new(MemoryHealthLog::new(86_400 * S, 100_000)),
     )
     .cache_ttl(Duration::ZERO)
-    .clock(|| NOW)
+    .clock(now)
     .build();
     flowlens_web::app(st)
 }
