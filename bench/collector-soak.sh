@@ -34,7 +34,7 @@ trap cleanup EXIT
 veth_up $NS $H $N $HIP $NIP
 sleep 0.5
 JSONL=/dev/null; [ -n "${KEEP:-}" ] && JSONL=$TMP/records.jsonl # KEEP=1: keep the log and records in /tmp/soak-*
-FLOWLENS_LOG=info $BIN/flowlens run --iface $H --export-interval 1s --idle-timeout 10s \
+FLOWLENS_LOG=info $BIN/flowlens run --no-web --iface $H --export-interval 1s --idle-timeout 10s \
 	--jsonl "$JSONL" --host soak >/dev/null 2>"$TMP/flowlens.log" &
 FL_PID=$!
 wait_exported $FL_PID "$TMP/flowlens.log"

@@ -44,7 +44,7 @@ sleep 1
 
 start_flowlens() {
 	: >"$TMP/records.jsonl"
-	FLOWLENS_LOG=info $BIN/flowlens run --iface $H --export-interval 1s --jsonl "$TMP/records.jsonl" \
+	FLOWLENS_LOG=info $BIN/flowlens run --no-web --iface $H --export-interval 1s --jsonl "$TMP/records.jsonl" \
 		--host bench >/dev/null 2>"$TMP/flowlens.log" &
 	FL_PID=$!
 	wait_exported $FL_PID "$TMP/flowlens.log"

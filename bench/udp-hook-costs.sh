@@ -26,7 +26,7 @@ cleanup() {
 trap cleanup EXIT
 veth_up $NS $H $N $HIP $NIP
 sleep 0.5
-FLOWLENS_LOG=warn $BIN/flowlens run --iface $H --export-interval 1s --jsonl /dev/null 2>"$TMP/log" &
+FLOWLENS_LOG=warn $BIN/flowlens run --no-web --iface $H --export-interval 1s --jsonl /dev/null 2>"$TMP/log" &
 FL_PID=$!
 sleep 2
 sysctl -qw kernel.bpf_stats_enabled=1

@@ -91,6 +91,9 @@ impl Flowlens {
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info");
         }
+        // No web server unless a test asks for it (`FLOWLENS_NO_WEB=false`):
+        // parallel runs would share 127.0.0.1:8647 and the history file.
+        command.env("FLOWLENS_NO_WEB", "true");
         for (k, v) in env {
             command.env(k, v);
         }

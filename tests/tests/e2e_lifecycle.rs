@@ -16,9 +16,15 @@ fn flowlens_cmd(args: &[&str], as_nobody: bool) -> (i32, String) {
             .collect();
         a.push(bin.to_string_lossy().into_owned());
         a.extend(args.iter().map(|s| s.to_string()));
-        Command::new("setpriv").args(&a).output()
+        Command::new("setpriv")
+            .args(&a)
+            .env("FLOWLENS_NO_WEB", "true")
+            .output()
     } else {
-        Command::new(&bin).args(args).output()
+        Command::new(&bin)
+            .args(args)
+            .env("FLOWLENS_NO_WEB", "true")
+            .output()
     }
     .expect("run flowlens");
     let text = format!(
@@ -217,6 +223,7 @@ fn summary_on_stdout_without_outputs() {
         let err = std::fs::File::create(art.path().join("summary.err")).expect("err file");
         let mut child = Command::new(flowlens::binary())
             .args(["run", "--iface", &net.host_if, "--export-interval", "1s"])
+            .env("FLOWLENS_NO_WEB", "true")
             .stdout(out)
             .stderr(err)
             .spawn()

@@ -33,7 +33,7 @@ impl Secret {
         Self(s.into())
     }
 
-    fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }

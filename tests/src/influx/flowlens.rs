@@ -69,7 +69,8 @@ impl FlowlensRun {
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
             .env_remove("INFLUX_TOKEN")
             .env_remove("INFLUX_USERNAME")
-            .env_remove("INFLUX_PASSWORD");
+            .env_remove("INFLUX_PASSWORD")
+            .env("FLOWLENS_NO_WEB", "true");
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -565,6 +565,17 @@ fn db_err(e: rusqlite::Error) -> StoreError {
 }
 
 impl DiskReader {
+    /// Another reader of the same file (its own connections).
+    pub fn another(&self) -> DiskReader {
+        DiskReader {
+            path: self.path.clone(),
+            generation: Arc::clone(&self.generation),
+            corrupt_seen: Arc::clone(&self.corrupt_seen),
+            pool: Mutex::new(Vec::new()),
+            labels: Mutex::new(HashMap::new()),
+        }
+    }
+
     fn with_conn<T>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,

@@ -271,6 +271,11 @@ impl EmbeddedStore {
         self.live.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A reader of the history file (for the health history), when there is one.
+    pub fn health_reader(&self) -> Option<DiskReader> {
+        self.disk.as_ref().map(DiskReader::another)
+    }
+
     /// Counters of the live window.
     pub fn live_stats(&self) -> LiveStats {
         self.live().stats()
