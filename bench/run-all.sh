@@ -17,6 +17,8 @@ target/release/sock-hooks $SMOKE --no-header
 bench/live-traffic.sh $SMOKE --no-header
 if [ -n "$SMOKE" ]; then bench/collector-soak.sh --smoke --no-header; else bench/collector-soak.sh --secs=300 --no-header; fi
 target/release/table-rss $SMOKE --no-header
+bench/web-store-cost.sh $SMOKE --no-header
+target/release/web-queries $SMOKE --no-header
 # Criterion: --test runs every benchmark once (smoke); otherwise a short measurement.
 if [ -n "$SMOKE" ]; then CRIT=(--test); else CRIT=(--warm-up-time 1 --measurement-time 3); fi
 for b in "flowlens-correlator correlator" "flowlens-collector readers"; do
