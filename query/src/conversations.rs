@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::{
     cube::Labels,
-    fact::{Conv, Owner, Side},
+    fact::{Conv, Side},
     filter::{ConvSubject, Expr, Subject},
     time::{rfc3339, TimeRange},
 };
@@ -101,41 +101,6 @@ pub struct EndpointRow {
     pub container_id: Option<String>,
 }
 
-impl EndpointRow {
-    fn of(s: &Side<'_>) -> Self {
-        let o: Option<&Owner<'_>> = s.owner.as_ref();
-        EndpointRow {
-            addr: s.addr_text.to_owned(),
-            port: s.port,
-            local: o.is_some(),
-            pid: o.map(|o| o.pid),
-            process: o.map(|o| o.comm.to_owned()),
-            exe: o.and_then(|o| o.exe.map(str::to_owned)),
-            user: o.map(|o| o.user.to_owned()),
-            uid: o.map(|o| o.uid),
-            container: o.map(|o| o.container.to_owned()),
-            container_id: o.and_then(|o| o.container_id.map(str::to_owned)),
-        }
-    }
-
-    /// Whether `s` is attributed as this row already says (no allocation).
-    fn same(&self, s: &Side<'_>) -> bool {
-        match &s.owner {
-            None => !self.local,
-            Some(o) => {
-                self.local
-                    && self.pid == Some(o.pid)
-                    && self.uid == Some(o.uid)
-                    && self.process.as_deref() == Some(o.comm)
-                    && self.user.as_deref() == Some(o.user)
-                    && self.container.as_deref() == Some(o.container)
-                    && self.exe.as_deref() == o.exe
-                    && self.container_id.as_deref() == o.container_id
-            }
-        }
-    }
-}
-
 /// A conversation merged over the range.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ConversationRow {
@@ -195,11 +160,26 @@ struct ConvKey {
     first_seen: i64,
 }
 
-/// One conversation being merged (owned attribution, allocated when it changes).
+/// One end's attribution as label ids (0: none), so merging allocates nothing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct EndIds {
+    addr: u32,
+    port: u16,
+    local: bool,
+    pid: u32,
+    uid: u32,
+    comm: u32,
+    user: u32,
+    container: u32,
+    container_id: u32,
+    exe: u32,
+}
+
+/// One conversation being merged.
 struct Acc {
     key: ConvKey,
-    client: EndpointRow,
-    server: EndpointRow,
+    client: EndIds,
+    server: EndIds,
     c2s: (u64, u64),
     s2c: (u64, u64),
     records: u64,
@@ -207,6 +187,40 @@ struct Acc {
     last_ns: i64,
     latest_ts: i64,
     tcp_flags: u8,
+}
+
+fn ids(l: &mut Labels, s: &Side<'_>) -> EndIds {
+    let o = s.owner.as_ref();
+    let mut id = |t: Option<&str>| t.map_or(0, |t| l.id(t));
+    EndIds {
+        addr: id(Some(s.addr_text)),
+        port: s.port,
+        local: o.is_some(),
+        pid: o.map_or(0, |o| o.pid),
+        uid: o.map_or(0, |o| o.uid),
+        comm: id(o.map(|o| o.comm)),
+        user: id(o.map(|o| o.user)),
+        container: id(o.map(|o| o.container)),
+        container_id: id(o.and_then(|o| o.container_id)),
+        exe: id(o.and_then(|o| o.exe)),
+    }
+}
+
+fn row(l: &Labels, e: &EndIds) -> EndpointRow {
+    let text = |id: u32| l.text(id).to_owned();
+    let opt = |id: u32| (id != 0).then(|| l.text(id).to_owned());
+    EndpointRow {
+        addr: text(e.addr),
+        port: e.port,
+        local: e.local,
+        pid: e.local.then_some(e.pid),
+        process: e.local.then(|| text(e.comm)),
+        exe: opt(e.exe).filter(|_| e.local),
+        user: e.local.then(|| text(e.user)),
+        uid: e.local.then_some(e.uid),
+        container: e.local.then(|| text(e.container)),
+        container_id: opt(e.container_id).filter(|_| e.local),
+    }
 }
 
 /// Merges matching records into conversations.
@@ -263,12 +277,10 @@ impl ConversationBuilder {
             if c.ts > a.latest_ts {
                 a.latest_ts = c.ts;
                 a.tcp_flags = c.tcp_flags;
-                if !a.client.same(&c.client) {
-                    a.client = EndpointRow::of(&c.client);
-                }
-                if !a.server.same(&c.server) {
-                    a.server = EndpointRow::of(&c.server);
-                }
+                let (cl, sv) = (ids(&mut self.labels, &c.client), ids(&mut self.labels, &c.server));
+                let a = &mut self.accs[i];
+                a.client = cl;
+                a.server = sv;
             }
             return;
         }
@@ -277,10 +289,11 @@ impl ConversationBuilder {
             return;
         }
         self.index.insert(key, self.accs.len());
+        let (client, server) = (ids(&mut self.labels, &c.client), ids(&mut self.labels, &c.server));
         self.accs.push(Acc {
             key,
-            client: EndpointRow::of(&c.client),
-            server: EndpointRow::of(&c.server),
+            client,
+            server,
             c2s: (c.c2s.bytes, c.c2s.packets),
             s2c: (c.s2c.bytes, c.s2c.packets),
             records: 1,
@@ -389,8 +402,8 @@ impl ConversationBuilder {
             .map(|a| ConversationRow {
                 host: labels.text(a.key.host).to_owned(),
                 proto: labels.text(a.key.proto).to_owned(),
-                client: a.client,
-                server: a.server,
+                client: row(labels, &a.client),
+                server: row(labels, &a.server),
                 bytes_c2s: a.c2s.0,
                 bytes_s2c: a.s2c.0,
                 packets_c2s: a.c2s.1,
