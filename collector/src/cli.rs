@@ -38,6 +38,9 @@ pub enum Command {
     /// Count the flows of pcap/pcapng files with the kernel programs' rules and
     /// report their conversations (no root needed; see docs/replay.md).
     Replay(ReplayArgs),
+    /// Serve the web UI and API alone, reading InfluxDB (no capture, no root
+    /// needed). `flowlens run` serves them itself (docs/api.md).
+    Web(WebCmdArgs),
 }
 
 // The defaults of `run` are shown in the help texts rather than given to
@@ -87,6 +90,46 @@ pub struct RunArgs {
     /// InfluxDB output (`--influx-*`).
     #[command(flatten)]
     pub influx: Box<InfluxArgs>,
+    /// Web UI and API (`--listen`, `--no-web`, `--web-history`).
+    #[command(flatten)]
+    pub web: WebArgs,
+}
+
+/// Web flags of `flowlens run`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct WebArgs {
+    /// Serve the web UI and API on this address; any other than loopback needs
+    /// a token in FLOWLENS_WEB_TOKEN or the file named by FLOWLENS_WEB_TOKEN_FILE
+    /// [default: 127.0.0.1:8647].
+    #[arg(long, value_name = "IP:PORT", env = "FLOWLENS_LISTEN")]
+    pub listen: Option<String>,
+    /// Do not serve the web UI and API (and keep no live store).
+    #[arg(long, env = "FLOWLENS_NO_WEB")]
+    pub no_web: bool,
+    /// The embedded store's history file (rollups and health)
+    /// [default: /var/lib/flowlens/history.sqlite].
+    #[arg(long, value_name = "FILE", env = "FLOWLENS_WEB_HISTORY")]
+    pub web_history: Option<PathBuf>,
+}
+
+/// Flags of `flowlens web`.
+#[derive(Debug, Args, Default)]
+pub struct WebCmdArgs {
+    /// InfluxDB to read (http or https URL).
+    #[arg(long, value_name = "URL", env = "FLOWLENS_INFLUX_URL")]
+    pub influx_url: Option<String>,
+    /// Database (or bucket through the v1 compatibility API) [default: flowlens].
+    #[arg(long, value_name = "NAME")]
+    pub influx_db: Option<String>,
+    /// Retention policy to read [default: the database's default].
+    #[arg(long, value_name = "NAME")]
+    pub influx_rp: Option<String>,
+    /// Serve on this address [default: 127.0.0.1:8647].
+    #[arg(long, value_name = "IP:PORT", env = "FLOWLENS_LISTEN")]
+    pub listen: Option<String>,
+    /// TOML configuration file: its [influx] and [web] sections are read.
+    #[arg(long, value_name = "FILE", env = "FLOWLENS_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 /// Where packets are counted.

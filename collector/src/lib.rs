@@ -41,3 +41,4 @@ pub mod run;
 pub mod sinks;
 pub mod sock_loader;
 pub mod user_input;
+pub mod web;

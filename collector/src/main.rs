@@ -36,6 +36,9 @@ fn main() {
         Command::Replay(args) => ReplayConfig::from_args(&args)
             .map_err(anyhow::Error::from)
             .and_then(|cfg| replay::run(&cfg)),
+        Command::Web(args) => run::stop_on_signals()
+            .and_then(|stop| flowlens_collector::web::run_web(&args, &stop))
+            .map(|()| 0),
         Command::Run(args) => RunConfig::from_args(&args)
             .map_err(anyhow::Error::from)
             .and_then(run::run)

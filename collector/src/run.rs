@@ -22,6 +22,7 @@ use crate::{
     outputs, privileges,
     sinks::OutputsEnd,
     user_input::quote,
+    web::{self, RunWeb},
 };
 
 /// Interfaces named with `--iface`, resolved before anything is loaded.
@@ -57,15 +58,21 @@ struct Signals {
 }
 
 fn install_signals() -> anyhow::Result<Signals> {
+    let stop = stop_on_signals()?;
+    let reopen = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reopen))
+        .context("installing signal handlers")?;
+    Ok(Signals { stop, reopen })
+}
+
+/// SIGINT and SIGTERM set the returned flag (also `flowlens web`'s stop).
+pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
-    let reopen = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reopen))
-        .context("installing signal handlers")?;
-    Ok(Signals { stop, reopen })
+    Ok(stop)
 }
 
 /// Whether a load error lets flowlens capture with AF_PACKET instead: the
@@ -155,6 +162,7 @@ struct Prepared {
     cfg: RunConfig,
     explicit: Vec<Iface>,
     influx: Option<InfluxSink>,
+    web: RunWeb,
     signals: Signals,
 }
 
@@ -220,11 +228,13 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
 fn prepare(cfg: RunConfig) -> anyhow::Result<Prepared> {
     let explicit = resolve_explicit(&cfg)?;
     let influx = outputs::start_influx(&cfg.outputs)?;
+    let web = web::start_for_run(cfg.web.as_ref())?;
     let signals = install_signals()?;
     Ok(Prepared {
         cfg,
         explicit,
         influx,
+        web,
         signals,
     })
 }
@@ -240,9 +250,10 @@ fn run_afpacket(p: Prepared) -> anyhow::Result<()> {
 }
 
 /// Attaches `source` and runs the exporter until a signal.
-fn export<S: FlowSource>(p: Prepared, source: &mut S, names: Names) -> anyhow::Result<()> {
+fn export<S: FlowSource>(mut p: Prepared, source: &mut S, names: Names) -> anyhow::Result<()> {
     let note = (source.name() == "afpacket").then_some(outputs::AFPACKET_NOTE);
-    let (sinks, influx) = outputs::open(&p.cfg.outputs, p.influx, note)?;
+    let (mut sinks, influx) = outputs::open(&p.cfg.outputs, p.influx, note)?;
+    p.web.add_sink(&mut sinks);
     let mut exporter = Exporter::new(
         ExportConfig {
             host: p.cfg.host.clone(),
@@ -253,10 +264,12 @@ fn export<S: FlowSource>(p: Prepared, source: &mut S, names: Names) -> anyhow::R
         names,
         sinks,
         influx,
-    );
+    )
+    .with_metrics(Arc::clone(&p.web.metrics));
     exporter.attach_initial(source, &p.explicit)?;
     exporter.reopen_on(Arc::clone(&p.signals.reopen));
     let finished = exporter.run(source, &p.signals.stop);
+    p.web.stop();
     match finished.outputs_end {
         Some(OutputsEnd::NothingWritable(why)) => bail!("{why}"),
         // A closed standard output is a normal end (`flowlens run --jsonl - | head`).

@@ -99,6 +99,10 @@ pub struct EndpointRow {
     pub container: Option<String>,
     /// Full container id.
     pub container_id: Option<String>,
+    /// The address the other end sees for this one when NAT translated it.
+    pub nat_addr: Option<String>,
+    /// The port the other end sees for this one when NAT translated it.
+    pub nat_port: Option<u16>,
 }
 
 /// A conversation merged over the range.
@@ -130,6 +134,8 @@ pub struct ConversationRow {
     pub tcp_flags: String,
     /// Records merged.
     pub records: u64,
+    /// `snat`, `dnat`, `snat+dnat` or `unjoined` (latest record; docs/schema.md).
+    pub nat: Option<String>,
 }
 
 /// Totals of the filtered set.
@@ -173,6 +179,8 @@ struct EndIds {
     container: u32,
     container_id: u32,
     exe: u32,
+    nat_addr: u32,
+    nat_port: Option<u16>,
 }
 
 /// One conversation being merged.
@@ -187,6 +195,7 @@ struct Acc {
     last_ns: i64,
     latest_ts: i64,
     tcp_flags: u8,
+    nat: u32,
 }
 
 fn ids(l: &mut Labels, s: &Side<'_>) -> EndIds {
@@ -203,6 +212,8 @@ fn ids(l: &mut Labels, s: &Side<'_>) -> EndIds {
         container: id(o.map(|o| o.container)),
         container_id: id(o.and_then(|o| o.container_id)),
         exe: id(o.and_then(|o| o.exe)),
+        nat_addr: id(s.nat_addr),
+        nat_port: s.nat_port,
     }
 }
 
@@ -220,6 +231,8 @@ fn row(l: &Labels, e: &EndIds) -> EndpointRow {
         uid: e.local.then_some(e.uid),
         container: e.local.then(|| text(e.container)),
         container_id: opt(e.container_id).filter(|_| e.local),
+        nat_addr: opt(e.nat_addr),
+        nat_port: e.nat_port,
     }
 }
 
@@ -277,10 +290,15 @@ impl ConversationBuilder {
             if c.ts > a.latest_ts {
                 a.latest_ts = c.ts;
                 a.tcp_flags = c.tcp_flags;
-                let (cl, sv) = (ids(&mut self.labels, &c.client), ids(&mut self.labels, &c.server));
+                let nat = c.nat.map_or(0, |n| self.labels.id(n));
+                let (cl, sv) = (
+                    ids(&mut self.labels, &c.client),
+                    ids(&mut self.labels, &c.server),
+                );
                 let a = &mut self.accs[i];
                 a.client = cl;
                 a.server = sv;
+                a.nat = nat;
             }
             return;
         }
@@ -289,7 +307,11 @@ impl ConversationBuilder {
             return;
         }
         self.index.insert(key, self.accs.len());
-        let (client, server) = (ids(&mut self.labels, &c.client), ids(&mut self.labels, &c.server));
+        let (client, server) = (
+            ids(&mut self.labels, &c.client),
+            ids(&mut self.labels, &c.server),
+        );
+        let nat = c.nat.map_or(0, |n| self.labels.id(n));
         self.accs.push(Acc {
             key,
             client,
@@ -301,6 +323,7 @@ impl ConversationBuilder {
             last_ns: c.last_seen,
             latest_ts: c.ts,
             tcp_flags: c.tcp_flags,
+            nat,
         });
     }
 
@@ -413,6 +436,7 @@ impl ConversationBuilder {
                 duration_ms: (a.last_ns.saturating_sub(a.first_ns).max(0) / 1_000_000) as u64,
                 tcp_flags: tcp_flags_text(a.tcp_flags),
                 records: a.records,
+                nat: (a.nat != 0).then(|| labels.text(a.nat).to_owned()),
             })
             .collect();
         (rows, t, total)
@@ -420,7 +444,7 @@ impl ConversationBuilder {
 }
 
 /// CSV columns of the export.
-pub const CSV_HEADER: &str = "first_seen,last_seen,host,proto,client_addr,client_port,client_user,client_uid,client_process,client_pid,client_container,client_exe,server_addr,server_port,server_user,server_uid,server_process,server_pid,server_container,server_exe,bytes_c2s,bytes_s2c,packets_c2s,packets_s2c,duration_ms,records,tcp_flags";
+pub const CSV_HEADER: &str = "first_seen,last_seen,host,proto,client_addr,client_port,client_user,client_uid,client_process,client_pid,client_container,client_exe,server_addr,server_port,server_user,server_uid,server_process,server_pid,server_container,server_exe,bytes_c2s,bytes_s2c,packets_c2s,packets_s2c,duration_ms,records,tcp_flags,nat,client_nat_addr,client_nat_port,server_nat_addr,server_nat_port";
 
 /// A CSV cell: quoted when needed; text that a spreadsheet would run as a
 /// formula (`= + - @`, tab, CR) is prefixed with `'`.
@@ -480,6 +504,11 @@ pub fn to_csv(rows: &[ConversationRow]) -> String {
             r.duration_ms.to_string(),
             r.records.to_string(),
             r.tcp_flags.clone(),
+            opt(&r.nat),
+            opt(&r.client.nat_addr),
+            r.client.nat_port.map(|p| p.to_string()).unwrap_or_default(),
+            opt(&r.server.nat_addr),
+            r.server.nat_port.map(|p| p.to_string()).unwrap_or_default(),
         ];
         for (i, c) in cells.iter().enumerate() {
             if i > 0 {
@@ -515,12 +544,16 @@ mod tests {
                     container_id: None,
                     exe: Some("=cmd|' /C calc'!A0".into()),
                 }),
+                nat_addr: None,
+                nat_port: None,
             },
             server: OwnedSide {
                 addr: "192.0.2.1".parse().unwrap(),
                 addr_text: "192.0.2.1".into(),
                 port: 443,
                 owner: None,
+                nat_addr: Some("198.51.100.1".into()),
+                nat_port: Some(4443),
             },
             c2s: Counts {
                 bytes: c2s,
@@ -533,6 +566,7 @@ mod tests {
             first_seen: 1_000_000_000,
             last_seen: ts - 1,
             tcp_flags: 0x12,
+            nat: Some("dnat".into()),
         }
     }
 
@@ -573,5 +607,11 @@ mod tests {
             lines[1]
         );
         assert_eq!(lines.len(), 4);
+        assert!(
+            lines[1].ends_with(",dnat,,,198.51.100.1,4443"),
+            "{}",
+            lines[1]
+        );
+        assert_eq!(rows[0].server.nat_port, Some(4443));
     }
 }

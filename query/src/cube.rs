@@ -358,12 +358,16 @@ mod tests {
                 addr: "10.0.0.1".into(),
                 port: 5000,
                 local: false,
+                nat_addr: None,
+                nat_port: None,
                 process: None,
             },
             server: flowlens_correlator::record::Endpoint {
                 addr: "10.0.0.2".into(),
                 port: 53,
                 local: false,
+                nat_addr: None,
+                nat_port: None,
                 process: None,
             },
             client_evidence: "ports".into(),
@@ -379,6 +383,7 @@ mod tests {
             tcp_flags: 0,
             tcp_flags_text: String::new(),
             ifaces: vec![],
+            nat: None,
         };
         let q = query(&[Dim::ServerPort], None);
         let mut b = CubeBuilder::new(&q);

@@ -126,6 +126,10 @@ pub struct Side<'a> {
     pub port: u16,
     /// The owner, for a local end.
     pub owner: Option<Owner<'a>>,
+    /// The address the other end sees for this one when NAT translated it.
+    pub nat_addr: Option<&'a str>,
+    /// The port the other end sees for this one when NAT translated it.
+    pub nat_port: Option<u16>,
 }
 
 impl<'a> Side<'a> {
@@ -162,6 +166,8 @@ pub struct Conv<'a> {
     pub last_seen: i64,
     /// OR of TCP flags.
     pub tcp_flags: u8,
+    /// `snat`, `dnat`, `snat+dnat` or `unjoined` (docs/schema.md).
+    pub nat: Option<&'a str>,
 }
 
 impl<'a> Conv<'a> {
@@ -284,6 +290,8 @@ pub struct OwnedConv {
     pub last_seen: i64,
     /// TCP flags.
     pub tcp_flags: u8,
+    /// NAT kind.
+    pub nat: Option<String>,
 }
 
 /// An owned [`Side`].
@@ -297,6 +305,10 @@ pub struct OwnedSide {
     pub port: u16,
     /// Owner.
     pub owner: Option<OwnedOwner>,
+    /// NAT address the other end sees.
+    pub nat_addr: Option<String>,
+    /// NAT port the other end sees.
+    pub nat_port: Option<u16>,
 }
 
 /// An owned [`Owner`].
@@ -361,6 +373,8 @@ impl OwnedSide {
             addr_text: field_text(&e.addr).into_owned(),
             port: e.port,
             owner: e.process.as_ref().map(OwnedOwner::from_attribution),
+            nat_addr: e.nat_addr.as_deref().map(|s| field_text(s).into_owned()),
+            nat_port: e.nat_port,
         }
     }
 
@@ -370,6 +384,8 @@ impl OwnedSide {
             addr_text: &self.addr_text,
             port: self.port,
             owner: self.owner.as_ref().map(OwnedOwner::view),
+            nat_addr: self.nat_addr.as_deref(),
+            nat_port: self.nat_port,
         }
     }
 }
@@ -394,6 +410,7 @@ impl OwnedConv {
             first_seen: r.first_seen_unix_ns,
             last_seen: r.last_seen_unix_ns,
             tcp_flags: r.tcp_flags,
+            nat: r.nat.as_deref().map(|s| field_text(s).into_owned()),
         }
     }
 
@@ -410,6 +427,7 @@ impl OwnedConv {
             first_seen: self.first_seen,
             last_seen: self.last_seen,
             tcp_flags: self.tcp_flags,
+            nat: self.nat.as_deref(),
         }
     }
 }
@@ -455,12 +473,16 @@ mod tests {
                 addr: "10.0.0.1".into(),
                 port: 40000,
                 local: client.is_some(),
+                nat_addr: None,
+                nat_port: None,
                 process: client,
             },
             server: Endpoint {
                 addr: "::ffff:10.0.0.2".into(),
                 port: 80,
                 local: server.is_some(),
+                nat_addr: Some("203.0.113.1".into()),
+                nat_port: Some(8080),
                 process: server,
             },
             client_evidence: "socket".into(),
@@ -476,6 +498,7 @@ mod tests {
             tcp_flags: 0x12,
             tcp_flags_text: "SYN|ACK".into(),
             ifaces: vec![],
+            nat: Some("dnat".into()),
         }
     }
 

@@ -270,6 +270,7 @@ pub fn record_rows(s: &SeriesData, out: &mut Vec<OwnedConv>) {
         let get = |name: &str| {
             idx.get(name)
                 .and_then(|i| row.get(*i))
+                .filter(|v| !v.is_null())
                 .or_else(|| tags.get(name))
         };
         let t = |name: &str| text(get(name)).unwrap_or("").to_owned();
@@ -306,12 +307,16 @@ pub fn record_rows(s: &SeriesData, out: &mut Vec<OwnedConv>) {
                 addr_text: ca,
                 port: client_port,
                 owner: owner("client"),
+                nat_addr: text(get("client_nat_addr")).map(str::to_owned),
+                nat_port: get("client_nat_port").map(|v| uint(Some(v)) as u16),
             },
             server: OwnedSide {
                 addr: addr_of(&sa),
                 addr_text: sa,
                 port: server_port,
                 owner: owner("server"),
+                nat_addr: text(get("server_nat_addr")).map(str::to_owned),
+                nat_port: get("server_nat_port").map(|v| uint(Some(v)) as u16),
             },
             c2s: Counts {
                 bytes: uint(get("bytes_c2s")),
@@ -324,6 +329,7 @@ pub fn record_rows(s: &SeriesData, out: &mut Vec<OwnedConv>) {
             first_seen: int(get("first_seen_unix_ns")),
             last_seen: int(get("last_seen_unix_ns")),
             tcp_flags: uint(get("tcp_flags")).min(255) as u8,
+            nat: text(get("nat")).map(str::to_owned),
         });
     }
 }

@@ -396,6 +396,11 @@ pub const RECORD_FIELDS: &[&str] = &[
     "first_seen_unix_ns",
     "last_seen_unix_ns",
     "tcp_flags",
+    "client_nat_addr",
+    "client_nat_port",
+    "server_nat_addr",
+    "server_nat_port",
+    "nat",
 ];
 
 /// The fields a records statement reads: all of them, or for a traffic

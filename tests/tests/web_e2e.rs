@@ -7,9 +7,6 @@
 //! `flowlens web` reading a real InfluxDB that `flowlens run` filled.
 //! Needs root: `cargo build -p flowlens-collector && cargo test -p flowlens-tests --test web_e2e -- --test-threads=1`
 
-mod common;
-mod influx_common;
-
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -18,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use common::{
+use flowlens_tests::{
     agent, cmd, netns::disable_offloads_in, scenario, ArtifactDir, FakeContainer, Flowlens, Place,
     Uniq, VethNetns, NOBODY,
 };
@@ -70,7 +67,7 @@ fn veth_on_bridge(u: &Uniq, tag: &str, br: &str, n: u8, host: u8) -> VethNetns {
 }
 
 fn bridged(u: &Uniq) -> Bridged {
-    let n = common::names::free_subnet("10.200");
+    let n = flowlens_tests::names::free_subnet("10.200");
     let br = u.ifname("br");
     cmd::run("ip", &["link", "add", &br, "type", "bridge"]);
     let mut g = Bridged {
@@ -421,7 +418,7 @@ struct WebOnly(Child, std::path::PathBuf);
 impl WebOnly {
     fn start(dir: &Path, url: &str) -> (Self, String) {
         let err = dir.join("flowlens-web.stderr");
-        let child = Command::new(common::flowlens::binary())
+        let child = Command::new(flowlens_tests::flowlens::binary())
             .args([
                 "web",
                 "--influx-url",
@@ -471,7 +468,7 @@ impl Drop for WebOnly {
 fn flowlens_web_answers_the_same_from_influxdb() {
     scenario(|u| {
         let art = ArtifactDir::new(u);
-        let influx = influx_common::Influxd::start();
+        let influx = flowlens_tests::influx::Influxd::start();
         let net = bridged(u);
         let (a, b) = (FakeContainer::new(u, &net.a), FakeContainer::new(u, &net.b));
         let cfg = art.path().join("flowlens.toml");

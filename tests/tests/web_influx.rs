@@ -6,8 +6,6 @@
 
 #[path = "../../web/tests/common/checks.rs"]
 mod checks;
-mod common;
-mod influx_common;
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,6 +15,7 @@ use flowlens_collector::{
     sinks::RecordSink,
 };
 use flowlens_correlator::record::ConversationRecord;
+use flowlens_tests::influx::{wait_for, Influxd, TempDir};
 use flowlens_web::{
     health::MemoryHealthLog,
     metrics::NoMetrics,
@@ -29,7 +28,6 @@ use flowlens_web::{
     testdata::{small_host, S},
     AppStateBuilder,
 };
-use influx_common::{wait_for, Influxd, TempDir};
 
 const INTERVALS: u32 = 12;
 

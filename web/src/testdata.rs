@@ -66,6 +66,8 @@ pub fn record(
         addr: addr.into(),
         port,
         local: p.is_some(),
+        nat_addr: None,
+        nat_port: None,
         process: p,
     };
     let last = ts - 1_000_000;
@@ -89,6 +91,7 @@ pub fn record(
         tcp_flags: flags,
         tcp_flags_text: tcp_flags_text(flags),
         ifaces: vec!["eth0".into()],
+        nat: None,
     }
 }
 
@@ -208,6 +211,10 @@ pub fn small_host(start: i64, intervals: u32) -> Vec<Vec<ConversationRecord>> {
                 0x12,
             ),
         ];
+        // The api container reaches out through a masquerade.
+        v[2].client.nat_addr = Some("198.51.100.77".into());
+        v[2].client.nat_port = Some(61_000);
+        v[2].nat = Some("snat".into());
         if i >= 3 {
             v.push(record(
                 ts,

@@ -37,6 +37,44 @@ pub struct FileConfig {
     pub docker_socket: Option<PathBuf>,
     /// `[influx]`: InfluxDB output.
     pub influx: Option<InfluxFile>,
+    /// `[web]`: the web UI and API, the live store and its history.
+    pub web: Option<WebFile>,
+}
+
+/// `[web]`. The token is never a key here, only a file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebFile {
+    /// Serve the UI and API (default true).
+    pub enabled: Option<bool>,
+    /// Listen address.
+    pub listen: Option<String>,
+    /// File holding the bearer token (FLOWLENS_WEB_TOKEN(_FILE) win).
+    pub token_file: Option<PathBuf>,
+    /// `embedded` or `influxdb` (default: `influxdb` when InfluxDB is configured).
+    pub store: Option<String>,
+    /// How long conversation records stay in memory ("1h").
+    pub live_window: Option<DurationValue>,
+    /// Memory cap of the live window ("256MiB").
+    pub live_max_bytes: Option<SizeValue>,
+    /// The history file (rollups and health).
+    pub history_file: Option<PathBuf>,
+    /// How long history is kept ("7d").
+    pub history_retention: Option<DurationValue>,
+    /// Size cap of the history file ("1GiB").
+    pub history_max_bytes: Option<SizeValue>,
+    /// Seconds identical API answers are reused (default 5; 0 disables).
+    pub cache_seconds: Option<u64>,
+}
+
+/// What `flowlens web` reads of a run's file: `[influx]` and `[web]` (the
+/// other sections are a run's business and ignored).
+#[derive(Debug, Default, Deserialize)]
+pub struct WebCmdFile {
+    /// `[influx]`.
+    pub influx: Option<InfluxFile>,
+    /// `[web]`.
+    pub web: Option<WebFile>,
 }
 
 /// `[limits]` section.
@@ -134,6 +172,18 @@ pub struct InfluxFile {
     pub gzip: Option<bool>,
     /// Measurement names and cardinality caps.
     pub schema: Option<SchemaConfig>,
+}
+
+/// Reads the `[influx]` and `[web]` sections for `flowlens web`.
+pub fn load_web(path: &Path) -> Result<WebCmdFile, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 /// Reads and parses the file.

@@ -8,6 +8,7 @@ pub mod error;
 pub mod file;
 pub mod influx;
 pub mod values;
+pub mod web;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -92,6 +93,8 @@ pub struct RunConfig {
     pub docker_socket: PathBuf,
     /// How packets are captured.
     pub capture: CaptureMode,
+    /// The web UI and API (`None`: `--no-web`).
+    pub web: Option<web::WebSettings>,
 }
 
 /// Validated configuration of `flowlens replay`.
@@ -238,6 +241,9 @@ impl RunConfig {
         let influx = influx::resolve(&args.influx, file.influx.as_ref(), &|k| {
             std::env::var(k).ok()
         })?;
+        let web = web::resolve(&args.web, file.web.as_ref(), influx.as_ref(), &|k| {
+            std::env::var(k).ok()
+        })?;
         let limits = &file.limits;
         let ringbuf_bytes = limits.ringbuf_bytes.unwrap_or(DEFAULT_RINGBUF_BYTES);
         if !ringbuf_bytes.is_power_of_two() || ringbuf_bytes < 4096 {
@@ -295,6 +301,7 @@ impl RunConfig {
                 .clone()
                 .unwrap_or_else(default_docker_socket),
             capture: args.capture.or(file.capture).unwrap_or_default(),
+            web,
         })
     }
 

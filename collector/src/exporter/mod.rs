@@ -114,6 +114,13 @@ impl Exporter {
         }
     }
 
+    /// Publishes the self-metrics into `m` (shared with the web server, which
+    /// starts before the exporter).
+    pub fn with_metrics(mut self, m: Arc<Mutex<SelfMetrics>>) -> Self {
+        self.metrics = m;
+        self
+    }
+
     /// The self-metrics, updated at every export (for readers on other
     /// threads: the web and Prometheus endpoints).
     pub fn metrics(&self) -> Arc<Mutex<SelfMetrics>> {

@@ -199,6 +199,10 @@ struct Rec {
     client_port: u16,
     server_port: u16,
     tcp_flags: u8,
+    /// NAT kind, and what the other end sees of each end (0 / `None`: untranslated).
+    nat: u32,
+    client_nat: (u32, Option<u16>),
+    server_nat: (u32, Option<u16>),
 }
 
 /// Counters of the live window.
@@ -305,6 +309,19 @@ impl LiveWindow {
                 client_port: r.client.port,
                 server_port: r.server.port,
                 tcp_flags: r.tcp_flags,
+                nat: self
+                    .syms
+                    .intern(&field_text(r.nat.as_deref().unwrap_or(""))),
+                client_nat: (
+                    self.syms
+                        .intern(&field_text(r.client.nat_addr.as_deref().unwrap_or(""))),
+                    r.client.nat_port,
+                ),
+                server_nat: (
+                    self.syms
+                        .intern(&field_text(r.server.nat_addr.as_deref().unwrap_or(""))),
+                    r.server.nat_port,
+                ),
             };
             // Keep the deque sorted by time (records of an interval share it).
             match self.recs.back() {
@@ -336,7 +353,15 @@ impl LiveWindow {
 
     fn pop_front(&mut self) {
         if let Some(r) = self.recs.pop_front() {
-            for s in [r.client_text, r.server_text, r.host, r.proto] {
+            for s in [
+                r.client_text,
+                r.server_text,
+                r.host,
+                r.proto,
+                r.nat,
+                r.client_nat.0,
+                r.server_nat.0,
+            ] {
                 self.syms.release(s);
             }
             self.owners.release(r.client_owner, &mut self.syms);
@@ -366,6 +391,7 @@ impl LiveWindow {
     /// Calls `f` with every record whose time is in `[from, to)`, oldest first.
     pub fn each(&self, from: i64, to: i64, mut f: impl FnMut(&Conv<'_>)) {
         let start = self.recs.partition_point(|r| r.ts < from);
+        let opt = |s: u32| (s != 0).then(|| self.syms.get(s));
         for r in self.recs.range(start..) {
             if r.ts >= to {
                 break;
@@ -379,12 +405,16 @@ impl LiveWindow {
                     addr_text: self.syms.get(r.client_text),
                     port: r.client_port,
                     owner: self.owner(r.client_owner),
+                    nat_addr: opt(r.client_nat.0),
+                    nat_port: r.client_nat.1,
                 },
                 server: Side {
                     addr: r.server_addr,
                     addr_text: self.syms.get(r.server_text),
                     port: r.server_port,
                     owner: self.owner(r.server_owner),
+                    nat_addr: opt(r.server_nat.0),
+                    nat_port: r.server_nat.1,
                 },
                 c2s: Counts {
                     bytes: r.c2s.0,
@@ -397,6 +427,7 @@ impl LiveWindow {
                 first_seen: r.first_seen,
                 last_seen: r.last_seen,
                 tcp_flags: r.tcp_flags,
+                nat: opt(r.nat),
             };
             f(&conv);
         }
@@ -432,6 +463,8 @@ mod tests {
                 addr: "10.0.0.1".into(),
                 port: 40000 + (i % 1000) as u16,
                 local: true,
+                nat_addr: i.is_multiple_of(3).then(|| "203.0.113.9".to_owned()),
+                nat_port: i.is_multiple_of(3).then_some(61000),
                 process: Some(ProcessAttribution {
                     pid: 100 + i % 7,
                     comm: format!("proc{}", i % 7),
@@ -451,6 +484,8 @@ mod tests {
                 addr: format!("192.0.2.{}", i % 200),
                 port: 443,
                 local: false,
+                nat_addr: None,
+                nat_port: None,
                 process: None,
             },
             client_evidence: "socket".into(),
@@ -466,6 +501,7 @@ mod tests {
             tcp_flags: 0x12,
             tcp_flags_text: String::new(),
             ifaces: vec![],
+            nat: i.is_multiple_of(3).then(|| "snat".to_owned()),
         }
     }
 
