@@ -119,18 +119,16 @@ impl MetricsSource for CollectorMetrics {
                     .label("reason", reason),
             );
         }
-        out.push(
-            Sample::gauge(
-                "flowlens_sink_up",
-                "1 when the output's last write succeeded (InfluxDB: no error since the last success)",
-                if m.influx.as_ref().is_some_and(|i| i.last_error.is_some()) {
-                    0.0
-                } else {
-                    1.0
-                },
-            )
-            .label("sink", "influxdb"),
-        );
+        if let Some(i) = &m.influx {
+            out.push(
+                Sample::gauge(
+                    "flowlens_sink_up",
+                    "1 when the output has no error since its last success",
+                    if i.last_error.is_some() { 0.0 } else { 1.0 },
+                )
+                .label("sink", "influxdb"),
+            );
+        }
     }
 }
 
