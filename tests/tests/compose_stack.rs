@@ -13,9 +13,11 @@
 //!   that `docker-compose config` resolves for the `flowlens` service (plus the Docker-socket variant),
 //!   writing to a real InfluxDB (Debian's influxd, standing in for the influxdb:1.8 image) with the write
 //!   user's credentials; a busybox container serves a host client, and the attributed flows must arrive.
-//!   Two deviations, both said where they happen: `--iface` limits it to this test's own bridge and veth
-//!   (the compose file watches every interface, which would touch other tests' interfaces), and `--listen`
-//!   is dropped while the binary does not have it yet (the web explorer).
+//!   One deviation, said where it happens: `--iface` limits it to this test's own bridge and veth (the
+//!   compose file watches every interface, which would touch other tests' interfaces). The web listener is
+//!   moved to a free port through `.env`'s `FLOWLENS_LISTEN` (other flowlens processes on this host may
+//!   hold 8647) and given a token (`FLOWLENS_WEB_TOKEN`): the healthcheck (`GET /metrics`, which must send
+//!   the token) must pass, and `/metrics` must show the InfluxDB output up and records exported.
 //!
 //! Needs root, docker.io, docker-compose, debootstrap.
 //! `cargo build -p flowlens-collector && cargo test -p flowlens-tests --test compose_stack -- --test-threads=1`
@@ -33,6 +35,9 @@ use flowlens_tests::docker::{nc_script, Dockerd, IMAGE};
 use flowlens_tests::influx::{wait_for, Influxd};
 use flowlens_tests::{agent, cmd, flowlens, repo_root, scenario, sleep_ms, yaml, Place, NOBODY};
 use serde_json::Value;
+
+/// The web explorer's bearer token in the image run.
+const WEB_TOKEN: &str = "web-tok-5772-1566-49";
 
 const SECRETS: [(&str, &str); 4] = [
     ("INFLUX_ADMIN_PASSWORD", "adm-pw-3141"),
@@ -153,6 +158,10 @@ fn compose_file_is_accepted_and_least_privilege() {
     assert!(cmd
         .windows(2)
         .any(|w| w[0] == "--listen" && w[1] == "127.0.0.1:8647"));
+    assert_eq!(
+        f["environment"]["FLOWLENS_WEB_TOKEN"], "",
+        "no explorer token unless .env sets one"
+    );
     assert!(
         !c.to_string().contains("docker.sock"),
         "the Docker socket is opt-in"
@@ -344,12 +353,17 @@ fn run_args(
     a
 }
 
-fn flowlens_has_flag(flag: &str) -> bool {
-    let out = Command::new(flowlens::binary())
-        .args(["run", "--help"])
-        .output()
-        .expect("flowlens run --help");
-    String::from_utf8_lossy(&out.stdout).contains(flag)
+/// `GET path` on `addr` (HTTP/1.0, the whole answer with its status line), as the healthcheck asks.
+fn http_get(addr: &str, path: &str, token: Option<&str>) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(c, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").expect("request");
+    let mut out = String::new();
+    c.read_to_string(&mut out).expect("answer");
+    out
 }
 
 #[test]
@@ -412,9 +426,13 @@ fn collector_image_runs_with_the_compose_privileges_and_writes_attributed_flows(
         influx.exec("GRANT WRITE ON \"flowlens\" TO \"flowlens\"");
         let port = influx.port.to_string();
         let sock = d.host.trim_start_matches("unix://").to_owned();
+        let listen = format!("127.0.0.1:{}", flowlens_tests::influx::free_port());
         let mut env: Vec<(&str, &str)> = SECRETS.to_vec();
         env.extend([
             ("INFLUX_PORT", port.as_str()),
+            ("FLOWLENS_LISTEN", listen.as_str()),
+            // With a token, /metrics needs it: the healthcheck must send it.
+            ("FLOWLENS_WEB_TOKEN", WEB_TOKEN),
             ("FLOWLENS_EXPORT_INTERVAL", "1s"),
             ("DOCKER_SOCKET", sock.as_str()),
         ]);
@@ -453,17 +471,12 @@ fn collector_image_runs_with_the_compose_privileges_and_writes_attributed_flows(
             m.replace("flowlens-data:", &format!("{vol}:"))
         });
         let mut command = strings(&svc["command"]);
-        if !flowlens_has_flag("--listen") {
-            // The web explorer (and its --listen) is not in this binary yet; everything else is as resolved.
-            eprintln!(
-                "note: this flowlens has no --listen yet; running the compose command without it"
-            );
-            let i = command
-                .iter()
-                .position(|a| a == "--listen")
-                .expect("--listen in the command");
-            command.drain(i..i + 2);
-        }
+        assert!(
+            command
+                .windows(2)
+                .any(|w| w[0] == "--listen" && w[1] == listen),
+            "FLOWLENS_LISTEN reaches --listen: {command:?}"
+        );
         // Only this test's interfaces (see the module comment).
         command.extend([
             "--iface".into(),
@@ -546,14 +559,30 @@ fn collector_image_runs_with_the_compose_privileges_and_writes_attributed_flows(
         let losses = q("SELECT sum(\"lost\") FROM \"flowlens_self\" GROUP BY \"reason\"");
         assert!(losses.len() >= 10, "the loss counters arrive: {losses:?}");
         assert!(!log.contains("wr-pw-2718"), "password in the log");
-        if flowlens_has_flag("--listen") {
-            let healthy = wait_for(Duration::from_secs(90), || {
-                d.cli(&["inspect", "-f", "{{.State.Health.Status}}", &name]) == "healthy"
-            });
-            assert!(healthy, "the container's healthcheck never passed:\n{log}");
-        } else {
-            eprintln!("note: the healthcheck (GET /metrics on the web listener) is not checked until flowlens has --listen");
-        }
+        let healthy = wait_for(Duration::from_secs(90), || {
+            d.cli(&["inspect", "-f", "{{.State.Health.Status}}", &name]) == "healthy"
+        });
+        assert!(
+            healthy,
+            "the container's healthcheck never passed:\n{}\n{}",
+            d.cli(&["inspect", "-f", "{{json .State.Health}}", &name]),
+            logs()
+        );
+        // What the healthcheck reads, from the host (host network): the output is up and records left.
+        let refused = http_get(&listen, "/metrics", None);
+        assert!(refused.starts_with("HTTP/1.0 401 "), "{refused}");
+        let metrics = http_get(&listen, "/metrics", Some(WEB_TOKEN));
+        assert!(metrics.starts_with("HTTP/1.0 200 "), "{metrics}");
+        assert!(!logs().contains(WEB_TOKEN), "explorer token in the log");
+        assert!(
+            metrics.contains("\nflowlens_sink_up{sink=\"influxdb\"} 1\n"),
+            "{metrics}"
+        );
+        let exported = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("flowlens_records_exported "))
+            .and_then(|v| v.parse::<f64>().ok());
+        assert!(exported.is_some_and(|n| n >= 1.0), "{metrics}");
         // SIGTERM (docker stop) flushes and detaches.
         d.cli(&["stop", "-t", "20", &name]);
         let code = d.cli(&["inspect", "-f", "{{.State.ExitCode}}", &name]);
