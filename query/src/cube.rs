@@ -352,6 +352,7 @@ mod tests {
         let r = flowlens_correlator::record::ConversationRecord {
             ts: String::new(),
             ts_unix_ns: 150 * S,
+            interval_ms: 10_000,
             host: "h".into(),
             proto: "udp".into(),
             client: flowlens_correlator::record::Endpoint {

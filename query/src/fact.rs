@@ -467,6 +467,7 @@ mod tests {
         ConversationRecord {
             ts: format_rfc3339(10),
             ts_unix_ns: 10,
+            interval_ms: 10_000,
             host: "h\tx\\".into(),
             proto: "tcp".into(),
             client: Endpoint {

@@ -16,6 +16,7 @@ fn a_flow_map_the_kernel_refuses_is_an_error_naming_the_limit() {
         std::fs::write(&cfg, "[limits]\nflow_map_entries = 4294967295\n").expect("config");
         let stderr = art.path().join("flowlens.stderr");
         let mut child = Command::new(flowlens::binary())
+            .env("FLOWLENS_NO_WEB", "true")
             .args(["run", "--iface", "lo", "--jsonl", "/dev/null", "--config"])
             .arg(&cfg)
             .stdin(Stdio::null())

@@ -24,6 +24,8 @@ impl Run {
         let stderr = art.path().join("flowlens.stderr");
         let log = std::fs::File::create(&stderr).expect("stderr file");
         let child = Command::new(flowlens::binary())
+            // No web server (as the harness): parallel runs would share 127.0.0.1:8647 and its history file.
+            .env("FLOWLENS_NO_WEB", "true")
             .arg("run")
             .args(["--export-interval", "1s"])
             .args(args)
@@ -241,6 +243,7 @@ fn a_missing_output_directory_is_named() {
     let dir = std::env::temp_dir().join(format!("flowlens-nodir-{}", std::process::id()));
     let path = dir.join("sub").join("flows.jsonl");
     let out = Command::new(flowlens::binary())
+        .env("FLOWLENS_NO_WEB", "true")
         .args(["run", "--iface", "lo", "--jsonl"])
         .arg(&path)
         .output()

@@ -72,6 +72,7 @@ fn capable_copy(dir: &Path, caps: &str) -> PathBuf {
 /// `bin args` as nobody: exit code and stdout + stderr.
 fn as_nobody(bin: &Path, args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(AS_NOBODY[0])
+        .env("FLOWLENS_NO_WEB", "true")
         .args(&AS_NOBODY[1..])
         .arg(bin)
         .args(args)

@@ -16,6 +16,7 @@ use flowlens_tests::influx::{free_port, FlowlensRun, TempDir};
 fn run(extra: &[&str]) -> (Option<i32>, String) {
     let url = format!("http://127.0.0.1:{}", free_port());
     let out = Command::new(flowlens::binary())
+        .env("FLOWLENS_NO_WEB", "true")
         .args([
             "run",
             "--iface",

@@ -74,6 +74,7 @@ pub fn record(
     ConversationRecord {
         ts: format_rfc3339(i128::from(ts)),
         ts_unix_ns: ts,
+        interval_ms: 10_000,
         host: "node-1".into(),
         proto: proto.into(),
         client: end(client),

@@ -457,6 +457,7 @@ mod tests {
         ConversationRecord {
             ts: String::new(),
             ts_unix_ns: ts,
+            interval_ms: 10_000,
             host: "h".into(),
             proto: "tcp".into(),
             client: Endpoint {
