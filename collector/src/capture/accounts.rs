@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
-use flowlens_correlator::types::{proto, FlowObservation, FlowTuple, Hook};
+use flowlens_correlator::types::{mapped_to_ip, proto, FlowObservation, FlowTuple, Hook};
 // Every packet looks its flow up: SipHash was a fifth of a replay's time.
 use foldhash::HashMap;
 
@@ -104,6 +104,16 @@ impl RawKey {
         }
     }
 
+    /// The normalized tuple (IPv4-mapped addresses as IPv4).
+    fn tuple(&self) -> FlowTuple {
+        let addr = |a: u128| mapped_to_ip(a.to_be_bytes());
+        FlowTuple::new(
+            self.ports_proto as u8,
+            (addr(self.src), (self.ports_proto >> 24) as u16),
+            (addr(self.dst), (self.ports_proto >> 8) as u16),
+        )
+    }
+
     /// Index into the lookup cache: a cheap mix of the 5-tuple's low bits.
     fn cache_index(&self) -> usize {
         let x = (self.src as u64)
@@ -129,6 +139,146 @@ struct Slot {
     live: bool,
 }
 
+/// What one packet adds to its flow entry: the parser's result with the
+/// fragment ports resolved and the L3 bytes decided (the kernel's
+/// `flowlens_account()` up to the map update). [`FragmentPorts::delta`]
+/// makes it, [`FlowAccounts::add`] counts it; the two can run on different
+/// threads (a replay parses on one and counts on another).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FlowDelta {
+    key: RawKey,
+    ts_ns: u64,
+    bytes: u32,
+    tcp_flags: u8,
+    bits: u8,
+}
+
+const BIT_INITIATOR: u8 = 1;
+const BIT_RESPONDER: u8 = 1 << 1;
+const BIT_FRAGMENT: u8 = 1 << 2;
+const BIT_TRUNCATED: u8 = 1 << 3;
+const BIT_FRAG_NO_FIRST: u8 = 1 << 4;
+const BIT_FRAG_EVICTED: u8 = 1 << 5;
+/// A frame that counts nowhere but moves the capture clock.
+const BIT_CLOCK_ONLY: u8 = 1 << 7;
+
+impl FlowDelta {
+    /// A frame without a flow (not parsed) seen at `ts_ns`: it only moves a
+    /// capture's clock.
+    pub fn clock_only(ts_ns: u64) -> Self {
+        Self {
+            ts_ns,
+            bits: BIT_CLOCK_ONLY,
+            ..Self::default()
+        }
+    }
+
+    /// Made by [`FlowDelta::clock_only`].
+    #[inline]
+    pub fn is_clock_only(&self) -> bool {
+        self.bits & BIT_CLOCK_ONLY != 0
+    }
+
+    /// Capture time, ns.
+    #[inline]
+    pub fn ts_ns(&self) -> u64 {
+        self.ts_ns
+    }
+
+    /// L3 bytes counted.
+    #[inline]
+    pub fn bytes(&self) -> u64 {
+        u64::from(self.bytes)
+    }
+}
+
+/// The fragment map: later fragments take the ports of their first one, as
+/// the kernel's `flowlens_frags` gives them.
+#[derive(Debug, Default)]
+pub struct FragmentPorts {
+    frags: HashMap<FragKey, (u16, u16)>,
+    frag_order: VecDeque<FragKey>,
+}
+
+impl FragmentPorts {
+    /// What `m`, a frame of `frame_len` bytes on the wire (link layer
+    /// included) seen on `ifindex` at `ts_ns`, adds to its flow entry.
+    #[inline]
+    pub fn delta(
+        &mut self,
+        m: &ParsedPacket,
+        frame_len: u32,
+        ifindex: u32,
+        ts_ns: u64,
+    ) -> FlowDelta {
+        let (mut sport, mut dport) = (m.sport, m.dport);
+        let mut bits = 0u8;
+        if m.frag != Frag::None && has_ports(m.proto) {
+            let fk = FragKey {
+                src: m.src,
+                dst: m.dst,
+                id: m.frag_id,
+                proto: m.proto,
+            };
+            if m.frag == Frag::Later {
+                match self.frags.get(&fk) {
+                    Some(&(s, d)) => (sport, dport) = (s, d),
+                    None => bits |= BIT_FRAG_NO_FIRST,
+                }
+            } else if self.remember(fk, (sport, dport)) {
+                bits |= BIT_FRAG_EVICTED;
+            }
+        }
+        let avail = frame_len.saturating_sub(m.l2_len);
+        let claimed = m.claimed;
+        let mut truncated = m.truncated;
+        let bytes = if claimed > avail {
+            truncated = true;
+            avail
+        } else if claimed < 20 {
+            // No usable claim (IPv6 jumbogram, zero tot_len): what is present.
+            avail
+        } else {
+            claimed
+        };
+        if truncated {
+            bits |= BIT_TRUNCATED;
+        }
+        if m.initiator {
+            bits |= BIT_INITIATOR;
+        }
+        if m.responder {
+            bits |= BIT_RESPONDER;
+        }
+        if m.frag != Frag::None {
+            bits |= BIT_FRAGMENT;
+        }
+        FlowDelta {
+            key: RawKey::new(m.proto, m.src, sport, m.dst, dport, ifindex),
+            ts_ns,
+            bytes,
+            tcp_flags: m.tcp_flags,
+            bits,
+        }
+    }
+
+    /// Remembers a first fragment's ports; true when that pushed the oldest
+    /// datagram out.
+    fn remember(&mut self, fk: FragKey, ports: (u16, u16)) -> bool {
+        if self.frags.insert(fk, ports).is_some() {
+            return false;
+        }
+        self.frag_order.push_back(fk);
+        if self.frag_order.len() > FRAG_MAP_ENTRIES {
+            if let Some(old) = self.frag_order.pop_front() {
+                self.frags.remove(&old);
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// Flow entries and the fragment map.
 #[derive(Debug)]
 pub struct FlowAccounts {
@@ -137,8 +287,7 @@ pub struct FlowAccounts {
     index: HashMap<RawKey, u32>,
     cache: Box<[(RawKey, u32)]>,
     dirty: Vec<(u32, u32)>,
-    frags: HashMap<FragKey, (u16, u16)>,
-    frag_order: VecDeque<FragKey>,
+    frags: FragmentPorts,
     stats: AccountStats,
 }
 
@@ -154,8 +303,7 @@ impl Default for FlowAccounts {
             index: HashMap::default(),
             cache: vec![(RawKey::default(), NO_SLOT); 1 << CACHE_BITS].into_boxed_slice(),
             dirty: Vec::new(),
-            frags: HashMap::default(),
-            frag_order: VecDeque::new(),
+            frags: FragmentPorts::default(),
             stats: AccountStats::default(),
         }
     }
@@ -169,7 +317,7 @@ impl FlowAccounts {
 
     /// The slot of `key`, created (with its normalized tuple) if new.
     #[inline]
-    fn slot_of(&mut self, key: RawKey, m: &ParsedPacket, sport: u16, dport: u16) -> u32 {
+    fn slot_of(&mut self, key: RawKey) -> u32 {
         let ci = key.cache_index();
         let (ck, cs) = self.cache[ci];
         if cs != NO_SLOT && ck == key {
@@ -177,15 +325,15 @@ impl FlowAccounts {
         }
         let idx = match self.index.get(&key) {
             Some(&i) => i,
-            None => self.create(key, m, sport, dport),
+            None => self.create(key),
         };
         self.cache[ci] = (key, idx);
         idx
     }
 
     #[cold]
-    fn create(&mut self, key: RawKey, m: &ParsedPacket, sport: u16, dport: u16) -> u32 {
-        let tuple = FlowTuple::new(m.proto, (m.src, sport), (m.dst, dport));
+    fn create(&mut self, key: RawKey) -> u32 {
+        let tuple = key.tuple();
         let idx = match self.free.pop() {
             Some(i) => {
                 let s = &mut self.slots[i as usize];
@@ -215,69 +363,40 @@ impl FlowAccounts {
     /// the wire, link layer included) seen on `ifindex` at `ts_ns`; returns
     /// the L3 bytes counted.
     pub fn account(&mut self, m: &ParsedPacket, frame_len: u32, ifindex: u32, ts_ns: u64) -> u64 {
-        let (mut sport, mut dport) = (m.sport, m.dport);
-        if m.frag != Frag::None && has_ports(m.proto) {
-            let fk = FragKey {
-                src: m.src,
-                dst: m.dst,
-                id: m.frag_id,
-                proto: m.proto,
-            };
-            if m.frag == Frag::Later {
-                match self.frags.get(&fk) {
-                    Some(&(s, d)) => (sport, dport) = (s, d),
-                    None => self.stats.frag_no_first += 1,
-                }
-            } else {
-                self.remember_fragment(fk, (sport, dport));
+        let d = self.frags.delta(m, frame_len, ifindex, ts_ns);
+        self.add(&d);
+        d.bytes()
+    }
+
+    /// Counts what one packet adds to its flow entry (made by a
+    /// [`FragmentPorts`], here or on another thread). A clock-only delta
+    /// counts nothing.
+    #[inline]
+    pub fn add(&mut self, d: &FlowDelta) {
+        if d.bits & (BIT_TRUNCATED | BIT_FRAG_NO_FIRST | BIT_FRAG_EVICTED | BIT_CLOCK_ONLY) != 0 {
+            if d.is_clock_only() {
+                return;
             }
+            self.stats.truncated += u64::from(d.bits & BIT_TRUNCATED != 0);
+            self.stats.frag_no_first += u64::from(d.bits & BIT_FRAG_NO_FIRST != 0);
+            self.stats.frag_evicted += u64::from(d.bits & BIT_FRAG_EVICTED != 0);
         }
-        let avail = u64::from(frame_len.saturating_sub(m.l2_len));
-        let claimed = u64::from(m.claimed);
-        let mut truncated = m.truncated;
-        let bytes = if claimed > avail {
-            truncated = true;
-            avail
-        } else if claimed < 20 {
-            // No usable claim (IPv6 jumbogram, zero tot_len): what is present.
-            avail
-        } else {
-            claimed
-        };
-        if truncated {
-            self.stats.truncated += 1;
-        }
-        let key = RawKey::new(m.proto, m.src, sport, m.dst, dport, ifindex);
-        let idx = self.slot_of(key, m, sport, dport);
+        let idx = self.slot_of(d.key);
         let slot = &mut self.slots[idx as usize];
         let c = &mut slot.counters;
         c.packets += 1;
-        c.bytes = c.bytes.saturating_add(bytes);
-        c.tcp_flags |= m.tcp_flags;
-        c.initiator |= m.initiator;
-        c.responder |= m.responder;
-        c.fragment |= m.frag != Frag::None;
+        c.bytes = c.bytes.saturating_add(u64::from(d.bytes));
+        c.tcp_flags |= d.tcp_flags;
+        c.initiator |= d.bits & BIT_INITIATOR != 0;
+        c.responder |= d.bits & BIT_RESPONDER != 0;
+        c.fragment |= d.bits & BIT_FRAGMENT != 0;
         if c.first_seen_ns == 0 {
-            c.first_seen_ns = ts_ns;
+            c.first_seen_ns = d.ts_ns;
         }
-        c.last_seen_ns = c.last_seen_ns.max(ts_ns);
+        c.last_seen_ns = c.last_seen_ns.max(d.ts_ns);
         if !c.dirty {
             c.dirty = true;
             self.dirty.push((idx, slot.generation));
-        }
-        bytes
-    }
-
-    fn remember_fragment(&mut self, fk: FragKey, ports: (u16, u16)) {
-        if self.frags.insert(fk, ports).is_some() {
-            return;
-        }
-        self.frag_order.push_back(fk);
-        if self.frag_order.len() > FRAG_MAP_ENTRIES {
-            if let Some(old) = self.frag_order.pop_front() {
-                self.frags.remove(&old);
-                self.stats.frag_evicted += 1;
-            }
         }
     }
 
@@ -370,6 +489,23 @@ mod tests {
         ] {
             let ip: IpAddr = a.parse().expect("address");
             assert_eq!(raw_addr(ip), u128::from_be_bytes(ip_to_mapped(ip)), "{a}");
+        }
+    }
+
+    #[test]
+    fn a_raw_key_gives_back_the_normalized_tuple() {
+        for (src, dst) in [
+            ("10.1.2.3", "10.9.9.9"),
+            ("fd00::1", "fd00::2"),
+            ("::ffff:10.0.0.1", "10.0.0.2"),
+        ] {
+            let (s, d): (IpAddr, IpAddr) = (src.parse().expect("src"), dst.parse().expect("dst"));
+            let key = RawKey::new(proto::UDP, s, 40000, d, 53, 7);
+            assert_eq!(
+                key.tuple(),
+                FlowTuple::new(proto::UDP, (s, 40000), (d, 53)),
+                "{src} -> {dst}"
+            );
         }
     }
 }

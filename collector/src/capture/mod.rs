@@ -11,5 +11,5 @@ pub mod parse;
 #[cfg(test)]
 pub(crate) mod parse_tests;
 
-pub use accounts::{AccountStats, FlowAccounts, FlowCounters};
+pub use accounts::{AccountStats, FlowAccounts, FlowCounters, FlowDelta, FragmentPorts};
 pub use parse::{linktype, parse_frame, Frag, ParsedPacket, Skip};
