@@ -146,7 +146,8 @@ pub enum CaptureMode {
 /// Flags of `flowlens replay`.
 #[derive(Debug, Args, Default)]
 pub struct ReplayArgs {
-    /// pcap or pcapng files, read in order as one capture.
+    /// pcap or pcapng files, read in order as one capture; "-" reads
+    /// standard input (regular files are memory-mapped, pipes read as streams).
     #[arg(value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
     /// Write JSON lines to PATH (appending), or to stdout with "-".

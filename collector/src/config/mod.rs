@@ -97,10 +97,13 @@ pub struct RunConfig {
     pub web: Option<web::WebSettings>,
 }
 
+/// The capture file name of `flowlens replay` that means standard input.
+pub const STDIN: &str = "-";
+
 /// Validated configuration of `flowlens replay`.
 #[derive(Debug, Clone)]
 pub struct ReplayConfig {
-    /// Capture files, read in order as one capture.
+    /// Capture files, read in order as one capture ([`STDIN`]: standard input).
     pub files: Vec<PathBuf>,
     /// Export interval (capture time).
     pub export_interval: Duration,
@@ -344,6 +347,7 @@ impl ReplayConfig {
             None => args
                 .files
                 .first()
+                .filter(|p| p.as_os_str() != STDIN)
                 .and_then(|p| p.file_name())
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "replay".into()),

@@ -10,6 +10,7 @@
 //! are read in order as one capture (as `tcpdump -C` splits one), so
 //! interface 0 of every file is the same ifindex.
 
+pub mod mapped;
 pub mod reader;
 mod source;
 mod summary;
@@ -35,6 +36,7 @@ pub use summary::{RecordTally, ReplaySummary};
 /// `flowlens replay`: returns the process exit code (1 when a file could not
 /// be read to its end or records could not be written).
 pub fn run(cfg: &ReplayConfig) -> anyhow::Result<i32> {
+    mapped::install_sigbus_report();
     let influx = outputs::start_influx(&cfg.outputs)?;
     let (outputs, influx) = outputs::open(&cfg.outputs, influx, None)?;
     let tally = RecordTally::default();
@@ -44,6 +46,7 @@ pub fn run(cfg: &ReplayConfig) -> anyhow::Result<i32> {
     let total: u64 = cfg
         .files
         .iter()
+        .filter(|p| p.as_os_str() != crate::config::STDIN)
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())
         .sum();

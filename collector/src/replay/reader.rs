@@ -1,15 +1,18 @@
-//! A streaming reader of pcap and pcapng files that never trusts a length:
-//! every record is bounded by [`MAX_RECORD`] before anything is allocated,
-//! and every error names the byte offset of the record it happened in.
+//! A reader of pcap and pcapng files, memory-mapped or streamed, that never
+//! trusts a length: every record is bounded by [`MAX_RECORD`] before
+//! anything is allocated, and every error names the byte offset of the
+//! record it happened in.
 //!
-//! Length: pcap and pcapng share the read window, the record bound and the
-//! offsets in errors; each format's parser is about 200 lines. Tests are in
-//! `reader_tests.rs`.
+//! Length: pcap and pcapng share the read window (a mapped file or a
+//! stream's buffer), the record bound and the offsets in errors; each
+//! format's parser is about 200 lines. Tests are in `reader_tests.rs`.
 
 use std::io::{self, Read};
 use std::ops::Range;
 
 use thiserror::Error;
+
+use super::mapped::MappedFile;
 
 /// The longest packet accepted (what tcpdump and Wireshark allow).
 pub const MAX_RECORD: u32 = 256 << 10;
@@ -129,21 +132,32 @@ enum Format {
 /// Bytes asked of the stream at a time (the window grows for a longer record).
 const READ_CHUNK: usize = 1 << 20;
 
-/// Reads frames from a pcap or pcapng stream.
+/// Where a reader's bytes come from.
+enum Source<R> {
+    /// A stream read in [`READ_CHUNK`]s into a window.
+    Stream { r: R, buf: Vec<u8> },
+    /// A regular file mapped whole: the window is the file.
+    Mapped(MappedFile),
+}
+
+/// Reads frames from a pcap or pcapng file or stream.
 ///
-/// The stream is read in [`READ_CHUNK`]s into one window and records are
-/// slices of it: no copy and no allocation per packet (a `BufReader` under a
-/// per-record buffer copied every packet twice).
+/// Records are slices of one window, no copy and no allocation per packet:
+/// a mapped file ([`CaptureReader::open`]) is its own window, so only the
+/// headers a parser looks at are ever read; a stream is read in
+/// [`READ_CHUNK`]s into a buffer (a `BufReader` under a per-record buffer
+/// copied every packet twice).
 pub struct CaptureReader<R> {
-    r: R,
+    src: Source<R>,
     offset: u64,
     format: Format,
     ifaces: Vec<Interface>,
-    /// The window; `pos..end` is read from the stream but not consumed yet.
-    buf: Vec<u8>,
+    /// Bumped whenever `ifaces` changes (an interface description, a new section).
+    ifaces_version: u64,
+    /// `pos..end` of the window is read but not consumed yet.
     pos: usize,
     end: usize,
-    /// The record last read, within `buf`.
+    /// The record last read, within the window.
     rec: Range<usize>,
 }
 
@@ -187,8 +201,52 @@ fn to_ns(ts: u64, units_per_sec: u128, offset_s: i64) -> u64 {
     u64::try_from(ns.max(0)).unwrap_or(u64::MAX)
 }
 
+impl CaptureReader<std::fs::File> {
+    /// Reads `file`: mapped when it is a regular file (see [`MappedFile`]),
+    /// as a stream otherwise (a pipe, stdin).
+    pub fn open(file: std::fs::File) -> Result<Self, ReadError> {
+        match MappedFile::new(file) {
+            Ok(map) => {
+                let end = map.bytes().len();
+                let mut me = Self::with(Source::Mapped(map));
+                me.end = end;
+                let head: [u8; 4] = me
+                    .window()
+                    .get(..4)
+                    .and_then(|h| h.try_into().ok())
+                    .ok_or_else(|| ReadError::BadMagic {
+                        magic: me.window().to_vec(),
+                    })?;
+                me.pos = 4;
+                me.start(head)?;
+                Ok(me)
+            }
+            Err(file) => Self::new(file),
+        }
+    }
+
+    /// The file is memory-mapped (not read as a stream).
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.src, Source::Mapped(_))
+    }
+}
+
 impl<R: Read> CaptureReader<R> {
-    /// Reads the file header (pcap) or first section header (pcapng).
+    fn with(src: Source<R>) -> Self {
+        Self {
+            src,
+            offset: 4,
+            format: Format::Pcapng { big_endian: false },
+            ifaces: Vec::new(),
+            ifaces_version: 0,
+            pos: 0,
+            end: 0,
+            rec: 0..0,
+        }
+    }
+
+    /// Reads the file header (pcap) or first section header (pcapng) of a
+    /// stream.
     pub fn new(mut r: R) -> Result<Self, ReadError> {
         let mut head = [0u8; 4];
         let n = fill(&mut r, &mut head).map_err(|source| ReadError::Io { offset: 0, source })?;
@@ -197,18 +255,16 @@ impl<R: Read> CaptureReader<R> {
                 magic: head[..n].to_vec(),
             });
         }
+        let mut me = Self::with(Source::Stream { r, buf: Vec::new() });
+        me.start(head)?;
+        Ok(me)
+    }
+
+    /// After the first four bytes (`head`): the rest of the header.
+    fn start(&mut self, head: [u8; 4]) -> Result<(), ReadError> {
         let le = u32::from_le_bytes(head);
         let be = u32::from_be_bytes(head);
-        let mut me = Self {
-            r,
-            offset: 4,
-            format: Format::Pcapng { big_endian: false },
-            ifaces: Vec::new(),
-            buf: Vec::new(),
-            pos: 0,
-            end: 0,
-            rec: 0..0,
-        };
+        let me = self;
         let pcap = |magic: u32| match magic {
             PCAP_MICRO => Some(false),
             PCAP_NANO => Some(true),
@@ -225,7 +281,7 @@ impl<R: Read> CaptureReader<R> {
                 magic: head.to_vec(),
             });
         }
-        Ok(me)
+        Ok(())
     }
 
     /// Bytes consumed so far.
@@ -236,6 +292,20 @@ impl<R: Read> CaptureReader<R> {
     /// Interfaces of the current section, by id.
     pub fn interfaces(&self) -> &[Interface] {
         &self.ifaces
+    }
+
+    /// Changes whenever [`CaptureReader::interfaces`] does.
+    pub fn interfaces_version(&self) -> u64 {
+        self.ifaces_version
+    }
+
+    /// The window: the stream's buffer, or the mapped file.
+    #[inline]
+    fn window(&self) -> &[u8] {
+        match &self.src {
+            Source::Stream { buf, .. } => buf,
+            Source::Mapped(m) => m.bytes(),
+        }
     }
 
     /// Reads exactly `n` bytes into the scratch buffer; `Ok(false)` at a clean
@@ -271,18 +341,29 @@ impl<R: Read> CaptureReader<R> {
         Ok(true)
     }
 
-    /// Moves the unconsumed bytes to the front and reads until `n` are
-    /// buffered or the stream ends.
+    /// Stream: moves the unconsumed bytes to the front and reads until `n`
+    /// are buffered or the stream ends. Mapped: maps the file again if it
+    /// grew.
+    #[cold]
     fn refill(&mut self, n: usize) -> io::Result<()> {
-        self.buf.copy_within(self.pos..self.end, 0);
+        let (r, buf) = match &mut self.src {
+            Source::Stream { r, buf } => (r, buf),
+            Source::Mapped(m) => {
+                if m.grow()? {
+                    self.end = m.bytes().len();
+                }
+                return Ok(());
+            }
+        };
+        buf.copy_within(self.pos..self.end, 0);
         self.end -= self.pos;
         self.pos = 0;
         let want = n.max(READ_CHUNK);
-        if self.buf.len() < want {
-            self.buf.resize(want, 0);
+        if buf.len() < want {
+            buf.resize(want, 0);
         }
         while self.end < n {
-            match self.r.read(&mut self.buf[self.end..]) {
+            match r.read(&mut buf[self.end..]) {
                 Ok(0) => break,
                 Ok(got) => self.end += got,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -292,9 +373,30 @@ impl<R: Read> CaptureReader<R> {
         Ok(())
     }
 
+    /// Asks the CPU to load the next record's header while this one is
+    /// parsed (mapped files: the window is not in the cache; a record's
+    /// position is only known from the one before it).
+    #[inline]
+    fn prefetch_next(&self) {
+        #[cfg(target_arch = "x86_64")]
+        if let Source::Mapped(m) = &self.src {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let b = m.bytes();
+            // The record header and the packet headers after it.
+            for at in [self.pos, self.pos + 64] {
+                if at < b.len() {
+                    // SAFETY: a hint for an address inside the mapping; a
+                    // prefetch never faults.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().add(at).cast()) };
+                }
+            }
+        }
+    }
+
     /// The record last read.
+    #[inline]
     fn rec(&self) -> &[u8] {
-        &self.buf[self.rec.clone()]
+        &self.window()[self.rec.clone()]
     }
 
     fn read_pcap_header(&mut self, swapped: bool, nanos: bool) -> Result<(), ReadError> {
@@ -343,6 +445,7 @@ impl<R: Read> CaptureReader<R> {
         }
         self.format = Format::Pcapng { big_endian: big };
         self.ifaces.clear();
+        self.ifaces_version += 1;
         let rest = (len - 12) as usize;
         self.read_record(start, rest, "section header", false)?;
         self.check_trailer(start, len, big)
@@ -365,6 +468,9 @@ impl<R: Read> CaptureReader<R> {
 
     /// The next frame, `Ok(None)` at the end of the file.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, ReadError> {
+        if let Source::Mapped(m) = &mut self.src {
+            m.reading_at(self.pos);
+        }
         match self.format {
             Format::Pcap { swapped, nanos } => self.next_pcap(swapped, nanos),
             Format::Pcapng { .. } => self.next_pcapng(),
@@ -386,6 +492,7 @@ impl<R: Read> CaptureReader<R> {
             });
         }
         self.read_record(start, incl as usize, "packet data", false)?;
+        self.prefetch_next();
         let frac_ns = if nanos {
             u64::from(frac)
         } else {
@@ -433,9 +540,11 @@ impl<R: Read> CaptureReader<R> {
             }
             self.read_record(start, (len - 8) as usize, "block body", false)?;
             self.check_trailer(start, len, big)?;
+            self.prefetch_next();
             if kind == BLOCK_IDB {
                 let iface = parse_idb(self.rec(), big, start)?;
                 self.ifaces.push(iface);
+                self.ifaces_version += 1;
                 continue;
             }
             return self.packet_block(kind, start, big).map(Some);
@@ -443,17 +552,26 @@ impl<R: Read> CaptureReader<R> {
     }
 
     fn skip(&mut self, start: u64, n: u64) -> Result<(), ReadError> {
+        let io_err = |source| ReadError::Io {
+            offset: start,
+            source,
+        };
+        if matches!(self.src, Source::Mapped(_))
+            && usize::try_from(n).map_or(true, |n| n > self.end - self.pos)
+        {
+            self.refill(0).map_err(io_err)?;
+        }
         let buffered =
             usize::try_from(n).map_or(self.end - self.pos, |n| n.min(self.end - self.pos));
         self.pos += buffered;
         let rest = n - buffered as u64;
-        let got = buffered as u64
-            + io::copy(&mut (&mut self.r).take(rest), &mut io::sink()).map_err(|source| {
-                ReadError::Io {
-                    offset: start,
-                    source,
-                }
-            })?;
+        let unbuffered = match &mut self.src {
+            Source::Stream { r, .. } => {
+                io::copy(&mut r.take(rest), &mut io::sink()).map_err(io_err)?
+            }
+            Source::Mapped(_) => 0,
+        };
+        let got = buffered as u64 + unbuffered;
         self.offset += got;
         if got < n {
             return Err(ReadError::Truncated {

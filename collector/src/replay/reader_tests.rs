@@ -98,13 +98,107 @@ fn epb(big: bool, iface: u32, ts: u64, data: &[u8]) -> Vec<u8> {
 
 type Row = (u32, Option<u32>, Option<u64>, u32, Vec<u8>);
 
-fn read_all(bytes: &[u8]) -> Result<Vec<Row>, ReadError> {
-    let mut r = CaptureReader::new(bytes)?;
+fn rows<R: std::io::Read>(mut r: CaptureReader<R>) -> Result<Vec<Row>, ReadError> {
     let mut out = Vec::new();
     while let Some(f) = r.next_frame()? {
         out.push((f.iface, f.link_type, f.ts_ns, f.orig_len, f.data.to_vec()));
     }
     Ok(out)
+}
+
+/// `bytes` in a file of its own (removed on drop).
+struct TempCapture(std::path::PathBuf);
+
+impl TempCapture {
+    fn new(bytes: &[u8]) -> Self {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!(
+            "flowlens-reader-test-{}-{n}.pcap",
+            std::process::id()
+        ));
+        std::fs::write(&p, bytes).expect("write the test capture");
+        Self(p)
+    }
+}
+
+impl Drop for TempCapture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Every frame of `bytes` read as a stream; the same file memory-mapped
+/// must give the same frames, or the same error.
+fn read_all(bytes: &[u8]) -> Result<Vec<Row>, ReadError> {
+    let streamed = CaptureReader::new(bytes).and_then(rows);
+    let file = TempCapture::new(bytes);
+    let r = CaptureReader::open(std::fs::File::open(&file.0).expect("open"));
+    assert_eq!(
+        r.as_ref()
+            .map(|r| r.is_mapped())
+            .unwrap_or(!bytes.is_empty()),
+        !bytes.is_empty(),
+        "a non-empty regular file is mapped"
+    );
+    let mapped = r.and_then(rows);
+    match (&streamed, &mapped) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "mapped and streamed frames differ"),
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "errors differ"),
+        (a, b) => panic!("streamed {a:?}, mapped {b:?}"),
+    }
+    streamed
+}
+
+#[test]
+fn a_mapped_file_that_grows_is_read_further() {
+    let all = pcap(false, false, 1, &[(1, 0, b"first"), (2, 0, b"second")]);
+    let first_len = 24 + 16 + 5;
+    let file = TempCapture::new(&all[..first_len]);
+    let mut r = CaptureReader::open(std::fs::File::open(&file.0).expect("open")).expect("open");
+    assert!(r.is_mapped());
+    assert_eq!(
+        r.next_frame().expect("first").expect("a frame").data,
+        b"first"
+    );
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file.0)
+            .expect("append");
+        f.write_all(&all[first_len..]).expect("grow the file");
+    }
+    let second = r.next_frame().expect("second").expect("a frame");
+    assert_eq!(
+        (second.data, second.ts_ns),
+        (&b"second"[..], Some(2_000_000_000))
+    );
+    assert!(r.next_frame().expect("end").is_none());
+}
+
+#[test]
+fn pipes_are_read_as_streams() {
+    let bytes = pcap(false, false, 1, &[(1, 0, b"piped")]);
+    let mut child = std::process::Command::new("cat")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("cat");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        stdin.write_all(&bytes).expect("write");
+    });
+    let out = child.stdout.take().expect("stdout");
+    let file = std::fs::File::from(std::os::fd::OwnedFd::from(out));
+    let r = CaptureReader::open(file).expect("open a pipe");
+    assert!(!r.is_mapped());
+    let rows = rows(r).expect("frames");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].4, b"piped");
+    writer.join().expect("writer");
+    let _ = child.wait();
 }
 
 #[test]
