@@ -41,6 +41,10 @@ pub enum Command {
     /// Serve the web UI and API alone, reading InfluxDB (no capture, no root
     /// needed). `flowlens run` serves them itself (docs/api.md).
     Web(WebCmdArgs),
+    /// Send what an InfluxDB spool holds (left by a replay or a run that
+    /// stopped before InfluxDB took everything), with progress; exits
+    /// non-zero when points are still spooled at the end.
+    InfluxFlush(InfluxFlushArgs),
 }
 
 // The defaults of `run` are shown in the help texts rather than given to
@@ -165,8 +169,24 @@ pub struct ReplayArgs {
     /// Conversations shown by the on-screen summary each interval.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,
+    /// At the end, how long to wait (with progress) for InfluxDB to take
+    /// what is queued and spooled; what is left stays in the spool
+    /// (`flowlens influx-flush` sends it) and the exit code is 1.
+    #[arg(long, value_name = "DURATION", default_value = "2m")]
+    pub influx_drain_timeout: String,
     /// InfluxDB output (`--influx-*`, as for `flowlens run`; points keep the
     /// capture's timestamps).
+    #[command(flatten)]
+    pub influx: Box<InfluxArgs>,
+}
+
+/// Flags of `flowlens influx-flush`.
+#[derive(Debug, Args, Default)]
+pub struct InfluxFlushArgs {
+    /// How long to keep sending; what is left stays in the spool.
+    #[arg(long, value_name = "DURATION", default_value = "2m")]
+    pub timeout: String,
+    /// Where to send (`--influx-url` is required) and the spool to send from.
     #[command(flatten)]
     pub influx: Box<InfluxArgs>,
 }

@@ -7,8 +7,8 @@ use tracing_subscriber::EnvFilter;
 
 use flowlens_collector::{
     cli::{Cli, Command},
-    config::{ReplayConfig, RunConfig},
-    doctor, replay, run,
+    config::{FlushConfig, ReplayConfig, RunConfig},
+    doctor, influx, replay, run,
     user_input::shorten_long_words,
 };
 
@@ -39,6 +39,9 @@ fn main() {
         Command::Web(args) => run::stop_on_signals()
             .and_then(|stop| flowlens_collector::web::run_web(&args, &stop))
             .map(|()| 0),
+        Command::InfluxFlush(args) => FlushConfig::from_args(&args)
+            .map_err(anyhow::Error::from)
+            .and_then(|cfg| influx::flush::run(cfg.influx)),
         Command::Run(args) => RunConfig::from_args(&args)
             .map_err(anyhow::Error::from)
             .and_then(run::run)

@@ -3,9 +3,14 @@
 //! write, 401, 404, 429 with Retry-After, 500, or never answers. Asserts the
 //! retry / no-retry behaviour by counting requests, the counters, the
 //! dead-letter file, the spool, and that the pipeline's call never waits on
-//! the network. `cargo test -p flowlens-tests --test influx_faults -- --test-threads=1`
+//! the network. Then the faults a real InfluxDB (Debian's influxd) has —
+//! killed (SIGKILL) and restarted, hung (SIGSTOP), down while the collector
+//! restarts — under parallel requests: every point stored, each acknowledged
+//! once (a recording forwarder in front of influxd sees every request).
+//! `cargo test -p flowlens-tests --test influx_faults -- --test-threads=1`
 //!
-//! Length: one fault per test against the fake server and the real sink.
+//! Length: one fault per test against the fake server or influxd and the
+//! real sink.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,7 +23,7 @@ use flowlens_collector::influx::stats::InfluxMetrics;
 use flowlens_collector::influx::{sink::InfluxSink, InfluxError};
 use flowlens_collector::sinks::RecordSink;
 use flowlens_tests::influx::{
-    free_port, lines, logs, record, wait_for, FakeInflux, Reply, TempDir,
+    free_port, lines, logs, record, wait_for, FakeInflux, Influxd, Reply, TempDir,
 };
 
 /// Fast settings: 3 lines per batch, short backoff, 2 s request timeout.
@@ -58,8 +63,10 @@ fn body_lines(b: &[u8]) -> Vec<String> {
 fn partial_write_is_done_dead_lettered_and_not_retried() {
     let dir = TempDir::new("partial");
     let msg = "partial write: field type conflict: input field \"v\" on measurement \"m\" is type float, already exists as type integer dropped=1";
-    let srv = writes_answer(move |n| {
-        if n == 0 {
+    // The batch with the first line is refused (requests run in parallel:
+    // which arrives first is not fixed).
+    let srv = FakeInflux::start(move |r, _| {
+        if r.is_write() && r.lines().iter().any(|l| l.contains(" v=0i ")) {
             Reply::status(400, msg)
         } else {
             Reply::ok()
@@ -138,8 +145,15 @@ fn refused_4xx_is_dead_lettered_never_retried_and_logged_once() {
         "with the server's message"
     );
     let dl = std::fs::read_to_string(dir.path().join("dead-letter.lp")).expect("dead letter");
-    let points: Vec<&str> = dl.lines().filter(|l| !l.starts_with('#')).collect();
+    // Requests run in parallel: batches land in any order, each whole after
+    // its comment line.
+    let mut points: Vec<&str> = dl.lines().filter(|l| !l.starts_with('#')).collect();
+    points.sort_unstable();
     assert_eq!(points, body_lines(&lines("a", 0..9)));
+    for block in dl.split("# flowlens dead letter ").skip(1) {
+        let body: Vec<&str> = block.lines().skip(1).collect();
+        assert_eq!(body.len(), 3, "a batch stays whole: {block}");
+    }
 }
 
 #[test]
@@ -467,8 +481,10 @@ fn close_flushes_for_its_time_limit_then_spools_the_rest() {
     });
     let mut s = settings(&srv.url(), &dir);
     s.close_timeout = Duration::from_millis(1500);
+    let in_flight = s.requests_in_flight;
     let mut sink = InfluxSink::start(s.clone()).expect("start");
-    sink.write_lines(&lines("c", 0..30)).expect("write"); // 10 batches, ~3 s of work
+    // 40 batches of 3 lines, ~12 s of work for one writer, ~3 s for four.
+    sink.write_lines(&lines("c", 0..120)).expect("write");
     let t = Instant::now();
     sink.close();
     let took = t.elapsed();
@@ -477,9 +493,12 @@ fn close_flushes_for_its_time_limit_then_spools_the_rest() {
         "flushed for about the close timeout: {took:?}"
     );
     let m = stats(&sink);
-    assert!(m.points_written >= 9, "it flushed while it could: {m:#?}");
+    assert!(
+        m.points_written >= 3 * 3 * in_flight as u64,
+        "it flushed while it could, {in_flight} requests at once: {m:#?}"
+    );
     assert!(m.points_spooled > 0, "and spooled the rest: {m:#?}");
-    assert_eq!(m.points_written + m.points_spooled, 30, "{m:#?}");
+    assert_eq!(m.points_written + m.points_spooled, 120, "{m:#?}");
     drop(sink);
     // The next start sends the rest.
     let mut sink = InfluxSink::start(s).expect("restart");
@@ -488,17 +507,301 @@ fn close_flushes_for_its_time_limit_then_spools_the_rest() {
     });
     sink.close();
     // A request cut off by the deadline may have been stored and is sent
-    // again after the restart: at most that one batch twice (InfluxDB keeps
-    // one point per series and timestamp, so the result is the same).
+    // again after the restart: at most one batch per request in flight
+    // twice (InfluxDB keeps one point per series and timestamp, so the
+    // result is the same).
     let mut got: Vec<String> = srv.writes().iter().flat_map(|w| w.lines()).collect();
     got.sort();
     let sent = got.len();
     got.dedup();
-    let mut want = body_lines(&lines("c", 0..30));
+    let mut want = body_lines(&lines("c", 0..120));
     want.sort();
     assert_eq!(got, want, "every line arrived");
     assert!(
-        sent - want.len() <= 3,
-        "at most one batch twice: {sent} lines sent"
+        sent - want.len() <= 3 * in_flight,
+        "at most one batch per request in flight twice: {sent} lines sent"
+    );
+}
+
+// ---- A real influxd ----
+
+/// Each write's lines and influxd's answer.
+type WriteLog = Arc<std::sync::Mutex<Vec<(Vec<String>, u16)>>>;
+
+/// A forwarder in front of a real influxd: every write is sent on
+/// (uncompressed) and recorded with influxd's answer; `peak` is the most
+/// writes it had in flight at once.
+struct Recorder {
+    srv: FakeInflux,
+    writes: WriteLog,
+    peak: Arc<AtomicUsize>,
+}
+
+impl Recorder {
+    /// Forwards to `influx`, each write delayed by `delay` first.
+    fn start(influx: &Influxd, delay: Duration) -> Self {
+        let base = influx.url();
+        let writes: WriteLog = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let now = Arc::new(AtomicUsize::new(0));
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .build();
+        let (w, p) = (Arc::clone(&writes), Arc::clone(&peak));
+        let srv = FakeInflux::start(move |r, _| {
+            if r.method != "POST" || !r.path.ends_with("/write") {
+                return Reply::ok();
+            }
+            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+            p.fetch_max(n, Ordering::SeqCst);
+            std::thread::sleep(delay);
+            let answer = agent
+                .post(&format!("{base}{}", r.target))
+                .send_bytes(&r.body);
+            now.fetch_sub(1, Ordering::SeqCst);
+            let (code, body) = match answer {
+                Ok(resp) => (resp.status(), resp.into_string().unwrap_or_default()),
+                Err(ureq::Error::Status(code, resp)) => {
+                    (code, resp.into_string().unwrap_or_default())
+                }
+                Err(e) => (503, format!("{{\"error\":\"forwarding: {e}\"}}")),
+            };
+            if r.is_write() {
+                w.lock().expect("lock").push((r.lines(), code));
+            }
+            Reply::Status {
+                code,
+                headers: vec![],
+                body,
+            }
+        });
+        Self { srv, writes, peak }
+    }
+
+    /// How often each line was in a write influxd acknowledged (2xx).
+    fn acknowledged(&self) -> BTreeMap<String, usize> {
+        let mut n = BTreeMap::new();
+        for (lines, code) in self.writes.lock().expect("lock").iter() {
+            if (200..300).contains(code) {
+                for l in lines {
+                    *n.entry(l.clone()).or_default() += 1;
+                }
+            }
+        }
+        n
+    }
+}
+
+/// Settings for a real influxd: 4 requests at once, 500 lines each.
+fn real_settings(url: &str, dir: &TempDir, db: &str) -> InfluxSettings {
+    let mut s = InfluxSettings::new(url, db, &dir.path().join("spool")).expect("settings");
+    s.dead_letter = dir.path().join("dead-letter.lp");
+    s.batch_lines = 500;
+    s.requests_in_flight = 4;
+    s.queue_batches = 64;
+    s.backoff_base = Duration::from_millis(50);
+    s.backoff_cap = Duration::from_millis(500);
+    s.target.timeout = Duration::from_secs(2);
+    s.close_timeout = Duration::from_secs(30);
+    s
+}
+
+/// `count(v)` and `sum(v)` of measurement `m` in `db`.
+fn stored(influx: &Influxd, db: &str) -> (i64, i64) {
+    let v = influx.query(db, "SELECT count(v), sum(v) FROM m");
+    let row = v.pointer("/results/0/series/0/values/0");
+    let at = |i: usize| {
+        row.and_then(|r| r.get(i))
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0)
+    };
+    (at(1), at(2))
+}
+
+/// `n` intervals of `per` lines each (tags `i<k>`, values 0..per).
+fn intervals(n: u32, per: u32) -> Vec<Vec<u8>> {
+    (0..n).map(|k| lines(&format!("i{k}"), 0..per)).collect()
+}
+
+fn expected(n: u32, per: u32) -> (i64, i64) {
+    let per = i64::from(per);
+    (i64::from(n) * per, i64::from(n) * per * (per - 1) / 2)
+}
+
+fn wait_long(s: &InfluxSink, what: &str, cond: impl Fn(&InfluxMetrics) -> bool) {
+    let ok = wait_for(Duration::from_secs(90), || cond(&stats(s)));
+    assert!(ok, "{what}: not reached; counters {:#?}", stats(s));
+}
+
+#[test]
+fn parallel_requests_store_every_point_once_in_a_real_influxd() {
+    let influx = Influxd::start();
+    influx.exec("CREATE DATABASE par");
+    let rec = Recorder::start(&influx, Duration::from_millis(20));
+    let dir = TempDir::new("real-par");
+    let mut s = real_settings(&rec.srv.url(), &dir, "par");
+    s.queue_batches = 200; // all 40,000 lines fit in memory
+    let mut sink = InfluxSink::start(s).expect("start");
+    for lp in intervals(40, 1000) {
+        sink.write_lines(&lp).expect("write");
+    }
+    wait_long(&sink, "everything written", |m| m.points_written == 40_000);
+    sink.close();
+    let m = stats(&sink);
+    assert_eq!(
+        (m.retries, m.lost_points(), m.points_spooled),
+        (0, 0, 0),
+        "{m:#?}"
+    );
+    assert!(
+        rec.peak.load(Ordering::SeqCst) >= 2,
+        "requests were in flight at once: peak {}",
+        rec.peak.load(Ordering::SeqCst)
+    );
+    let acked = rec.acknowledged();
+    assert_eq!(acked.len(), 40_000, "every line acknowledged");
+    assert!(acked.values().all(|&n| n == 1), "each line in one request");
+    assert_eq!(stored(&influx, "par"), expected(40, 1000));
+}
+
+#[test]
+fn a_real_influxd_killed_and_restarted_under_parallel_writes_loses_nothing() {
+    let mut influx = Influxd::start();
+    influx.exec("CREATE DATABASE crash");
+    let dir = TempDir::new("real-kill");
+    let mut sink = InfluxSink::start(real_settings(&influx.url(), &dir, "crash")).expect("start");
+    for (k, lp) in intervals(60, 500).into_iter().enumerate() {
+        sink.write_lines(&lp).expect("write");
+        std::thread::sleep(Duration::from_millis(20));
+        if k == 20 {
+            influx.kill9();
+        }
+        if k == 40 {
+            influx.restart();
+        }
+    }
+    wait_long(&sink, "everything written after the restart", |m| {
+        m.points_written >= 30_000 && m.spool_pending_points == 0
+    });
+    sink.close();
+    let m = stats(&sink);
+    assert_eq!(m.lost_points(), 0, "{m:#?}");
+    assert!(
+        m.points_spooled > 0 && m.retries > 0,
+        "the outage was seen: {m:#?}"
+    );
+    assert_eq!(m.spool_pending_points, 0, "{m:#?}");
+    assert_eq!(
+        stored(&influx, "crash"),
+        expected(60, 500),
+        "every point, once"
+    );
+}
+
+#[test]
+fn a_hung_real_influxd_is_waited_out_through_the_spool() {
+    let influx = Influxd::start();
+    influx.exec("CREATE DATABASE hung");
+    let dir = TempDir::new("real-hung");
+    let mut s = real_settings(&influx.url(), &dir, "hung");
+    s.target.timeout = Duration::from_millis(700);
+    let mut sink = InfluxSink::start(s).expect("start");
+    let mut slowest = Duration::ZERO;
+    for (k, lp) in intervals(40, 500).into_iter().enumerate() {
+        let t = Instant::now();
+        sink.write_lines(&lp).expect("write");
+        slowest = slowest.max(t.elapsed());
+        // Hung from interval 10 to 30: 3 s, several request timeouts.
+        let hung = (10..30).contains(&k);
+        std::thread::sleep(Duration::from_millis(if hung { 150 } else { 25 }));
+        if k == 10 {
+            influx.pause();
+        }
+        if k == 30 {
+            influx.resume();
+        }
+    }
+    assert!(
+        slowest < Duration::from_millis(200),
+        "the pipeline never waits: {slowest:?}"
+    );
+    wait_long(&sink, "everything written after the resume", |m| {
+        m.points_written >= 20_000 && m.spool_pending_points == 0
+    });
+    sink.close();
+    let m = stats(&sink);
+    assert_eq!(m.lost_points(), 0, "{m:#?}");
+    assert!(
+        m.points_spooled > 0,
+        "the hang sent points to the spool: {m:#?}"
+    );
+    assert_eq!(
+        stored(&influx, "hung"),
+        expected(40, 500),
+        "every point, once"
+    );
+}
+
+#[test]
+fn a_spool_replays_into_a_real_influxd_exactly_once_across_collector_restarts() {
+    let influx = Influxd::start();
+    influx.exec("CREATE DATABASE restart");
+    let dir = TempDir::new("real-restart");
+    // 1. InfluxDB unreachable: everything goes to the spool.
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let mut s = real_settings(&down, &dir, "restart");
+    s.batch_lines = 100;
+    s.close_timeout = Duration::from_millis(300);
+    let mut sink =
+        InfluxSink::start(s.clone()).expect("an unreachable server is not a start-up error");
+    for lp in intervals(50, 200) {
+        sink.write_lines(&lp).expect("write");
+    }
+    sink.close();
+    let m = stats(&sink);
+    assert_eq!(
+        (m.points_written, m.spool_pending_points),
+        (0, 10_000),
+        "{m:#?}"
+    );
+    drop(sink);
+    // 2. A restart against InfluxDB (slow: 150 ms a request), stopped half way
+    //    with requests in flight.
+    let slow = Recorder::start(&influx, Duration::from_millis(150));
+    let mut s2 = s.clone();
+    s2.target.url = slow.srv.url().parse().expect("url");
+    s2.close_timeout = Duration::from_millis(600);
+    let mut sink = InfluxSink::start(s2).expect("restart 1");
+    wait_long(&sink, "some written", |m| m.points_written > 0);
+    sink.close();
+    let m2 = stats(&sink);
+    assert!(m2.spool_pending_points > 0, "stopped half way: {m2:#?}");
+    drop(sink);
+    // 3. Another restart sends the rest.
+    let rec = Recorder::start(&influx, Duration::ZERO);
+    let mut s3 = s.clone();
+    s3.target.url = rec.srv.url().parse().expect("url");
+    let mut sink = InfluxSink::start(s3).expect("restart 2");
+    wait_long(&sink, "the spool replayed", |m| m.spool_pending_points == 0);
+    sink.close();
+    assert_eq!(stats(&sink).lost_points(), 0);
+    // Each line acknowledged once, but for batches written out of order
+    // behind one still in flight when the collector stopped (sent again
+    // after the restart): at most the requests in flight at the stop.
+    let mut acked = slow.acknowledged();
+    for (l, n) in rec.acknowledged() {
+        *acked.entry(l).or_default() += n;
+    }
+    assert_eq!(acked.len(), 10_000, "every spooled line acknowledged");
+    let twice: usize = acked.values().filter(|&&n| n > 1).count();
+    assert!(acked.values().all(|&n| n <= 2), "never more than twice");
+    assert!(
+        twice <= 4 * 100 * 2,
+        "only batches near the stop twice: {twice} lines"
+    );
+    assert_eq!(
+        stored(&influx, "restart"),
+        expected(50, 200),
+        "every point, once"
     );
 }

@@ -162,8 +162,10 @@ pub struct InfluxFile {
     pub batch_lines: Option<usize>,
     /// Bytes per request before gzip.
     pub batch_bytes: Option<SizeValue>,
-    /// Batches queued in memory.
+    /// Requests' worth of lines queued in memory.
     pub queue_batches: Option<usize>,
+    /// Requests sent at once.
+    pub requests_in_flight: Option<usize>,
     /// Per-request time limit ("10s").
     pub timeout: Option<DurationValue>,
     /// Flush time at shutdown ("5s").

@@ -183,6 +183,13 @@ pub fn resolve(
             "batch_lines ≥ 1 and 1KiB ≤ batch_bytes ≤ 64MiB",
         ));
     }
+    let requests_in_flight = f.requests_in_flight.unwrap_or(4);
+    if !(1..=64).contains(&requests_in_flight) {
+        return Err(invalid(
+            "requests_in_flight",
+            format!("{requests_in_flight}: from 1 to 64 requests at once"),
+        ));
+    }
     let schema = f.schema.clone().unwrap_or_default();
     schema
         .validate()
@@ -206,11 +213,13 @@ pub fn resolve(
         batch_lines,
         batch_bytes: batch_bytes as usize,
         queue_batches: f.queue_batches.unwrap_or(16).max(1),
+        requests_in_flight,
         close_timeout: duration(
             "close_timeout",
             f.close_timeout.as_ref(),
             Duration::from_secs(5),
         )?,
+        drain_progress: false,
         backoff_base: Duration::from_millis(100),
         backoff_cap: Duration::from_secs(30),
         schema,

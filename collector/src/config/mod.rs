@@ -16,10 +16,10 @@ use flowlens_correlator::conversation::TableConfig;
 
 pub use error::ConfigError;
 use file::FileConfig;
-use values::{parse_duration, quote, CAPTURE_TIME, EXPORT_INTERVAL, IDLE_TIMEOUT};
+use values::{parse_duration, quote, CAPTURE_TIME, EXPORT_INTERVAL, IDLE_TIMEOUT, INFLUX_TIMEOUT};
 
 use crate::{
-    cli::{CaptureMode, ReplayArgs, RunArgs},
+    cli::{CaptureMode, InfluxFlushArgs, ReplayArgs, RunArgs},
     ifaces::IfaceSelection,
     influx::settings::InfluxSettings,
 };
@@ -341,7 +341,16 @@ impl ReplayConfig {
             parse_duration("export interval", &args.export_interval, CAPTURE_TIME)?;
         let idle_timeout = parse_duration("idle timeout", &args.idle_timeout, CAPTURE_TIME)?;
         // Secrets only from the environment or files, as for `flowlens run`.
-        let influx = influx::resolve(&args.influx, None, &|k| std::env::var(k).ok())?;
+        let mut influx = influx::resolve(&args.influx, None, &|k| std::env::var(k).ok())?;
+        if let Some(s) = &mut influx {
+            // The end of a replay waits for InfluxDB, showing progress.
+            s.close_timeout = parse_duration(
+                "influx drain timeout",
+                &args.influx_drain_timeout,
+                INFLUX_TIMEOUT,
+            )?;
+            s.drain_progress = true;
+        }
         let host = match &args.host {
             Some(h) => host_name(h)?,
             None => args
@@ -374,6 +383,30 @@ impl ReplayConfig {
             idle_timeout_ns: u64::try_from(self.idle_timeout.as_nanos()).unwrap_or(u64::MAX),
             ..TableConfig::default()
         }
+    }
+}
+
+/// Validated configuration of `flowlens influx-flush`.
+#[derive(Debug, Clone)]
+pub struct FlushConfig {
+    /// Where to send, the spool to send from, and how long to try.
+    pub influx: InfluxSettings,
+}
+
+impl FlushConfig {
+    /// Validates the flags of `flowlens influx-flush` (`--influx-url` required).
+    pub fn from_args(args: &InfluxFlushArgs) -> Result<Self, ConfigError> {
+        let timeout = parse_duration("timeout", &args.timeout, INFLUX_TIMEOUT)?;
+        let Some(mut influx) = influx::resolve(&args.influx, None, &|k| std::env::var(k).ok())?
+        else {
+            return Err(invalid(
+                "influx url",
+                "--influx-url is required: where to send the spool".into(),
+            ));
+        };
+        influx.close_timeout = timeout;
+        influx.drain_progress = true;
+        Ok(Self { influx })
     }
 }
 

@@ -9,7 +9,9 @@ pub mod self_metrics;
 
 // The writer side: HTTP, spool, settings and the sink (see sink.rs).
 pub mod error;
+pub mod flush;
 pub mod http;
+mod queue;
 pub mod settings;
 pub mod sink;
 pub mod spool;

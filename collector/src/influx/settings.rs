@@ -36,10 +36,15 @@ pub struct InfluxSettings {
     pub batch_lines: usize,
     /// Bytes per request (before gzip).
     pub batch_bytes: usize,
-    /// Batches queued in memory before the spool takes over.
+    /// Requests' worth of lines (and bytes) queued in memory before the
+    /// spool takes over.
     pub queue_batches: usize,
+    /// Requests sent at once (writer threads).
+    pub requests_in_flight: usize,
     /// Flush time at shutdown.
     pub close_timeout: Duration,
+    /// Show the flush at shutdown (a replay waits for InfluxDB with progress).
+    pub drain_progress: bool,
     /// First retry wait.
     pub backoff_base: Duration,
     /// Longest retry wait.
@@ -124,7 +129,9 @@ impl InfluxSettings {
             batch_lines: 5000,
             batch_bytes: 1 << 20,
             queue_batches: 16,
+            requests_in_flight: 4,
             close_timeout: Duration::from_secs(5),
+            drain_progress: false,
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(30),
             schema: SchemaConfig::default(),

@@ -1,5 +1,5 @@
 //! The InfluxDB sink: the start-up health check, and [`InfluxSink`], whose
-//! `write_interval` only encodes and enqueues (the writer thread does the
+//! `write_interval` only encodes and enqueues (the writer threads do the
 //! HTTP, see `writer.rs`).
 
 use std::{
@@ -9,7 +9,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crossbeam_channel::{bounded, Sender, TrySendError};
 use flowlens_correlator::record::ConversationRecord;
 use tracing::{error, info, warn};
 
@@ -17,11 +16,12 @@ pub use super::error::InfluxError;
 use super::{
     encode::Encoder,
     http::{Auth, Client, Outcome, RequestError},
+    queue::MemoryQueue,
     self_metrics::SelfMetricsEncoder,
     settings::InfluxSettings,
     spool::Spool,
     stats::{spool_or_count, InfluxStats},
-    writer::{lock, Backoff, Batch, DeadLetter, Writer},
+    writer::{lock, Batch, DeadLetter, Writers},
 };
 use crate::{metrics::SelfMetrics, sinks::RecordSink};
 
@@ -150,18 +150,18 @@ pub struct InfluxSink {
     encoder: Encoder,
     self_metrics: SelfMetricsEncoder,
     buf: Vec<u8>,
-    queue: Option<Sender<Batch>>,
-    ctl: Sender<Instant>,
-    spool: Option<Arc<Mutex<Spool>>>,
-    stats: Arc<InfluxStats>,
-    thread: Option<JoinHandle<()>>,
+    writers: Arc<Writers>,
+    threads: Vec<JoinHandle<()>>,
+    closed: bool,
     batch_lines: usize,
     batch_bytes: usize,
     close_timeout: Duration,
+    drain_progress: bool,
+    spool_dir: std::path::PathBuf,
 }
 
 impl InfluxSink {
-    /// Opens the spool, runs the health check and starts the writer thread.
+    /// Opens the spool, runs the health check and starts the writer threads.
     pub fn start(s: InfluxSettings) -> Result<Self, InfluxError> {
         let spool = if s.spool_max > 0 {
             Some(Arc::new(Mutex::new(Spool::open(
@@ -176,54 +176,75 @@ impl InfluxSink {
             let sp = lock(sp);
             stats.sync_spool(&sp);
             if !sp.is_empty() {
-                info!(dir = %s.spool_dir.display(), pending_bytes = sp.pending_bytes(), "InfluxDB spool has records from before; replaying them first.");
+                info!(dir = %s.spool_dir.display(), pending_bytes = sp.pending_bytes(), pending_points = sp.pending_lines(), "InfluxDB spool has records from before; replaying them first.");
             }
         }
         let client = Client::new(s.target.clone());
         health_check(&client, s.create_db)?;
-        info!(url = %client.write_url(), spool_dir = %s.spool_dir.display(), spool_max = s.spool_max, dead_letter = %s.dead_letter.display(), "InfluxDB output enabled.");
-        let (tx, rx) = bounded(s.queue_batches);
-        let (ctl_tx, ctl_rx) = bounded(1);
-        let writer = Writer {
+        let threads = s.requests_in_flight.max(1);
+        info!(url = %client.write_url(), spool_dir = %s.spool_dir.display(), spool_max = s.spool_max, dead_letter = %s.dead_letter.display(), requests_in_flight = threads, "InfluxDB output enabled.");
+        let queued = s.queue_batches.max(1) as u64;
+        let writers = Arc::new(Writers::new(
             client,
-            queue: rx,
-            ctl: ctl_rx,
-            spool: spool.clone(),
-            stats: Arc::clone(&stats),
-            dead: DeadLetter::new(s.dead_letter.clone(), s.dead_letter_max),
-            backoff: Backoff::new(s.backoff_base, s.backoff_cap),
-            create_db: s.create_db,
-        };
-        let thread = std::thread::Builder::new()
-            .name("influx-writer".into())
-            .spawn(move || writer.run())
-            .map_err(InfluxError::Thread)?;
+            MemoryQueue::new(
+                queued.saturating_mul(s.batch_lines as u64),
+                queued.saturating_mul(s.batch_bytes as u64),
+            ),
+            spool,
+            Arc::clone(&stats),
+            DeadLetter::new(s.dead_letter.clone(), s.dead_letter_max),
+            (s.backoff_base, s.backoff_cap),
+            s.create_db,
+            (
+                u32::try_from(s.batch_lines).unwrap_or(u32::MAX),
+                s.batch_bytes,
+            ),
+            threads,
+        ));
+        let mut handles = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let w = Arc::clone(&writers);
+            match std::thread::Builder::new()
+                .name(format!("influx-writer-{i}"))
+                .spawn(move || w.run())
+            {
+                Ok(h) => handles.push(h),
+                Err(e) if handles.is_empty() => return Err(InfluxError::Thread(e)),
+                Err(e) => {
+                    // Fewer requests in flight, still correct.
+                    warn!(error = %e, started = handles.len(), "Cannot start every InfluxDB writer thread.");
+                    writers.running.fetch_sub(threads - handles.len(), Relaxed);
+                    break;
+                }
+            }
+        }
         Ok(Self {
             encoder: Encoder::new(s.schema),
             self_metrics: SelfMetricsEncoder::default(),
             buf: Vec::with_capacity(s.batch_bytes.min(4 << 20)),
-            queue: Some(tx),
-            ctl: ctl_tx,
-            spool,
-            stats,
-            thread: Some(thread),
+            writers,
+            threads: handles,
+            closed: false,
             batch_lines: s.batch_lines,
             batch_bytes: s.batch_bytes,
             close_timeout: s.close_timeout,
+            drain_progress: s.drain_progress,
+            spool_dir: s.spool_dir,
         })
     }
 
     /// The live counters (for `SelfMetrics`).
     pub fn stats(&self) -> Arc<InfluxStats> {
-        Arc::clone(&self.stats)
+        Arc::clone(&self.writers.stats)
     }
 
-    /// Queues line protocol (whole `\n`-terminated lines), cut into batches
-    /// by lines and bytes. Never waits on the network. Returns the lines.
+    /// Queues line protocol (whole `\n`-terminated lines), cut into chunks
+    /// of at most a request's lines and bytes (the writers join small ones).
+    /// Never waits on the network. Returns the lines.
     pub fn write_lines(&mut self, lp: &[u8]) -> io::Result<u64> {
-        let Some(queue) = self.queue.clone() else {
+        if self.closed {
             return Err(io::Error::other("the InfluxDB sink is closed"));
-        };
+        }
         let (mut start, mut lines, mut total) = (0usize, 0u32, 0u64);
         let mut pos = 0usize;
         while pos < lp.len() {
@@ -232,7 +253,7 @@ impl InfluxSink {
                 .position(|&c| c == b'\n')
                 .map_or(lp.len(), |i| pos + i + 1);
             if lines > 0 && (lines as usize >= self.batch_lines || end - start > self.batch_bytes) {
-                self.accept(&queue, lines, &lp[start..pos]);
+                self.accept(lines, &lp[start..pos]);
                 start = pos;
                 lines = 0;
             }
@@ -241,56 +262,129 @@ impl InfluxSink {
             pos = end;
         }
         if lines > 0 {
-            self.accept(&queue, lines, &lp[start..]);
+            self.accept(lines, &lp[start..]);
         }
         Ok(total)
     }
 
-    /// Memory queue while the spool is empty (keeps the order), else the
-    /// spool; counted when neither takes it.
-    /// Counts `lines` points of `body` as accepted and queues them as one batch.
-    fn accept(&self, queue: &Sender<Batch>, lines: u32, body: &[u8]) {
-        self.stats
-            .points_accepted
-            .fetch_add(u64::from(lines), Relaxed);
-        self.enqueue(
-            queue,
-            Batch {
-                lines,
-                body: body.to_vec(),
-            },
-        );
-    }
-
-    fn enqueue(&self, queue: &Sender<Batch>, b: Batch) {
-        let guard = self.spool.as_ref().map(|s| lock(s));
-        let b = match guard.as_ref().is_none_or(|s| s.is_empty()) {
-            true => match queue.try_send(b) {
+    /// Counts `lines` points of `body` as accepted and queues them: the
+    /// memory queue, or the spool while InfluxDB is away (so a crash loses
+    /// nothing) or when the queue is full; counted when neither takes them.
+    fn accept(&self, lines: u32, body: &[u8]) {
+        let w = &self.writers;
+        w.stats.points_accepted.fetch_add(u64::from(lines), Relaxed);
+        let b = Batch {
+            lines,
+            body: body.to_vec(),
+        };
+        let b = if w.is_down() && w.spool.is_some() {
+            b
+        } else {
+            match w.queue.push(b) {
                 Ok(()) => return,
-                Err(TrySendError::Full(b)) => {
-                    self.stats
+                Err(b) => {
+                    w.stats
                         .queue_overflow_points
                         .fetch_add(u64::from(b.lines), Relaxed);
                     b
                 }
-                Err(TrySendError::Disconnected(b)) => b,
-            },
-            false => b,
+            }
         };
-        drop(guard);
-        spool_or_count(self.spool.as_deref(), &self.stats, &b);
+        spool_or_count(w.spool.as_deref(), &w.stats, &b);
+        w.queue.notify();
     }
 
-    /// Flushes for at most the close timeout, spools the rest, stops the
-    /// writer. Idempotent.
+    /// Points not in InfluxDB yet: in memory, and in the spool.
+    pub fn pending_points(&self) -> u64 {
+        let spooled = self
+            .writers
+            .spool
+            .as_deref()
+            .map_or(0, |s| lock(s).pending_lines());
+        self.writers.queue.lines() + spooled
+    }
+
+    /// Flushes for at most the close timeout (with progress on stderr when
+    /// configured: a replay's drain), spools the rest, stops the writers.
+    /// Idempotent.
     pub fn close(&mut self) {
-        let Some(thread) = self.thread.take() else {
+        if self.closed {
             return;
-        };
-        let _ = self.ctl.try_send(Instant::now() + self.close_timeout);
-        self.queue = None;
-        if thread.join().is_err() {
-            error!("The InfluxDB writer thread panicked; batches in memory are lost.");
+        }
+        self.closed = true;
+        let started = Instant::now();
+        self.writers.queue.close(started + self.close_timeout);
+        if self.drain_progress {
+            let mut progress = DrainProgress::new(self.pending_points(), self.close_timeout);
+            while !self.threads.iter().all(JoinHandle::is_finished) {
+                std::thread::sleep(Duration::from_millis(100));
+                progress.show(&self.writers.stats.snapshot(), self.pending_points());
+            }
+            progress.finish();
+        }
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                error!("An InfluxDB writer thread panicked; its batch in memory is lost.");
+            }
+        }
+        let pending = self.pending_points();
+        if self.drain_progress && pending > 0 {
+            warn!(points = pending, spool_dir = %self.spool_dir.display(), waited = ?started.elapsed(), "InfluxDB did not take every point in time; the rest is in the spool.");
+        }
+    }
+}
+
+/// Progress of the flush at the end of a replay: a bar on a terminal, a
+/// log line every 5 s otherwise.
+struct DrainProgress {
+    bar: Option<indicatif::ProgressBar>,
+    start: Instant,
+    last_log: Instant,
+    timeout: Duration,
+}
+
+impl DrainProgress {
+    fn new(pending: u64, timeout: Duration) -> Self {
+        use std::io::IsTerminal;
+        let bar = (pending > 0 && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(pending),
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "InfluxDB {bar:30} {pos}/{len} points left to send {msg}",
+            ) {
+                bar.set_style(style);
+            }
+            bar
+        });
+        if pending > 0 {
+            info!(points = pending, timeout = ?timeout, "Sending the rest to InfluxDB.");
+        }
+        let now = Instant::now();
+        Self {
+            bar,
+            start: now,
+            last_log: now,
+            timeout,
+        }
+    }
+
+    fn show(&mut self, m: &super::stats::InfluxMetrics, pending: u64) {
+        let left = self.timeout.saturating_sub(self.start.elapsed());
+        let error = m.last_error.as_deref().unwrap_or("");
+        if let Some(bar) = &self.bar {
+            bar.set_position(pending);
+            bar.set_message(format!("({}s left) {error}", left.as_secs()));
+        } else if self.last_log.elapsed() >= Duration::from_secs(5) {
+            self.last_log = Instant::now();
+            info!(points_left = pending, points_written = m.points_written, time_left = ?left, last_error = %error, "Sending the rest to InfluxDB.");
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
         }
     }
 }
@@ -300,7 +394,7 @@ impl RecordSink for InfluxSink {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         self.encoder.encode_interval(records, &mut buf);
-        *lock(&self.stats.cardinality) = self.encoder.stats();
+        *lock(&self.writers.stats.cardinality) = self.encoder.stats();
         let r = self.write_lines(&buf);
         self.buf = buf;
         r.map(|_| ())

@@ -11,6 +11,13 @@
 //!   InfluxDB. Replaced atomically (rename) after every batch; not fsynced: a
 //!   stale index only replays batches again, which InfluxDB stores once
 //!   (deterministic timestamps make writes idempotent).
+//!
+//! Several writers send at once: [`Spool::take`] hands out the next records
+//! not handed out yet (consecutive small records as one request), and
+//! [`Spool::commit`] marks them written, in any order; the index moves over
+//! the records written without a gap, so after a restart only records not
+//! known to be written are sent again (and those written out of order
+//! behind a gap: stored once by InfluxDB).
 //! - `lock`: `flock`ed while a collector owns the directory.
 //! - `.flowlens-spool`: marks the directory as a spool; a directory with any
 //!   other file is refused (see `spool_dir.rs`).
@@ -24,7 +31,7 @@
 //! kept beside the format they check.
 
 use std::{
-    collections::VecDeque,
+    collections::{BTreeMap, VecDeque},
     fs::{self, File, OpenOptions},
     io::{self, Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
@@ -79,7 +86,8 @@ pub enum SpoolError {
     },
 }
 
-/// One spooled batch, read from the front of the spool.
+/// Spooled records handed out together (one request): consecutive records
+/// of one segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpooledBatch {
     /// Line-protocol lines in `body`.
@@ -87,6 +95,7 @@ pub struct SpooledBatch {
     /// Line protocol.
     pub body: Vec<u8>,
     seq: u64,
+    start: u64,
     end: u64,
 }
 
@@ -107,6 +116,7 @@ struct Segment {
     len: u64,
 }
 
+/// Where [`Spool::take`] reads next.
 struct ReadPos {
     seq: u64,
     offset: u64,
@@ -121,7 +131,16 @@ pub struct Spool {
     segments: VecDeque<Segment>,
     writing: Option<(u64, File)>,
     next_seq: u64,
+    /// The first record not yet written (what the index says).
+    committed: (u64, u64),
+    /// The next record not yet handed out (at or after `committed`).
     read: ReadPos,
+    /// Records written (or skipped as damaged) out of order, after
+    /// `committed`: (segment, offset) -> end offset.
+    done: BTreeMap<(u64, u64), u64>,
+    /// Lines of the records not yet written (a gauge; damaged records count
+    /// what their header said).
+    pending_lines: u64,
     total: u64,
     corrupt: CorruptionStats,
     _lock: File,
@@ -143,6 +162,32 @@ fn read_index(dir: &Path) -> Option<(u64, u64)> {
         return None;
     }
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// Lines of the records from `from` on (record headers only; a segment's
+/// count stops at its first damaged header).
+fn count_lines(dir: &Path, segments: &VecDeque<Segment>, from: (u64, u64)) -> u64 {
+    let mut lines = 0u64;
+    for seg in segments.iter().filter(|s| s.seq >= from.0) {
+        let Ok(mut f) = File::open(dir.join(seg_name(seg.seq))) else {
+            continue;
+        };
+        let mut off = if seg.seq == from.0 { from.1 } else { 0 };
+        let mut h = [0u8; HEADER as usize];
+        while off + HEADER <= seg.len {
+            if f.seek(SeekFrom::Start(off))
+                .and_then(|_| f.read_exact(&mut h))
+                .is_err()
+                || &h[..4] != MAGIC
+            {
+                break;
+            }
+            let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+            lines += u64::from(u32::from_le_bytes([h[8], h[9], h[10], h[11]]));
+            off += HEADER + u64::from(len);
+        }
+    }
+    lines
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -188,15 +233,20 @@ impl Spool {
         };
         let last = segments.back().map_or(0, |s| s.seq);
         let total = segments.iter().map(|s| s.len).sum();
+        let first = segments.front().map_or(0, |s| s.seq);
+        let pending_lines = count_lines(dir, &segments, (first, offset));
         Ok(Self {
             dir: dir.to_path_buf(),
             max_bytes,
             segment_bytes: (max_bytes / 16).clamp(4 << 10, 16 << 20),
+            committed: (first, offset),
             read: ReadPos {
-                seq: segments.front().map_or(0, |s| s.seq),
+                seq: first,
                 offset,
                 file: None,
             },
+            done: BTreeMap::new(),
+            pending_lines,
             segments,
             writing: None,
             next_seq: last.max(start_seq) + 1,
@@ -214,9 +264,14 @@ impl Spool {
     /// Bytes not yet written to InfluxDB.
     pub fn pending_bytes(&self) -> u64 {
         match self.segments.front() {
-            Some(f) if f.seq == self.read.seq => self.total.saturating_sub(self.read.offset),
+            Some(f) if f.seq == self.committed.0 => self.total.saturating_sub(self.committed.1),
             _ => self.total,
         }
+    }
+
+    /// Lines (points) not yet written to InfluxDB.
+    pub fn pending_lines(&self) -> u64 {
+        self.pending_lines
     }
 
     /// Nothing is waiting in the spool.
@@ -272,6 +327,7 @@ impl Spool {
             back.len += need;
         }
         self.total += need;
+        self.pending_lines += u64::from(lines);
         Ok(())
     }
 
@@ -297,45 +353,104 @@ impl Spool {
         Ok(())
     }
 
-    /// The oldest batch not yet written, without removing it. Damaged records
-    /// are skipped to the end of their segment and counted.
+    /// The oldest record not handed out yet, without handing it out. Damaged
+    /// records are skipped to the end of their segment and counted.
     pub fn peek(&mut self) -> Option<SpooledBatch> {
+        self.next_batch(1, 0, false)
+    }
+
+    /// Hands out the next records not handed out yet: consecutive records of
+    /// one segment, together at most `max_lines` lines and `max_bytes` bytes
+    /// (at least one record). Damaged records are skipped to the end of
+    /// their segment and counted. Each record is handed out once; it stays
+    /// in the spool (and is sent again after a restart) until committed.
+    pub fn take(&mut self, max_lines: u32, max_bytes: usize) -> Option<SpooledBatch> {
+        self.next_batch(max_lines, max_bytes, true)
+    }
+
+    fn next_batch(
+        &mut self,
+        max_lines: u32,
+        max_bytes: usize,
+        advance: bool,
+    ) -> Option<SpooledBatch> {
         loop {
-            let front = *self.segments.front()?;
-            if self.read.seq != front.seq {
+            if (self.read.seq, self.read.offset) < self.committed {
                 self.read = ReadPos {
-                    seq: front.seq,
+                    seq: self.committed.0,
+                    offset: self.committed.1,
+                    file: None,
+                };
+            }
+            let seg = *self.segments.iter().find(|s| s.seq >= self.read.seq)?;
+            if seg.seq != self.read.seq {
+                self.read = ReadPos {
+                    seq: seg.seq,
                     offset: 0,
                     file: None,
                 };
             }
-            let open = self.writing.as_ref().is_some_and(|(s, _)| *s == front.seq);
-            if self.read.offset >= front.len {
+            let open = self.writing.as_ref().is_some_and(|(s, _)| *s == seg.seq);
+            if self.read.offset >= seg.len {
                 if open {
                     return None;
                 }
-                self.drop_front();
+                self.read = ReadPos {
+                    seq: seg.seq + 1,
+                    offset: 0,
+                    file: None,
+                };
                 continue;
             }
-            match self.read_record(front) {
-                Ok(b) => return Some(b),
+            let start = self.read.offset;
+            let mut batch = match self.read_record(seg, start) {
+                Ok(b) => b,
                 Err((why, lines)) => {
-                    let skipped = front.len - self.read.offset;
-                    self.corrupt.bytes += skipped;
-                    self.corrupt.regions += 1;
-                    self.corrupt.lines += lines;
-                    error!(segment = %self.dir.join(seg_name(front.seq)).display(), offset = self.read.offset, skipped_bytes = skipped, reason = %why, "Spool segment damaged; skipping its rest (those points are lost).");
-                    self.read.offset = front.len;
+                    self.skip_damaged(seg, start, &why, lines);
                     if open {
                         self.writing = None;
                     }
+                    continue;
                 }
+            };
+            // More records of the segment while they fit in one request.
+            while batch.end < seg.len {
+                let Ok(next) = self.read_record(seg, batch.end) else {
+                    break; // reported when it comes first
+                };
+                if batch.lines.saturating_add(next.lines) > max_lines
+                    || batch.body.len() + next.body.len() > max_bytes
+                {
+                    break;
+                }
+                batch.lines += next.lines;
+                batch.body.extend_from_slice(&next.body);
+                batch.end = next.end;
             }
+            if advance {
+                self.read.offset = batch.end;
+            }
+            return Some(batch);
         }
     }
 
-    fn read_record(&mut self, seg: Segment) -> Result<SpooledBatch, (String, u64)> {
-        let rest = seg.len - self.read.offset;
+    /// A damaged record at `start`: the rest of its segment is skipped,
+    /// counted, and treated as written (nothing in it can be trusted).
+    fn skip_damaged(&mut self, seg: Segment, start: u64, why: &str, lines: u64) {
+        let skipped = seg.len - start;
+        self.corrupt.bytes += skipped;
+        self.corrupt.regions += 1;
+        self.corrupt.lines += lines;
+        self.pending_lines = self.pending_lines.saturating_sub(lines);
+        error!(segment = %self.dir.join(seg_name(seg.seq)).display(), offset = start, skipped_bytes = skipped, reason = %why, "Spool segment damaged; skipping its rest (those points are lost).");
+        self.read.offset = seg.len;
+        self.done.insert((seg.seq, start), seg.len);
+        self.advance_committed();
+    }
+
+    /// The record at `offset` of `seg`.
+    fn read_record(&mut self, seg: Segment, offset: u64) -> Result<SpooledBatch, (String, u64)> {
+        let rest = seg.len - offset;
         if rest < HEADER {
             return Err((format!("truncated header ({rest} bytes)"), 0));
         }
@@ -347,7 +462,7 @@ impl Spool {
             return Err(("segment not open".into(), 0));
         };
         let mut h = [0u8; HEADER as usize];
-        file.seek(SeekFrom::Start(self.read.offset))
+        file.seek(SeekFrom::Start(offset))
             .and_then(|_| file.read_exact(&mut h))
             .map_err(|e| (e.to_string(), 0))?;
         let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
@@ -371,49 +486,69 @@ impl Spool {
             lines,
             body,
             seq: seg.seq,
-            end: self.read.offset + HEADER + u64::from(len),
+            start: offset,
+            end: offset + HEADER + u64::from(len),
         })
     }
 
     fn drop_front(&mut self) {
         if let Some(f) = self.segments.pop_front() {
             self.total -= f.len;
-            self.read.file = None;
-            let _ = fs::remove_file(self.dir.join(seg_name(f.seq)));
-            if let Some(next) = self.segments.front() {
-                self.read = ReadPos {
-                    seq: next.seq,
-                    offset: 0,
-                    file: None,
-                };
+            if self.read.seq == f.seq {
+                self.read.file = None;
             }
+            let _ = fs::remove_file(self.dir.join(seg_name(f.seq)));
         }
     }
 
-    /// Removes `batch` (the one [`Spool::peek`] returned) once it is written.
+    /// Marks `batch` (from [`Spool::take`] or [`Spool::peek`]) written, in
+    /// any order; the index moves over what is written without a gap.
     pub fn commit(&mut self, batch: &SpooledBatch) {
-        if batch.seq != self.read.seq {
+        if (batch.seq, batch.start) < self.committed
+            || self.done.contains_key(&(batch.seq, batch.start))
+        {
             return;
         }
-        self.read.offset = batch.end;
-        if let Some(front) = self.segments.front().copied() {
-            if self.read.offset >= front.len {
-                // Fully written: delete it, also when it is the open one
-                // (the next append starts a new segment).
-                if self.writing.as_ref().is_some_and(|(s, _)| *s == front.seq) {
-                    self.writing = None;
-                }
-                self.drop_front();
-            }
-        }
+        self.done.insert((batch.seq, batch.start), batch.end);
+        self.pending_lines = self.pending_lines.saturating_sub(u64::from(batch.lines));
+        self.advance_committed();
         if let Err(e) = self.write_index() {
             warn!(dir = %self.dir.display(), error = %e, "Cannot update the spool index; a restart may replay batches again.");
         }
     }
 
+    /// Moves `committed` over records written without a gap; deletes the
+    /// segments it passes (also the open one: the next append starts anew).
+    fn advance_committed(&mut self) {
+        loop {
+            let Some(front) = self.segments.front().copied() else {
+                return;
+            };
+            if self.committed.0 != front.seq {
+                self.committed = (front.seq, 0);
+            }
+            if let Some(end) = self.done.remove(&self.committed) {
+                self.committed.1 = end;
+                continue;
+            }
+            if self.committed.1 < front.len {
+                return;
+            }
+            if self.writing.as_ref().is_some_and(|(s, _)| *s == front.seq) {
+                self.writing = None;
+            }
+            self.drop_front();
+            let next = self.segments.front().map_or(front.seq + 1, |s| s.seq);
+            self.committed = (next, 0);
+        }
+    }
+
     fn write_index(&self) -> io::Result<()> {
         let tmp = self.dir.join("index.tmp");
-        fs::write(&tmp, format!("v1 {} {}\n", self.read.seq, self.read.offset))?;
+        fs::write(
+            &tmp,
+            format!("v1 {} {}\n", self.committed.0, self.committed.1),
+        )?;
         fs::rename(tmp, self.dir.join("index"))
     }
 
@@ -500,6 +635,55 @@ mod tests {
         drop(s);
         let mut s = Spool::open(&d.0, 1 << 20).expect("reopen");
         assert_eq!(s.peek().map(|b| b.body), Some(b"a x=1i 1\n".to_vec()));
+    }
+
+    #[test]
+    fn writers_take_each_record_once_and_commit_in_any_order() {
+        let d = TempDir::new("take");
+        let mut s = Spool::open(&d.0, 1 << 20).expect("open");
+        for i in 0..10u32 {
+            s.append(2, format!("m v={i}i {i}\nm w={i}i {i}\n").as_bytes())
+                .expect("append");
+        }
+        assert_eq!(s.pending_lines(), 20);
+        // Consecutive records as one request, within the lines bound.
+        let a = s.take(5, 1 << 20).expect("a");
+        let b = s.take(5, 1 << 20).expect("b");
+        let c = s.take(100, 1 << 20).expect("c");
+        assert_eq!((a.lines, b.lines, c.lines), (4, 4, 12));
+        assert!(s.take(100, 1 << 20).is_none(), "everything is handed out");
+        let text = |x: &SpooledBatch| String::from_utf8(x.body.clone()).expect("utf8");
+        assert!(text(&a).starts_with("m v=0i 0\n") && text(&a).ends_with("m w=1i 1\n"));
+        assert!(text(&b).starts_with("m v=2i 2\n"));
+        // Written out of order: the index waits for the gap.
+        let before = s.pending_bytes();
+        s.commit(&c);
+        s.commit(&b);
+        assert_eq!(s.pending_bytes(), before, "a is still pending in front");
+        assert_eq!(s.pending_lines(), 4);
+        drop(s);
+        // A restart sends a again, and b and c (stored once by InfluxDB).
+        let mut s = Spool::open(&d.0, 1 << 20).expect("reopen");
+        assert_eq!(s.pending_lines(), 20);
+        let again = s.take(100, 1 << 20).expect("again");
+        assert_eq!(again.lines, 20);
+        s.commit(&again);
+        assert!(s.is_empty());
+        assert_eq!(s.pending_lines(), 0);
+        drop(s);
+        // Committing the gap first then the rest moves the index to the end.
+        let mut s = Spool::open(&d.0, 1 << 20).expect("reopen");
+        assert!(s.is_empty());
+        s.append(1, b"m x=1i 1\n").expect("append");
+        s.append(1, b"m x=2i 2\n").expect("append");
+        let x = s.take(1, 1 << 20).expect("x");
+        let y = s.take(1, 1 << 20).expect("y");
+        s.commit(&y);
+        s.commit(&x);
+        assert!(s.is_empty());
+        drop(s);
+        let mut s = Spool::open(&d.0, 1 << 20).expect("reopen");
+        assert!(s.take(100, 1 << 20).is_none());
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub struct InfluxStats {
     pub(crate) dead_letter_overflow_points: AtomicU64,
     pub(crate) points_spooled: AtomicU64,
     pub(crate) spool_bytes: AtomicU64,
+    pub(crate) spool_pending_points: AtomicU64,
     pub(crate) spool_overflow_points: AtomicU64,
     pub(crate) spool_failed_points: AtomicU64,
     pub(crate) spool_corrupt_bytes: AtomicU64,
@@ -61,6 +62,8 @@ pub struct InfluxMetrics {
     pub points_spooled: u64,
     /// Bytes of spool segments on disk now.
     pub spool_bytes: u64,
+    /// Points in the spool not written to InfluxDB yet (now).
+    pub spool_pending_points: u64,
     /// Points dropped because the spool was full or disabled: lost.
     pub spool_overflow_points: u64,
     /// Points dropped because writing the spool failed (I/O error): lost.
@@ -104,6 +107,7 @@ impl InfluxStats {
             dead_letter_overflow_points: g(&self.dead_letter_overflow_points),
             points_spooled: g(&self.points_spooled),
             spool_bytes: g(&self.spool_bytes),
+            spool_pending_points: g(&self.spool_pending_points),
             spool_overflow_points: g(&self.spool_overflow_points),
             spool_failed_points: g(&self.spool_failed_points),
             spool_corrupt_bytes: g(&self.spool_corrupt_bytes),
@@ -122,6 +126,7 @@ impl InfluxStats {
     /// Copies the spool's gauges after an operation on it.
     pub(crate) fn sync_spool(&self, s: &Spool) {
         self.spool_bytes.store(s.disk_bytes(), Relaxed);
+        self.spool_pending_points.store(s.pending_lines(), Relaxed);
         let c = s.corruption();
         self.spool_corrupt_bytes.store(c.bytes, Relaxed);
         self.spool_corrupt_regions.store(c.regions, Relaxed);

@@ -1,8 +1,11 @@
-//! The writer thread: takes batches from the in-memory queue, then from the
-//! spool, and sends them; retries with jittered exponential backoff; moves
-//! everything to the spool while InfluxDB is away; dead-letters what the
-//! server refuses for good. Owns every network wait, so the exporter never
-//! waits on InfluxDB.
+//! The writer threads: each takes a request's worth of lines from the
+//! memory queue, else from the spool, and sends it; retries with jittered
+//! exponential backoff; moves everything to the spool while InfluxDB is
+//! away; dead-letters what the server refuses for good. A bounded number of
+//! requests is in flight at once (one per thread: InfluxDB ingests in
+//! parallel), in no particular order (every point carries its timestamp).
+//! The writers own every network wait, so the exporter never waits on
+//! InfluxDB.
 //!
 //! Length: one state machine (memory queue -> HTTP -> retry -> spool -> dead
 //! letter) whose states share the batch in hand and the counters; split into
@@ -13,15 +16,18 @@ use std::{
     fs::{File, OpenOptions},
     io::{self, Write},
     path::{Path, PathBuf},
-    sync::{atomic::Ordering::Relaxed, Arc, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed},
+        Arc, Mutex, MutexGuard,
+    },
     time::{Duration, Instant},
 };
 
-use crossbeam_channel::{select, Receiver, RecvTimeoutError, TryRecvError};
 use tracing::{debug, error, info, warn};
 
 use super::{
     http::{gzip, ApiVersion, Client, Outcome},
+    queue::MemoryQueue,
     spool::{Spool, SpooledBatch},
     stats::{spool_or_count, InfluxStats},
 };
@@ -187,6 +193,12 @@ impl DeadLetter {
     }
 }
 
+/// While less than a request is queued and more keeps coming (a replay's
+/// intervals, microseconds apart), a writer waits for it up to [`LINGER`];
+/// after [`QUIET`] without more (one live interval comes at once) it sends.
+const QUIET: Duration = Duration::from_millis(20);
+const LINGER: Duration = Duration::from_millis(250);
+
 /// Where the batch being sent came from.
 enum Source {
     Memory(Batch),
@@ -210,68 +222,205 @@ struct InFlight {
     created_db: bool,
 }
 
-/// The writer thread's state.
-pub(crate) struct Writer {
-    /// HTTP client.
+/// How sending one batch ended.
+enum Sent {
+    /// Written, or refused for good (dead-lettered): take the next one.
+    Done,
+    /// InfluxDB is away and the batch is in the spool now.
+    Spooled,
+    /// The flush deadline passed with the batch in hand.
+    Deadline(InFlight),
+}
+
+/// What the writer threads share.
+pub(crate) struct Writers {
+    /// HTTP client (a keep-alive connection per thread at most).
     pub client: Client,
-    /// Batches from the sink.
-    pub queue: Receiver<Batch>,
-    /// The shutdown deadline, sent by `InfluxSink::close`.
-    pub ctl: Receiver<Instant>,
+    /// Chunks from the sink.
+    pub queue: MemoryQueue,
     /// The spool, unless disabled.
     pub spool: Option<Arc<Mutex<Spool>>>,
     /// Counters.
     pub stats: Arc<InfluxStats>,
     /// Refused batches.
-    pub dead: DeadLetter,
-    /// Retry waits.
-    pub backoff: Backoff,
+    pub dead: Mutex<DeadLetter>,
+    /// Retry waits, shared: a failure makes every writer wait.
+    backoff: Mutex<Backoff>,
+    /// No request before this (after a retryable failure).
+    retry_at: Mutex<Option<Instant>>,
+    /// While InfluxDB fails, one writer at a time sends (a probe).
+    probing: AtomicBool,
     /// `CREATE DATABASE` when a write says it is missing (v1).
     pub create_db: bool,
+    /// Lines and bytes per request.
+    pub batch: (u32, usize),
+    /// Writer threads still running.
+    pub running: AtomicUsize,
+    log: Mutex<LogOnce>,
+    /// Since when InfluxDB fails (None: it answers).
+    down_since: Mutex<Option<Instant>>,
+    /// `down_since` is set: the sink spools directly.
+    down: AtomicBool,
+    last_report: Mutex<Option<(Instant, u64)>>,
 }
 
-/// Mutable state of one run of the thread.
-#[derive(Default)]
-struct RunState {
-    deadline: Option<Instant>,
-    /// The last attempt failed: the next send is a retry.
-    retrying: bool,
-    /// A queued batch the spool refused while spilling; sent next.
-    held: Option<Batch>,
-    down_since: Option<Instant>,
-    last_report: Option<(Instant, u64)>,
-}
+impl Writers {
+    /// The state `threads` writer threads share.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        client: Client,
+        queue: MemoryQueue,
+        spool: Option<Arc<Mutex<Spool>>>,
+        stats: Arc<InfluxStats>,
+        dead: DeadLetter,
+        backoff: (Duration, Duration),
+        create_db: bool,
+        batch: (u32, usize),
+        threads: usize,
+    ) -> Self {
+        Self {
+            client,
+            queue,
+            spool,
+            stats,
+            dead: Mutex::new(dead),
+            backoff: Mutex::new(Backoff::new(backoff.0, backoff.1)),
+            retry_at: Mutex::new(None),
+            probing: AtomicBool::new(false),
+            create_db,
+            batch,
+            running: AtomicUsize::new(threads),
+            log: Mutex::new(LogOnce::new(Duration::from_secs(600))),
+            down_since: Mutex::new(None),
+            down: AtomicBool::new(false),
+            last_report: Mutex::new(None),
+        }
+    }
 
-impl Writer {
-    /// The thread's body: runs until `close` (or the sink is dropped) and the
-    /// bounded flush that follows.
-    pub(crate) fn run(mut self) {
-        let mut st = RunState::default();
-        let mut log = LogOnce::new(Duration::from_secs(600));
-        let mut cur: Option<InFlight> = None;
-        loop {
-            let f = match cur.as_mut() {
-                Some(f) => f,
-                None => match self.next_batch(&mut st) {
-                    Some(src) => cur.insert(InFlight {
-                        src,
-                        gz: None,
-                        created_db: false,
-                    }),
-                    None => break,
-                },
+    /// InfluxDB failed the last attempt and no write succeeded since.
+    pub(crate) fn is_down(&self) -> bool {
+        self.down.load(Relaxed)
+    }
+
+    /// One writer thread: runs until the queue is closed and its flush
+    /// deadline passes or nothing is left; the last one out spools what
+    /// is still in memory and closes the spool.
+    pub(crate) fn run(&self) {
+        let mut held = None;
+        while let Some(src) = self.next_batch() {
+            let f = InFlight {
+                src,
+                gz: None,
+                created_db: false,
             };
-            if let Ok(d) = self.ctl.try_recv() {
-                st.deadline = Some(d);
+            match self.send(f) {
+                Sent::Done | Sent::Spooled => {}
+                Sent::Deadline(f) => {
+                    held = Some(f);
+                    break;
+                }
             }
+            self.report();
+        }
+        if let Some(InFlight {
+            src: Source::Memory(b),
+            ..
+        }) = held
+        {
+            spool_or_count(self.spool.as_deref(), &self.stats, &b);
+        }
+        // A spooled batch in hand stays in the spool: sent after a restart.
+        if self.running.fetch_sub(1, Relaxed) == 1 {
+            self.shutdown();
+        }
+    }
+
+    /// The next batch: the memory queue, then the spool; waits for one
+    /// unless closing. `None` when closing and nothing is left, or the
+    /// deadline passed.
+    fn next_batch(&self) -> Option<Source> {
+        let (lines, bytes) = self.batch;
+        loop {
+            if self.queue.deadline().is_some_and(|d| Instant::now() >= d) {
+                return None;
+            }
+            if let Some(b) = self.queue.take_lingering(lines, bytes, QUIET, LINGER) {
+                return Some(Source::Memory(b));
+            }
+            if let Some(spool) = &self.spool {
+                let mut s = lock(spool);
+                let b = s.take(lines, bytes);
+                self.stats.sync_spool(&s);
+                if let Some(b) = b {
+                    return Some(Source::Spool(b));
+                }
+            }
+            if self.queue.deadline().is_some() {
+                return None;
+            }
+            // The sink notifies when it spools; poll anyway.
+            self.queue.wait(Duration::from_secs(1));
+        }
+    }
+
+    /// Waits until this writer may send: after a retryable failure until
+    /// the backoff (or `Retry-After`) passes, and while InfluxDB fails until
+    /// no other writer is probing it. True with the probe taken (release it
+    /// after the attempt); `None` when the flush deadline passed.
+    fn wait_turn(&self) -> Option<bool> {
+        loop {
+            let now = Instant::now();
+            let deadline = self.queue.deadline();
+            if deadline.is_some_and(|d| now >= d) {
+                return None;
+            }
+            let at = *lock(&self.retry_at);
+            if let Some(at) = at.filter(|at| now < *at) {
+                if deadline.is_some_and(|d| at >= d) {
+                    return None;
+                }
+                self.pause(at - now);
+                continue;
+            }
+            if !self.is_down() {
+                return Some(false);
+            }
+            if self
+                .probing
+                .compare_exchange(false, true, Relaxed, Relaxed)
+                .is_ok()
+            {
+                return Some(true);
+            }
+            self.pause(Duration::from_millis(20));
+        }
+    }
+
+    /// Sleeps `d`; before the close, the close wakes it.
+    fn pause(&self, d: Duration) {
+        match self.queue.deadline() {
+            Some(deadline) => {
+                std::thread::sleep(d.min(deadline.saturating_duration_since(Instant::now())))
+            }
+            None => self.queue.sleep_unless_closed(d),
+        }
+    }
+
+    /// Sends one batch until it is written, refused, spooled (InfluxDB
+    /// away) or the flush deadline passes.
+    fn send(&self, mut f: InFlight) -> Sent {
+        loop {
+            let Some(probe) = self.wait_turn() else {
+                return Sent::Deadline(f);
+            };
             let now = Instant::now();
             let limit = self.client.target().timeout;
-            let timeout = match st.deadline {
-                Some(d) if now >= d => break,
-                Some(d) => limit.min(d - now),
+            let timeout = match self.queue.deadline() {
+                Some(d) => limit.min(d.saturating_duration_since(now)),
                 None => limit,
             };
-            if st.retrying {
+            if probe {
+                // InfluxDB failed before: this request is a retry.
                 self.stats.retries.fetch_add(1, Relaxed);
             }
             let gzipped = self.client.target().gzip;
@@ -282,7 +431,24 @@ impl Writer {
             } else {
                 self.client.write(body, false, timeout)
             };
-            st.retrying = matches!(outcome, Outcome::Retry { .. });
+            let failed = matches!(outcome, Outcome::Retry { .. });
+            if failed {
+                // Before the probe is released: the others see InfluxDB down.
+                if let Outcome::Retry {
+                    reason,
+                    retry_after,
+                } = &outcome
+                {
+                    self.outage(reason);
+                    let delay = lock(&self.backoff)
+                        .next_delay()
+                        .max(retry_after.unwrap_or_default());
+                    *lock(&self.retry_at) = Some(Instant::now() + delay);
+                }
+            }
+            if probe {
+                self.probing.store(false, Relaxed);
+            }
             match outcome {
                 Outcome::Written => {
                     self.stats
@@ -290,11 +456,9 @@ impl Writer {
                         .fetch_add(u64::from(lines), Relaxed);
                     self.stats.batches_written.fetch_add(1, Relaxed);
                     debug!(points = lines, "InfluxDB batch written.");
-                    self.backoff.reset();
-                    if let Some(since) = st.down_since.take() {
-                        info!(outage = ?since.elapsed(), spool_bytes = self.stats.spool_bytes.load(Relaxed), "InfluxDB accepts writes again; replaying the spool.");
-                    }
-                    self.finish(cur.take());
+                    self.up_again();
+                    self.finish(f.src);
+                    return Sent::Done;
                 }
                 Outcome::DatabaseMissing { .. }
                     if self.create_db
@@ -310,104 +474,38 @@ impl Writer {
                 }
                 Outcome::Partial { message } => {
                     self.stats.partial_writes.fetch_add(1, Relaxed);
-                    self.refused(&mut log, 400, &message, lines, body);
-                    self.finish(cur.take());
+                    self.refused(400, &message, lines, body);
+                    self.finish(f.src);
+                    return Sent::Done;
                 }
                 Outcome::DatabaseMissing { message } => {
-                    self.refused(&mut log, 404, &message, lines, body);
-                    self.finish(cur.take());
+                    self.refused(404, &message, lines, body);
+                    self.finish(f.src);
+                    return Sent::Done;
                 }
                 Outcome::Rejected { status, message } => {
-                    self.refused(&mut log, status, &message, lines, body);
-                    self.finish(cur.take());
+                    self.refused(status, &message, lines, body);
+                    self.finish(f.src);
+                    return Sent::Done;
                 }
-                Outcome::Retry {
-                    reason,
-                    retry_after,
-                } => {
-                    self.outage(&mut st, &mut log, &reason);
-                    if let Some(InFlight {
-                        src: Source::Memory(b),
-                        ..
-                    }) = &cur
-                    {
-                        if self.spill(&mut st, b) {
-                            // The spool has it now; it is sent from there.
-                            cur = None;
+                Outcome::Retry { .. } => {
+                    if let Source::Memory(b) = &f.src {
+                        if self.spill(b) {
+                            // The spool has it now; a writer sends it from
+                            // there once the backoff passed.
+                            return Sent::Spooled;
                         }
                     }
-                    let delay = self
-                        .backoff
-                        .next_delay()
-                        .max(retry_after.unwrap_or_default());
-                    if st.deadline.is_some_and(|d| Instant::now() + delay >= d) {
-                        break;
-                    }
-                    match self.ctl.recv_timeout(delay) {
-                        Ok(d) => st.deadline = Some(d),
-                        Err(RecvTimeoutError::Timeout) => {}
-                        Err(RecvTimeoutError::Disconnected) => {
-                            st.deadline.get_or_insert_with(Instant::now);
-                        }
-                    }
+                    // The next attempt waits for the backoff (wait_turn).
                 }
-            }
-            self.report(&mut st);
-        }
-        self.shutdown(&mut st, cur);
-    }
-
-    /// The next batch: a held one, then the queue, then the spool; waits for
-    /// one unless closing. `None` when closing and nothing is left.
-    fn next_batch(&mut self, st: &mut RunState) -> Option<Source> {
-        loop {
-            if let Some(b) = st.held.take() {
-                return Some(Source::Memory(b));
-            }
-            match self.queue.try_recv() {
-                Ok(b) => return Some(Source::Memory(b)),
-                Err(TryRecvError::Empty) => {}
-                Err(TryRecvError::Disconnected) => {
-                    self.closing(st);
-                }
-            }
-            if let Some(spool) = &self.spool {
-                let mut s = lock(spool);
-                let b = s.peek();
-                self.stats.sync_spool(&s);
-                if let Some(b) = b {
-                    return Some(Source::Spool(b));
-                }
-            }
-            if st.deadline.is_some() {
-                return None;
-            }
-            select! {
-                recv(self.queue) -> b => match b {
-                    Ok(b) => return Some(Source::Memory(b)),
-                    Err(_) => self.closing(st),
-                },
-                recv(self.ctl) -> d => {
-                    st.deadline = Some(d.unwrap_or_else(|_| Instant::now()));
-                },
-                // The sink appends to the spool directly while it is not empty.
-                default(Duration::from_secs(1)) => {}
             }
         }
     }
 
-    /// The sink closed the queue: take the flush deadline it sent just
-    /// before (now when there is none).
-    fn closing(&self, st: &mut RunState) {
-        if st.deadline.is_none() {
-            st.deadline = Some(self.ctl.try_recv().unwrap_or_else(|_| Instant::now()));
-        }
-    }
-
-    /// InfluxDB is away: moves the failed batch, then the queue, to the
-    /// spool (so a crash loses nothing and memory stays small). False when
-    /// `b` could not be spooled (it stays in memory and is retried).
-    fn spill(&mut self, st: &mut RunState, b: &Batch) -> bool {
+    /// InfluxDB is away: moves the failed batch, then the memory queue, to
+    /// the spool (so a crash loses nothing and memory stays small). False
+    /// when `b` could not be spooled (it stays in memory and is retried).
+    fn spill(&self, b: &Batch) -> bool {
         let Some(spool) = self.spool.as_deref() else {
             return false;
         };
@@ -419,9 +517,12 @@ impl Writer {
         self.stats
             .points_spooled
             .fetch_add(u64::from(b.lines), Relaxed);
-        while let Ok(q) = self.queue.try_recv() {
+        let mut queued = self.queue.drain().into_iter();
+        for q in queued.by_ref() {
             if s.append(q.lines, &q.body).is_err() {
-                st.held = Some(q);
+                let mut back = vec![q];
+                back.extend(queued);
+                self.queue.put_back(back);
                 break;
             }
             self.stats
@@ -433,15 +534,8 @@ impl Writer {
     }
 
     /// A batch is done (written or dead-lettered): drop it from the spool.
-    fn finish(&self, f: Option<InFlight>) {
-        if let (
-            Some(InFlight {
-                src: Source::Spool(b),
-                ..
-            }),
-            Some(spool),
-        ) = (f, &self.spool)
-        {
+    fn finish(&self, src: Source) {
+        if let (Source::Spool(b), Some(spool)) = (src, &self.spool) {
             let mut s = lock(spool);
             s.commit(&b);
             self.stats.sync_spool(&s);
@@ -449,10 +543,11 @@ impl Writer {
     }
 
     /// A batch InfluxDB will never take: dead-letter it, count it, log once.
-    fn refused(&mut self, log: &mut LogOnce, status: u16, message: &str, lines: u32, body: &[u8]) {
+    fn refused(&self, status: u16, message: &str, lines: u32, body: &[u8]) {
         let n = u64::from(lines);
-        let path = self.dead.path().display().to_string();
-        match self.dead.append(status, message, lines, body) {
+        let mut dead = lock(&self.dead);
+        let path = dead.path().display().to_string();
+        match dead.append(status, message, lines, body) {
             Ok(()) => {
                 self.stats.batches_dead_lettered.fetch_add(1, Relaxed);
                 self.stats.points_dead_lettered.fetch_add(n, Relaxed);
@@ -462,22 +557,26 @@ impl Writer {
                 error!(points = n, dead_letter = %path, error = %e, "A batch InfluxDB refused could not be dead-lettered; its points are lost.");
             }
         }
+        drop(dead);
         let what = if status == 400 && message.contains("partial write") {
             "InfluxDB stored part of a batch (partial write); the whole batch is in the dead-letter file, not retried."
         } else {
             "InfluxDB refused a batch; it is in the dead-letter file, not retried."
         };
         self.stats.set_error(format!("HTTP {status}: {message}"));
-        if let Some(repeats) = log.check(&format!("{status} {message}")) {
+        if let Some(repeats) = lock(&self.log).check(&format!("{status} {message}")) {
             error!(status, server_message = %message, points = n, dead_letter = %path, repeats_since_last_log = repeats, "{what}");
         }
     }
 
-    fn outage(&self, st: &mut RunState, log: &mut LogOnce, reason: &str) {
+    fn outage(&self, reason: &str) {
         self.stats.set_error(reason.to_owned());
         let url = self.client.write_url();
-        if st.down_since.is_none() {
-            st.down_since = Some(Instant::now());
+        let mut down = lock(&self.down_since);
+        let mut log = lock(&self.log);
+        if down.is_none() {
+            *down = Some(Instant::now());
+            self.down.store(true, Relaxed);
             log.check(reason);
             warn!(%url, error = %reason, "InfluxDB write failed; retrying with backoff, records go to the spool meanwhile.");
         } else if let Some(repeats) = log.check(reason) {
@@ -485,10 +584,23 @@ impl Writer {
         }
     }
 
+    fn up_again(&self) {
+        if !self.down.load(Relaxed) {
+            return;
+        }
+        lock(&self.backoff).reset();
+        *lock(&self.retry_at) = None;
+        if let Some(since) = lock(&self.down_since).take() {
+            self.down.store(false, Relaxed);
+            info!(outage = ?since.elapsed(), spool_bytes = self.stats.spool_bytes.load(Relaxed), "InfluxDB accepts writes again; replaying the spool.");
+        }
+    }
+
     /// Logs the counters at most once a minute while they change.
-    fn report(&self, st: &mut RunState) {
+    fn report(&self) {
         let written = self.stats.points_written.load(Relaxed);
-        let due = match st.last_report {
+        let mut last = lock(&self.last_report);
+        let due = match *last {
             None => true,
             Some((at, n)) => at.elapsed() >= Duration::from_secs(60) && n != written,
         };
@@ -504,25 +616,15 @@ impl Writer {
                 lost = m.lost_points(),
                 "InfluxDB writer."
             );
-            st.last_report = Some((Instant::now(), written));
+            *last = Some((Instant::now(), written));
         }
     }
 
-    /// After the flush deadline: whatever is still in memory goes to the
-    /// spool (or is counted), and the spool is closed (fsync).
-    fn shutdown(&mut self, st: &mut RunState, cur: Option<InFlight>) {
+    /// After the last writer stopped: whatever is still in memory goes to
+    /// the spool (or is counted), and the spool is closed (fsync).
+    fn shutdown(&self) {
         let spool = self.spool.as_deref();
-        if let Some(InFlight {
-            src: Source::Memory(b),
-            ..
-        }) = cur
-        {
-            spool_or_count(spool, &self.stats, &b);
-        }
-        if let Some(b) = st.held.take() {
-            spool_or_count(spool, &self.stats, &b);
-        }
-        while let Ok(b) = self.queue.try_recv() {
+        for b in self.queue.drain() {
             spool_or_count(spool, &self.stats, &b);
         }
         let mut pending = 0;
@@ -540,6 +642,7 @@ impl Writer {
             batches_written = m.batches_written,
             retries = m.retries,
             spool_pending_bytes = pending,
+            spool_pending_points = m.spool_pending_points,
             points_dead_lettered = m.points_dead_lettered,
             lost = m.lost_points(),
             "InfluxDB writer stopped."

@@ -61,9 +61,10 @@ pub fn run(cfg: &ReplayConfig) -> anyhow::Result<i32> {
         },
         Names::capture(),
         sinks,
-        influx,
+        influx.clone(),
     );
     let finished = exporter.run(&mut source, &AtomicBool::new(false));
+    let influx_end = influx.as_ref().map(|s| s.snapshot());
     let table = exporter.table().stats();
     let lost_sink = exporter
         .metrics()
@@ -78,6 +79,17 @@ pub fn run(cfg: &ReplayConfig) -> anyhow::Result<i32> {
         summary.errors.push(format!(
             "{lost_sink} records could not be written (see the errors above)"
         ));
+    }
+    if let (Some(m), Some(s)) = (&influx_end, &cfg.outputs.influx) {
+        if m.lost_points() > 0 {
+            summary.errors.push(format!(
+                "InfluxDB: {} points lost (spool full or failing, or refused and not dead-lettered; see the errors above)",
+                m.lost_points()
+            ));
+        }
+        if let Some(msg) = crate::influx::flush::still_spooled(s, m) {
+            summary.errors.push(msg);
+        }
     }
     if finished.close_failures > 0 {
         summary.errors.push(format!(

@@ -152,9 +152,33 @@ impl Influxd {
     /// SIGKILL, and wait for it to be gone.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
+            self.signal_pid(c.id(), libc::SIGCONT);
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// SIGSTOP: it keeps its connections but answers nothing (a hung server).
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Influxd::pause`].
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let pid = self.child.as_ref().map(|c| c.id()).expect("influxd runs");
+        assert!(self.signal_pid(pid, sig), "kill({pid}, {sig})");
+    }
+
+    fn signal_pid(&self, pid: u32, sig: libc::c_int) -> bool {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return false;
+        };
+        // SAFETY: a signal to our own child process.
+        unsafe { libc::kill(pid, sig) == 0 }
     }
 
     /// Starts it again on the same port and data (after [`Influxd::kill9`]).
