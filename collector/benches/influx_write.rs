@@ -1,11 +1,14 @@
 //! InfluxDB write throughput on this machine, against a local influxd
 //! (`/usr/bin/influxd`, started on a free loopback port with temporary
-//! directories): the ingest ceiling (pre-encoded gzip batches posted by 1-8
-//! parallel clients) beside the sink end to end (`write_interval` of 10k
-//! records per interval -> encoder -> writer thread -> InfluxDB), and the
-//! collector's CPU per 10k records (getrusage).
+//! directories): the ingest ceiling (pre-encoded batches, gzip and plain,
+//! posted by 1-8 parallel clients) beside the sink end to end
+//! (`write_interval` of 10k records per interval -> encoder -> writer threads
+//! -> InfluxDB, 1 and 4 requests in flight), and the collector's CPU per 10k
+//! records (getrusage). Every case runs once per round, in a rotating order,
+//! into a fresh database (dropped after); medians over the rounds.
 //!
-//! `cargo bench -p flowlens-collector --bench influx_write` (not part of the tests).
+//! `cargo bench -p flowlens-collector --bench influx_write [-- --rounds=N]`
+//! (not part of the tests).
 
 mod common;
 
@@ -164,6 +167,13 @@ impl Influxd {
         assert!(r.is_ok(), "{q}: {r:?}");
     }
 
+    fn drop_db(&self, db: &str) {
+        let q = format!("DROP DATABASE \"{db}\"");
+        let _ = ureq::post(&format!("{}/query", self.url))
+            .query("q", &q)
+            .call();
+    }
+
     fn count(&self, db: &str) -> u64 {
         let r = ureq::get(&format!("{}/query", self.url))
             .query("db", db)
@@ -200,16 +210,32 @@ fn cpu(who: libc::c_int) -> f64 {
     t(ru.ru_utime) + t(ru.ru_stime)
 }
 
-/// Posts pre-encoded gzip batches with `par` clients; returns points/s.
-fn ceiling(influx: &Influxd, db: &str, batches: &[(u32, Vec<u8>)], par: usize) -> f64 {
+/// Posts pre-encoded batches (`gz`: gzip bodies) with `par` clients, each
+/// retrying a 5xx or transport error (an overloaded influxd answers 500
+/// "timeout") after 100 ms, as any client would; returns points/s and the
+/// retries. Every record must be in InfluxDB afterwards.
+fn ceiling(
+    influx: &Influxd,
+    db: &str,
+    batches: &[(u32, Vec<u8>)],
+    gz: bool,
+    par: usize,
+    records: u64,
+) -> (f64, u64) {
     influx.create_db(db);
     let url = format!("{}/write?db={db}&precision=ns", influx.url);
     let next = Arc::new(AtomicUsize::new(0));
+    let retries = Arc::new(AtomicUsize::new(0));
     let batches = Arc::new(batches.to_vec());
     let t0 = Instant::now();
     let threads: Vec<_> = (0..par)
         .map(|_| {
-            let (next, batches, url) = (Arc::clone(&next), Arc::clone(&batches), url.clone());
+            let (next, retries, batches, url) = (
+                Arc::clone(&next),
+                Arc::clone(&retries),
+                Arc::clone(&batches),
+                url.clone(),
+            );
             std::thread::spawn(move || {
                 let agent = ureq::AgentBuilder::new().build();
                 loop {
@@ -217,27 +243,120 @@ fn ceiling(influx: &Influxd, db: &str, batches: &[(u32, Vec<u8>)], par: usize) -
                     let Some((_, body)) = batches.get(i) else {
                         break;
                     };
-                    let r = agent
-                        .post(&url)
-                        .set("Content-Encoding", "gzip")
-                        .send_bytes(body);
-                    assert!(r.is_ok(), "write failed: {r:?}");
+                    loop {
+                        let mut req = agent.post(&url);
+                        if gz {
+                            req = req.set("Content-Encoding", "gzip");
+                        }
+                        match req.send_bytes(body) {
+                            Ok(_) => break,
+                            Err(ureq::Error::Status(code, _)) if code < 500 => {
+                                panic!("write refused: {code}")
+                            }
+                            Err(_) => {
+                                retries.fetch_add(1, Ordering::Relaxed);
+                                std::thread::sleep(Duration::from_millis(100));
+                            }
+                        }
+                    }
                 }
             })
         })
         .collect();
     for t in threads {
-        let _ = t.join();
+        assert!(t.join().is_ok(), "a client failed");
     }
     let secs = t0.elapsed().as_secs_f64();
     let points: u64 = batches.iter().map(|(n, _)| u64::from(*n)).sum();
-    points as f64 / secs
+    assert_eq!(influx.count(db), records, "every record is in InfluxDB");
+    (points as f64 / secs, retries.load(Ordering::Relaxed) as u64)
+}
+
+/// One end-to-end run of the sink: points/s, CPU seconds (whole process,
+/// calling thread) and the sink's retries.
+fn end_to_end(
+    influx: &Influxd,
+    db: &str,
+    intervals: &[Vec<ConversationRecord>],
+    gz: bool,
+    in_flight: usize,
+) -> Option<(f64, f64, f64, u64)> {
+    influx.create_db(db);
+    let spool = influx.dir.join(format!("spool-{db}"));
+    let mut s = InfluxSettings::new(&influx.url, db, &spool).ok()?;
+    s.target.gzip = gz;
+    s.requests_in_flight = in_flight;
+    s.queue_batches = 10_000; // measure the writers, not the spool
+    let mut sink = InfluxSink::start(s).ok()?;
+    let (cpu0, t0) = (cpu(libc::RUSAGE_SELF), Instant::now());
+    let main0 = cpu(libc::RUSAGE_THREAD);
+    for recs in intervals {
+        let _ = sink.write_interval(recs);
+    }
+    let encode_cpu = cpu(libc::RUSAGE_THREAD) - main0;
+    let stats = sink.stats();
+    let accepted = stats.snapshot().points_accepted;
+    while stats.snapshot().points_written < accepted {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let total_cpu = cpu(libc::RUSAGE_SELF) - cpu0;
+    sink.close();
+    let m = stats.snapshot();
+    let records: u64 = intervals.iter().map(|i| i.len() as u64).sum();
+    assert_eq!(influx.count(db), records, "every record is in InfluxDB");
+    let _ = std::fs::remove_dir_all(&spool);
+    Some((
+        m.points_written as f64 / secs,
+        total_cpu,
+        encode_cpu,
+        m.retries,
+    ))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// What one round measures.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Case {
+    Ceiling { gz: bool, par: usize },
+    Sink { gz: bool, in_flight: usize },
+}
+
+impl Case {
+    fn name(self) -> String {
+        let z = |gz: bool| if gz { "gzip" } else { "plain" };
+        match self {
+            Case::Ceiling { gz, par } => {
+                format!(
+                    "ceiling: {par} parallel clients, pre-encoded {} batches",
+                    z(gz)
+                )
+            }
+            Case::Sink { gz, in_flight } => {
+                format!(
+                    "sink end to end, {} bodies, {in_flight} requests in flight",
+                    z(gz)
+                )
+            }
+        }
+    }
 }
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    let rounds: usize = std::env::args()
+        .find_map(|a| a.strip_prefix("--rounds=").and_then(|n| n.parse().ok()))
+        .unwrap_or(3);
     let Some(influx) = Influxd::start() else {
         eprintln!("influx_write: {INFLUXD} not available; skipped");
         return;
@@ -247,9 +366,9 @@ fn main() {
         (0..INTERVALS).map(|k| interval(k, &mut rng)).collect();
     let records = u64::from(PER_INTERVAL * INTERVALS);
 
-    // Pre-encoded batches as the sink cuts them, gzipped.
+    // Pre-encoded batches as the sink cuts them (plain and gzip).
     let mut enc = Encoder::new(SchemaConfig::default());
-    let mut batches = Vec::new();
+    let (mut plain, mut gzipped) = (Vec::new(), Vec::new());
     let mut buf = Vec::new();
     let mut raw_bytes = 0usize;
     for recs in &intervals {
@@ -261,8 +380,8 @@ fn main() {
         let (mut body, mut n) = (String::new(), 0u32);
         for l in text.lines() {
             if n > 0 && (n == 5000 || body.len() + l.len() + 1 > 1 << 20) {
-                batches.push((n, gzip(body.as_bytes())));
-                body.clear();
+                gzipped.push((n, gzip(body.as_bytes())));
+                plain.push((n, std::mem::take(&mut body).into_bytes()));
                 n = 0;
             }
             body.push_str(l);
@@ -270,61 +389,97 @@ fn main() {
             n += 1;
         }
         if n > 0 {
-            batches.push((n, gzip(body.as_bytes())));
+            gzipped.push((n, gzip(body.as_bytes())));
+            plain.push((n, body.into_bytes()));
         }
     }
-    let points: u64 = batches.iter().map(|(n, _)| u64::from(*n)).sum();
+    let points: u64 = plain.iter().map(|(n, _)| u64::from(*n)).sum();
     println!(
-        "influx_write: {records} records in {INTERVALS} intervals -> {points} points ({:.2} points/record), {} batches, {raw_bytes} bytes of line protocol, {} gzipped",
+        "influx_write: {records} records in {INTERVALS} intervals -> {points} points ({:.2} points/record), {} batches, {raw_bytes} bytes of line protocol, {} gzipped; {rounds} rounds",
         points as f64 / records as f64,
-        batches.len(),
-        batches.iter().map(|(_, b)| b.len()).sum::<usize>()
+        plain.len(),
+        gzipped.iter().map(|(_, b)| b.len()).sum::<usize>()
     );
-    for par in [1usize, 2, 4, 8] {
-        let pps = ceiling(&influx, &format!("ceiling{par}"), &batches, par);
-        println!("ceiling: {par} parallel clients, pre-encoded gzip batches: {pps:.0} points/s ({:.0} records/s)", pps * records as f64 / points as f64);
-    }
-
+    let mut cases = Vec::new();
     for gz in [true, false] {
-        let db = if gz { "e2e_gzip" } else { "e2e_plain" };
-        influx.create_db(db);
-        let spool = influx.dir.join(format!("spool-{db}"));
-        let Ok(mut s) = InfluxSettings::new(&influx.url, db, &spool) else {
-            eprintln!("influx_write: bad settings");
-            return;
-        };
-        s.target.gzip = gz;
-        s.queue_batches = 10_000; // measure the writer, not the spool
-        let Ok(mut sink) = InfluxSink::start(s) else {
-            eprintln!("influx_write: sink did not start");
-            return;
-        };
-        let (cpu0, t0) = (cpu(libc::RUSAGE_SELF), Instant::now());
-        let main0 = cpu(libc::RUSAGE_THREAD);
-        for recs in &intervals {
-            let _ = sink.write_interval(recs);
+        for par in [1usize, 2, 4, 8] {
+            cases.push(Case::Ceiling { gz, par });
         }
-        let encode_cpu = cpu(libc::RUSAGE_THREAD) - main0;
-        let stats = sink.stats();
-        let accepted = stats.snapshot().points_accepted;
-        while stats.snapshot().points_written < accepted {
-            std::thread::sleep(Duration::from_millis(5));
+        for in_flight in [1usize, 4] {
+            cases.push(Case::Sink { gz, in_flight });
         }
-        let secs = t0.elapsed().as_secs_f64();
-        let total_cpu = cpu(libc::RUSAGE_SELF) - cpu0;
-        sink.close();
-        let m = stats.snapshot();
-        assert_eq!(influx.count(db), records, "every record is in InfluxDB");
+    }
+    let mut pps: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut cpu_total: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut cpu_encode: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut retries = vec![0u64; cases.len()];
+    let mut run = 0usize;
+    for round in 0..rounds {
+        for k in 0..cases.len() {
+            let i = (k + round * 3) % cases.len();
+            let db = format!("run{run}");
+            run += 1;
+            match cases[i] {
+                Case::Ceiling { gz, par } => {
+                    let b = if gz { &gzipped } else { &plain };
+                    let (p, r) = ceiling(&influx, &db, b, gz, par, records);
+                    pps[i].push(p);
+                    retries[i] += r;
+                }
+                Case::Sink { gz, in_flight } => {
+                    let Some((p, total, encode, r)) =
+                        end_to_end(&influx, &db, &intervals, gz, in_flight)
+                    else {
+                        eprintln!("influx_write: the sink did not start");
+                        return;
+                    };
+                    pps[i].push(p);
+                    retries[i] += r;
+                    cpu_total[i].push(total);
+                    cpu_encode[i].push(encode);
+                }
+            }
+            influx.drop_db(&db);
+        }
+    }
+    let med: Vec<f64> = pps.iter_mut().map(|v| median(v)).collect();
+    let (best, best_case) = cases
+        .iter()
+        .zip(&med)
+        .filter(|(c, _)| matches!(c, Case::Ceiling { .. }))
+        .map(|(c, m)| (*m, *c))
+        .fold((0.0, cases[0]), |a, b| if b.0 > a.0 { b } else { a });
+    let per_record = records as f64 / points as f64;
+    println!("| case | points/s (median) | records/s | min-max over rounds | / best ceiling | retries (all rounds) | collector CPU per 10k records: total = encode + writers |");
+    println!("|---|---|---|---|---|---|---|");
+    for (i, c) in cases.iter().enumerate() {
+        let (lo, hi) = pps[i]
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
         let per10k = |c: f64| c * 1e3 * 10_000.0 / records as f64;
+        let cpu = match c {
+            Case::Sink { .. } => {
+                let t = median(&mut cpu_total[i]);
+                let e = median(&mut cpu_encode[i]);
+                format!(
+                    "{:.1} ms = {:.1} + {:.1} ms",
+                    per10k(t),
+                    per10k(e),
+                    per10k(t - e)
+                )
+            }
+            Case::Ceiling { .. } => String::new(),
+        };
         println!(
-            "end to end (gzip {gz}): {:.0} records/s, {:.0} points/s, {} batches, {} retries; collector CPU per 10k records: {:.1} ms total = {:.1} ms encode (pipeline thread) + {:.1} ms writer (gzip + HTTP)",
-            records as f64 / secs,
-            m.points_written as f64 / secs,
-            m.batches_written,
-            m.retries,
-            per10k(total_cpu),
-            per10k(encode_cpu),
-            per10k(total_cpu - encode_cpu),
+            "| {} | {:.0} | {:.0} | {:.0}-{:.0} | {:.1} % | {} | {cpu} |",
+            c.name(),
+            med[i],
+            med[i] * per_record,
+            lo,
+            hi,
+            100.0 * med[i] / best,
+            retries[i]
         );
     }
+    println!("best ceiling: {} ({best:.0} points/s)", best_case.name());
 }
