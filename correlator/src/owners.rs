@@ -9,7 +9,9 @@
 //! a local address but no owner is a socket whose owner event is missing or
 //! not there yet, or an end without a socket (RST to a closed port).
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -20,15 +22,40 @@ use crate::types::{normalize_ip, ProcessIdentity, Role, SocketOwnerEvent, TcpSta
 pub(crate) type Addr = (IpAddr, u16);
 
 /// The identity behind a socket, shared by the owner table and the
-/// conversations attributed to it (which outlive the owner entry).
+/// conversations attributed to it (which outlive the owner entry). Interned:
+/// every socket of one process (same pid, comm, exe, uid, gid, cgroup) shares
+/// one record, so a conversation costs a pointer, not a copy of the strings.
 #[derive(Debug)]
 pub(crate) struct OwnerIdentity {
     /// The process as captured in its own context.
     pub process: ProcessIdentity,
     /// The container parsed from the cgroup path.
     pub container: Option<ContainerRef>,
-    /// When the owner event was seen (CLOCK_MONOTONIC ns).
-    pub since_ns: u64,
+}
+
+/// An interned identity, found by its process (the container follows from
+/// the process's cgroup path).
+#[derive(Debug)]
+struct Interned(Arc<OwnerIdentity>);
+
+impl PartialEq for Interned {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.process == other.0.process
+    }
+}
+
+impl Eq for Interned {}
+
+impl Hash for Interned {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.process.hash(state);
+    }
+}
+
+impl Borrow<ProcessIdentity> for Interned {
+    fn borrow(&self) -> &ProcessIdentity {
+        &self.0.process
+    }
 }
 
 /// What a conversation side keeps of its owner.
@@ -40,23 +67,29 @@ pub(crate) struct Attribution {
     pub role: Role,
     /// Who.
     pub identity: Arc<OwnerIdentity>,
+    /// When the socket's owner event was seen (CLOCK_MONOTONIC ns).
+    pub since_ns: u64,
     /// Found by its full tuple (a connected socket), not by its local half.
     pub exact: bool,
     /// When this socket took the tuple (or half) over from another socket
     /// (CLOCK_MONOTONIC ns; 0: it was the first).
     pub took_over_ns: u64,
-    /// The latest take-overs of the tuple (or half) by a new socket, newest first.
-    pub takeovers: [u64; TAKEOVERS],
 }
 
 /// Take-overs of an index key remembered (to count connections that ran
 /// within one read interval).
 pub(crate) const TAKEOVERS: usize = 4;
 
-impl Attribution {
-    /// Take-overs of its tuple after `t_ns`.
-    pub fn takeovers_after(&self, t_ns: u64) -> u64 {
-        self.takeovers.iter().filter(|&&t| t > t_ns).count() as u64
+/// The latest take-overs of a tuple (or half) by a new socket, newest first,
+/// as `OwnerIndex::find` saw them (not kept in conversations: only the
+/// lookup that attributes an end needs them).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Takeovers(pub [u64; TAKEOVERS]);
+
+impl Takeovers {
+    /// Take-overs of the tuple after `t_ns`.
+    pub fn after(&self, t_ns: u64) -> u64 {
+        self.0.iter().filter(|&&t| t > t_ns).count() as u64
     }
 }
 
@@ -67,6 +100,8 @@ struct Owner {
     remote: Option<Addr>,
     role: Role,
     identity: Arc<OwnerIdentity>,
+    /// When the owner event behind `identity` was seen.
+    since_ns: u64,
     last_ref_ns: u64,
     /// When the TCP socket reached CLOSE: no new conversation can start on it.
     closed_ns: Option<u64>,
@@ -137,6 +172,8 @@ pub(crate) struct OwnerIndex {
     processes: HashMap<u32, ProcessExe>,
     /// Local addresses -> when a socket last used them.
     local_addrs: HashMap<IpAddr, u64>,
+    /// Identities in use by owners or conversations (swept in `expire`).
+    identities: HashSet<Interned>,
     max_sockets: usize,
     pub counters: OwnerCounters,
 }
@@ -188,16 +225,12 @@ impl OwnerIndex {
         if process.exe.is_none() {
             process.exe = self.exe_of(process.pid, ev.ts_ns).map(str::to_owned);
         }
-        let container = process.cgroup_path.as_deref().and_then(parse_container);
-        let identity = Arc::new(OwnerIdentity {
-            process,
-            container,
-            since_ns: ev.ts_ns,
-        });
+        let identity = self.intern(process);
         if let Some(owner) = self.owners.get_mut(&ev.cookie) {
             // Another event for the same socket (e.g. fd passed on): newest owner wins,
             // but never trade a more complete tuple for a less complete one.
             owner.identity = identity;
+            owner.since_ns = ev.ts_ns;
             owner.last_ref_ns = owner.last_ref_ns.max(ev.ts_ns);
             if ev.role != Role::Unknown {
                 owner.role = ev.role;
@@ -217,6 +250,7 @@ impl OwnerIndex {
             remote: ev.remote,
             role: ev.role,
             identity,
+            since_ns: ev.ts_ns,
             last_ref_ns: ev.ts_ns,
             closed_ns: None,
             established_ns: None,
@@ -238,6 +272,23 @@ impl OwnerIndex {
                 o.established_ns = o.established_ns.or(p.established_ns);
             }
         }
+    }
+
+    /// The shared identity of `process` (its container parsed once).
+    fn intern(&mut self, process: ProcessIdentity) -> Arc<OwnerIdentity> {
+        if let Some(i) = self.identities.get(&process) {
+            return Arc::clone(&i.0);
+        }
+        let container = process.cgroup_path.as_deref().and_then(parse_container);
+        let identity = Arc::new(OwnerIdentity { process, container });
+        self.identities.insert(Interned(Arc::clone(&identity)));
+        identity
+    }
+
+    /// Distinct identities held (owners' and conversations').
+    #[cfg(test)]
+    pub fn identities_len(&self) -> usize {
+        self.identities.len()
     }
 
     /// Applies a TCP state change (tuple and role only), or parks it until the owner event arrives.
@@ -342,7 +393,7 @@ impl OwnerIndex {
     /// The owner of the local end `local` of a conversation with `remote`:
     /// exact tuple first, then the local half (unconnected UDP, listeners),
     /// wildcard addresses included.
-    pub fn find(&self, proto: u8, local: Addr, remote: Addr) -> Option<Attribution> {
+    pub fn find(&self, proto: u8, local: Addr, remote: Addr) -> Option<(Attribution, Takeovers)> {
         let (addr, port) = local;
         let any_same = unspecified_like(addr);
         let any_v6 = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
@@ -362,14 +413,17 @@ impl OwnerIndex {
             ),
         };
         let owner = self.owners.get(&slot.0.cookie)?;
-        Some(Attribution {
-            cookie: slot.0.cookie,
-            role: owner.role,
-            identity: Arc::clone(&owner.identity),
-            exact: slot.1,
-            took_over_ns: slot.0.took_over_ns,
-            takeovers: slot.0.takeovers,
-        })
+        Some((
+            Attribution {
+                cookie: slot.0.cookie,
+                role: owner.role,
+                identity: Arc::clone(&owner.identity),
+                since_ns: owner.since_ns,
+                exact: slot.1,
+                took_over_ns: slot.0.took_over_ns,
+            },
+            Takeovers(slot.0.takeovers),
+        ))
     }
 
     /// When the socket's connection began while flowlens watched: a TCP
@@ -461,12 +515,15 @@ impl OwnerIndex {
         });
         self.local_addrs
             .retain(|_, t| now_ns.saturating_sub(*t) <= grace_ns);
+        // Identities no owner and no conversation holds any more.
+        self.identities.retain(|i| Arc::strong_count(&i.0) > 1);
         shrink(&mut self.owners);
         shrink(&mut self.full);
         shrink(&mut self.half);
         shrink(&mut self.pending);
         shrink(&mut self.processes);
         shrink(&mut self.local_addrs);
+        shrink_set(&mut self.identities);
     }
 }
 
@@ -517,10 +574,88 @@ pub(crate) fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
     }
 }
 
+/// `shrink` for a set.
+fn shrink_set<K: std::hash::Hash + Eq>(set: &mut HashSet<K>) {
+    const FLOOR: usize = 1024;
+    if set.capacity() > FLOOR && set.capacity() / 4 > set.len() {
+        set.shrink_to((2 * set.len()).max(FLOOR));
+    }
+}
+
 /// The wildcard address of the same family.
 fn unspecified_like(ip: IpAddr) -> IpAddr {
     match normalize_ip(ip) {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn event(cookie: u64, pid: u32, port: u16, ts_ns: u64) -> SocketOwnerEvent {
+        SocketOwnerEvent {
+            cookie,
+            proto: 6,
+            local: (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), port),
+            remote: Some((IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 443)),
+            netns: 1,
+            role: Role::Client,
+            process: ProcessIdentity {
+                pid,
+                comm: "curl".to_owned(),
+                exe: Some("/usr/bin/curl".to_owned()),
+                uid: 1000,
+                gid: 1000,
+                cgroup_id: 7,
+                cgroup_path: Some(format!("/system.slice/docker-{ID}.scope")),
+            },
+            ts_ns,
+        }
+    }
+
+    fn find(ix: &OwnerIndex, port: u16) -> Attribution {
+        let local = (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), port);
+        let remote = (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 443);
+        match ix.find(6, local, remote) {
+            Some((a, _)) => a,
+            None => panic!("no owner for port {port}"),
+        }
+    }
+
+    #[test]
+    fn sockets_of_one_process_share_one_identity_until_nobody_holds_it() {
+        let mut ix = OwnerIndex::new(16);
+        ix.insert(event(1, 100, 40001, 10));
+        ix.insert(event(2, 100, 40002, 20));
+        ix.insert(event(3, 101, 40003, 30));
+        assert_eq!(ix.identities_len(), 2);
+        let (a, b, c) = (find(&ix, 40001), find(&ix, 40002), find(&ix, 40003));
+        assert!(Arc::ptr_eq(&a.identity, &b.identity));
+        assert!(!Arc::ptr_eq(&a.identity, &c.identity));
+        // Each socket keeps its own owner event time.
+        assert_eq!((a.since_ns, b.since_ns, c.since_ns), (10, 20, 30));
+        assert_eq!(
+            a.identity
+                .container
+                .as_ref()
+                .map(|c| (c.runtime, c.id.as_str())),
+            Some(("docker", ID))
+        );
+        assert_eq!(c.identity.process.pid, 101);
+        drop((b, c));
+        // Every owner forgotten; a conversation still holds pid 100's identity.
+        ix.expire(10_000, 100, 100, 100);
+        assert_eq!(ix.sockets_tracked(), 0);
+        assert_eq!(ix.identities_len(), 1);
+        // A new socket of the same process gets the identity still held.
+        ix.insert(event(4, 100, 40004, 10_000));
+        assert!(Arc::ptr_eq(&find(&ix, 40004).identity, &a.identity));
+        drop(a);
+        ix.expire(20_000, 100, 100, 100);
+        assert_eq!(ix.identities_len(), 0);
     }
 }

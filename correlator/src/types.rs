@@ -162,7 +162,7 @@ pub enum Role {
 /// The process behind a socket, captured in the owner's own context, already
 /// enriched by the collector with exe and cgroup path (the process and the
 /// cgroup may be gone by export time).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub struct ProcessIdentity {
     /// Thread group id (what users call the pid).
     pub pid: u32,

@@ -619,7 +619,8 @@ fn reuse_of(
 ) -> Option<Conversation> {
     let at = (0..2).find_map(|side| {
         let old = conv.owners[side].as_ref()?;
-        let now = owners.find(key.proto, key.ends[side], conv.seen_as(key, 1 - side))?;
+        let (now, takeovers) =
+            owners.find(key.proto, key.ends[side], conv.seen_as(key, 1 - side))?;
         if now.cookie == old.cookie {
             return None;
         }
@@ -633,9 +634,9 @@ fn reuse_of(
             old.exact || old.role == Role::Client
         };
         let after = started.max(now.took_over_ns) > conv.first_seen_ns.max(conv.since_ns);
-        let between = now.takeovers_after(old.took_over_ns);
+        let between = takeovers.after(old.took_over_ns);
         (fresh && after).then_some((
-            started.min(now.identity.since_ns).max(now.took_over_ns),
+            started.min(now.since_ns).max(now.took_over_ns),
             old.cookie,
             between,
         ))

@@ -49,15 +49,20 @@ pub(crate) fn attribute(
                 let start = conv.first_seen_ns.max(conv.since_ns);
                 // A socket that closed before the conversation began is an earlier
                 // connection's on the same tuple (its successor's events may be late).
-                *slot = owners.find(key.proto, key.ends[side], remote).filter(|a| {
-                    owners
-                        .closed_ns(a.cookie)
-                        .is_none_or(|c| c.saturating_add(PATH_MARGIN_NS) >= start)
-                });
-                if let (true, Some(a)) = (count_merged, slot.as_ref()) {
-                    // Sockets that took the tuple over after the conversation's first
-                    // packet: earlier connections' packets are in it too.
-                    merged = merged.max(a.takeovers_after(start.saturating_add(PATH_MARGIN_NS)));
+                let found = owners
+                    .find(key.proto, key.ends[side], remote)
+                    .filter(|(a, _)| {
+                        owners
+                            .closed_ns(a.cookie)
+                            .is_none_or(|c| c.saturating_add(PATH_MARGIN_NS) >= start)
+                    });
+                if let Some((a, takeovers)) = found {
+                    if count_merged {
+                        // Sockets that took the tuple over after the conversation's first
+                        // packet: earlier connections' packets are in it too.
+                        merged = merged.max(takeovers.after(start.saturating_add(PATH_MARGIN_NS)));
+                    }
+                    *slot = Some(a);
                 }
             }
         }
@@ -83,7 +88,7 @@ pub(crate) fn build_record(
     let endpoint = |side: usize| {
         let process = conv.owners[side].as_ref().map(|a| {
             let p = &a.identity.process;
-            let exe = owners.exe_of(p.pid, a.identity.since_ns);
+            let exe = owners.exe_of(p.pid, a.since_ns);
             ProcessAttribution::new(&a.identity, exe, ctx.lookup)
         });
         let mut end = Endpoint::new(key.ends[side], process);
