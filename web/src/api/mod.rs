@@ -359,7 +359,7 @@ async fn cached(State(st): State<AppState>, req: Request, next: Next) -> Respons
     Response::from_parts(parts, Body::from(bytes))
 }
 
-/// The router: the API, `/metrics`, the placeholder index and its assets, `/login`.
+/// The router: the API, `/metrics`, the explorer's pages and assets, `/login`.
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/api", get(handlers::index))
@@ -385,7 +385,15 @@ pub fn app(state: AppState) -> Router {
         .merge(api)
         .route("/api/{*rest}", get(handlers::not_found))
         .route("/metrics", get(handlers::metrics))
-        .route("/", get(crate::assets::index))
+        .route("/", get(crate::assets::overview))
+        .route("/visualize", get(crate::assets::visualize))
+        .route("/conversations", get(crate::assets::conversations))
+        .route("/topology", get(crate::assets::topology))
+        .route("/container/{name}", get(crate::assets::entity))
+        .route("/process/{name}", get(crate::assets::entity))
+        .route("/user/{name}", get(crate::assets::entity))
+        .route("/remote/{name}", get(crate::assets::entity))
+        .route("/host/{name}", get(crate::assets::entity))
         .route("/assets/{name}", get(crate::assets::asset))
         .route(
             "/login",
