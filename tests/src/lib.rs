@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod artifacts;
+pub mod browser;
 pub mod capture;
 pub mod cgroup;
 pub mod checks;
