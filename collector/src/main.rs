@@ -28,7 +28,7 @@ fn main() {
         .with_env_filter(
             EnvFilter::try_from_env("FLOWLENS_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(flowlens_collector::sinks::live_view::LogWriter)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let result = match cli.command {

@@ -2,7 +2,10 @@
 //! or when the kernel cannot run the programs), opens the outputs and runs
 //! the exporter until SIGINT/SIGTERM.
 
-use std::sync::{atomic::AtomicBool, Arc};
+use std::{
+    io::IsTerminal,
+    sync::{atomic::AtomicBool, Arc},
+};
 
 use anyhow::{bail, Context};
 use tracing::warn;
@@ -20,7 +23,7 @@ use crate::{
     influx::sink::InfluxSink,
     loader::{LoadError, LoadOptions, OWNER_REFRESH_NS},
     outputs, privileges,
-    sinks::OutputsEnd,
+    sinks::{LiveViewSink, OutputsEnd, Sinks},
     user_input::quote,
     web::{self, RunWeb},
 };
@@ -252,7 +255,26 @@ fn run_afpacket(p: Prepared) -> anyhow::Result<()> {
 /// Attaches `source` and runs the exporter until a signal.
 fn export<S: FlowSource>(mut p: Prepared, source: &mut S, names: Names) -> anyhow::Result<()> {
     let note = (source.name() == "afpacket").then_some(outputs::AFPACKET_NOTE);
-    let (mut sinks, influx) = outputs::open(&p.cfg.outputs, p.influx, note)?;
+    // On a terminal with no output configured, the live view replaces the
+    // scrolling summary (the summary stays for pipes and files).
+    let live_view = p.cfg.outputs.jsonl.is_none()
+        && p.influx.is_none()
+        && std::io::stdout().is_terminal()
+        && std::env::var_os("FLOWLENS_PLAIN").is_none();
+    let (mut sinks, influx) = if live_view {
+        let mut s = Sinks::new();
+        let view = LiveViewSink::start(
+            p.web.url(),
+            p.cfg.export_interval.as_secs_f64(),
+            p.cfg.host.clone(),
+            note,
+        )
+        .context("starting the live view on the terminal (FLOWLENS_PLAIN=1 prints plain text)")?;
+        s.push(Box::new(view));
+        (s, None)
+    } else {
+        outputs::open(&p.cfg.outputs, p.influx, note)?
+    };
     p.web.add_sink(&mut sinks);
     let mut exporter = Exporter::new(
         ExportConfig {

@@ -158,6 +158,13 @@ impl RunWeb {
         }
     }
 
+    /// The explorer's URL when the server runs.
+    pub fn url(&self) -> Option<String> {
+        self.server
+            .as_ref()
+            .map(|s| format!("http://{}/", s.addr()))
+    }
+
     /// Stops the server (after the exporter handed over the last interval).
     pub fn stop(self) {
         if let Some(s) = self.server {

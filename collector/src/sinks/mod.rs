@@ -1,6 +1,6 @@
 //! Where conversation records go. A sink is anything that takes one
 //! interval's records: JSON lines ([`jsonl`]), the on-screen summary
-//! ([`summary`]), InfluxDB (`influx::sink`), and next the web's live
+//! ([`summary`]) or, on a terminal, the live view ([`live_view`]), InfluxDB (`influx::sink`), and next the web's live
 //! store.
 //!
 //! # Adding a sink
@@ -16,6 +16,8 @@
 //! the last interval.
 
 pub mod jsonl;
+pub mod live_model;
+pub mod live_view;
 pub mod summary;
 
 use std::{
@@ -29,6 +31,7 @@ use tracing::{error, info};
 use crate::metrics::SelfMetrics;
 
 pub use jsonl::JsonlSink;
+pub use live_view::LiveViewSink;
 pub use summary::SummarySink;
 
 /// A destination for records.
