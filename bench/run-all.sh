@@ -19,6 +19,7 @@ if [ -n "$SMOKE" ]; then bench/collector-soak.sh --smoke --no-header; else bench
 target/release/table-rss $SMOKE --no-header
 bench/web-store-cost.sh $SMOKE --no-header
 target/release/web-queries $SMOKE --no-header
+target/release/web-pages $SMOKE --no-header
 # Criterion: --test runs every benchmark once (smoke); otherwise a short measurement.
 if [ -n "$SMOKE" ]; then CRIT=(--test); else CRIT=(--warm-up-time 1 --measurement-time 3); fi
 for b in "flowlens-correlator correlator" "flowlens-collector readers"; do

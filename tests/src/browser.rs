@@ -114,6 +114,7 @@ impl Drop for Driver {
     }
 }
 
+#[allow(clippy::result_large_err)] // ureq's own error type, passed straight on
 fn send(r: ureq::Request, body: &Value) -> Result<ureq::Response, ureq::Error> {
     r.set("Content-Type", "application/json")
         .send_string(&body.to_string())
