@@ -66,9 +66,10 @@ fn main() {
     })
     .expect("store");
     let w = store.writer();
-    // 10,000 conversations of 150 processes in 20 containers to 40 peers:
-    // the expanded topology has 1 + 19 + 150 + 40 = 210 nodes.
-    for b in busy_host(start, 1, 10_000, 150, 20, 40) {
+    // 10,000 conversations of 150 processes (2 programs per container) in 20
+    // containers to 140 peers: the expanded topology has 1 host + 19 containers
+    // + 40 programs + 140 remote ends = 200 nodes.
+    for b in busy_host(start, 1, 10_000, 150, 20, 140) {
         assert!(w.offer(&b), "queue full");
     }
     assert!(w.sync(Duration::from_secs(120)));
@@ -93,7 +94,7 @@ fn main() {
             format!("{base}/conversations?from=now-15m&limit=1000"),
         ),
         (
-            "topology, ~200 nodes, 500 edges",
+            "topology, all expanded, 500 edges",
             format!(
                 "{base}/topology?from=now-15m&edges=500&expand={}",
                 expand.join("%2C")
