@@ -121,8 +121,14 @@ fn container_of(e: &Endpoint) -> Option<String> {
 }
 
 impl Interval {
-    /// Takes the local ends of `records` (an interval of `seconds`).
+    /// Takes the local ends of `records`; rates over the interval the
+    /// records say they cover (`interval_ms`), else `seconds`.
     pub fn new(records: &[ConversationRecord], seconds: f64) -> Self {
+        let seconds = records
+            .first()
+            .map(|r| r.interval_ms)
+            .filter(|ms| *ms > 0)
+            .map_or(seconds, |ms| ms as f64 / 1000.0);
         let mut ends = Vec::new();
         let mut bytes = 0;
         for r in records {
@@ -261,6 +267,7 @@ mod tests {
         ConversationRecord {
             ts: "2026-12-02T10:00:00Z".into(),
             ts_unix_ns: 0,
+            interval_ms: 2000,
             host: "h".into(),
             proto: "tcp".into(),
             client,
@@ -305,7 +312,8 @@ mod tests {
                 4500,
             ),
         ];
-        let i = Interval::new(&recs, 2.0);
+        // interval_ms (2 s) wins over the configured interval.
+        let i = Interval::new(&recs, 10.0);
         let p = i.rows(Grouping::Process, SortBy::Total);
         assert_eq!(p.len(), 3);
         assert_eq!(
