@@ -50,10 +50,11 @@ step "Build the release binary (the end-to-end tests run it)"
 cargo build --release --workspace --bins
 export FLOWLENS_BIN="$PWD/target/release/flowlens"
 step "Unit and golden tests"
-cargo test --workspace --exclude flowlens-tests
+cargo test --no-fail-fast --workspace --exclude flowlens-tests
 # Kernel and end-to-end tests share interfaces and system-wide hooks: one at a time.
 step "Kernel and end-to-end tests (root, one at a time)"
-cargo test -p flowlens-tests -- --test-threads=1
+# --no-fail-fast: one failing file does not hide the others' results (the step still fails).
+cargo test --no-fail-fast -p flowlens-tests -- --test-threads=1
 # Debian's 5.10, 6.1 and 6.12 kernels under qemu (TCG): doctor, golden, socket-hook and end-to-end
 # subsets in each (downloads cached under target/kernel-matrix). FLOWLENS_KERNEL_MATRIX=0 skips it.
 if [ "${FLOWLENS_KERNEL_MATRIX:-1}" != 0 ]; then

@@ -340,7 +340,8 @@ fn harness_selftest_records() {
     let line = |ts: &str, c2s: u64, s2c: u64, flags: u8, iface: &str| {
         json!({"ts": ts, "host": "h", "proto": "tcp", "client": ep("10.0.0.1", 40000), "server": ep("10.0.0.2", 80),
                "bytes_c2s": c2s, "bytes_s2c": s2c, "packets_c2s": c2s / 100, "packets_s2c": s2c / 100,
-               "first_seen": "2026-01-01T00:00:00Z", "last_seen": "2026-01-01T00:00:00.5Z", "tcp_flags": flags, "ifaces": [iface]})
+               "first_seen": "2026-01-01T00:00:00Z", "last_seen": "2026-01-01T00:00:00.5Z", "tcp_flags": flags, "ifaces": [iface],
+               "interval_ms": 1000})
     };
     let lines = vec![
         line("2026-01-01T00:00:01Z", 300, 1000, 0x02, "a"),
