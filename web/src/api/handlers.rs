@@ -19,7 +19,7 @@ use flowlens_query::{
     shape::{
         graph::{graph, valid_expand, GRAPH_DIMS, MAX_EXPAND},
         sankey::sankey as shape_sankey,
-        series::{series as shape_series, table, SeriesSpec},
+        series::{series as shape_series, table, SeriesResult, SeriesSpec},
         Unit,
     },
     time::{choose_step, rfc3339, Buckets, TimeRange},
@@ -112,14 +112,20 @@ const SERIES_PARAMS: &[&str] = &[
     "bidirectional",
 ];
 
-/// `GET /api/series`
-pub async fn series(State(st): State<AppState>, p: Params) -> Result<Json<Value>, AppError> {
+/// `GET /api/series` and `GET /api/top` ask the same question and differ in
+/// the answer's shape: the fields both carry, then `add` the rest.
+async fn shaped_traffic(
+    st: &AppState,
+    p: &Params,
+    add: fn(&mut serde_json::Map<String, Value>, &TrafficArgs, SeriesResult),
+) -> Result<Json<Value>, AppError> {
     p.allow(SERIES_PARAMS)?;
-    let a = traffic_args(&st, &p, 3)?;
+    let a = traffic_args(st, p, 3)?;
     let step = choose_step(a.range, a.points as u32, 0);
     let echo = query_echo(a.range, step, &a.filter);
-    run(&st, move |i| {
-        let q = TrafficQuery::new(a.range, step, &a.dims, a.filter);
+    run(st, move |i| {
+        let mut a = a;
+        let q = TrafficQuery::new(a.range, step, &a.dims, a.filter.take());
         let ans = i.store.traffic(&q)?;
         let r = shape_series(
             &ans.cube,
@@ -130,50 +136,35 @@ pub async fn series(State(st): State<AppState>, p: Params) -> Result<Json<Value>
                 bidirectional: a.bidirectional,
             },
         );
-        Ok(Json(json!({
-            "query": echo,
-            "dims": a.dims,
-            "unit": a.unit.series_unit(),
-            "total_unit": a.unit.total_unit(),
-            "bidirectional": a.bidirectional,
-            "source": ans.source,
-            "notices": ans.notices,
-            "times": r.times,
-            "series": r.series,
-            "totals": r.totals,
-        })))
+        let mut out = serde_json::Map::new();
+        out.insert("query".into(), echo);
+        out.insert("dims".into(), json!(a.dims));
+        out.insert("unit".into(), json!(a.unit.series_unit()));
+        out.insert("total_unit".into(), json!(a.unit.total_unit()));
+        out.insert("source".into(), json!(ans.source));
+        out.insert("notices".into(), json!(ans.notices));
+        add(&mut out, &a, r);
+        Ok(Json(Value::Object(out)))
+    })
+    .await
+}
+
+/// `GET /api/series`
+pub async fn series(State(st): State<AppState>, p: Params) -> Result<Json<Value>, AppError> {
+    shaped_traffic(&st, &p, |out, a, r| {
+        out.insert("bidirectional".into(), json!(a.bidirectional));
+        out.insert("times".into(), json!(r.times));
+        out.insert("series".into(), json!(r.series));
+        out.insert("totals".into(), json!(r.totals));
     })
     .await
 }
 
 /// `GET /api/top`
 pub async fn top(State(st): State<AppState>, p: Params) -> Result<Json<Value>, AppError> {
-    p.allow(SERIES_PARAMS)?;
-    let a = traffic_args(&st, &p, 3)?;
-    let step = choose_step(a.range, a.points as u32, 0);
-    let echo = query_echo(a.range, step, &a.filter);
-    run(&st, move |i| {
-        let q = TrafficQuery::new(a.range, step, &a.dims, a.filter);
-        let ans = i.store.traffic(&q)?;
-        let r = shape_series(
-            &ans.cube,
-            &SeriesSpec {
-                dims: a.dims.clone(),
-                unit: a.unit,
-                top: a.top,
-                bidirectional: a.bidirectional,
-            },
-        );
-        Ok(Json(json!({
-            "query": echo,
-            "dims": a.dims,
-            "unit": a.unit.series_unit(),
-            "total_unit": a.unit.total_unit(),
-            "source": ans.source,
-            "notices": ans.notices,
-            "rows": table(&r),
-            "totals": r.totals,
-        })))
+    shaped_traffic(&st, &p, |out, _, r| {
+        out.insert("rows".into(), json!(table(&r)));
+        out.insert("totals".into(), json!(r.totals));
     })
     .await
 }
