@@ -15,7 +15,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr},
     path::Path,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -25,83 +25,12 @@ use flowlens_tests::{
     agent,
     browser::{artifact_dir, get_json, Driver, Session},
     cmd,
-    netns::disable_offloads_in,
-    scenario, ArtifactDir, FakeContainer, Flowlens, Place, Uniq, VethNetns, NOBODY,
+    netns::{bridged, Bridged},
+    scenario, ArtifactDir, FakeContainer, Flowlens, Place, NOBODY,
 };
 use serde_json::{json, Value};
 
-// ---- the scenario (as web_e2e.rs) -------------------------------------------
-
-/// A bridge with two namespaces on it: `<u>br` 10.200.n.1/24, A .2, B .3.
-struct Bridged {
-    a: VethNetns,
-    b: VethNetns,
-    br: String,
-}
-
-impl Drop for Bridged {
-    fn drop(&mut self) {
-        cmd::run_quiet("ip", &["link", "del", &self.br]);
-    }
-}
-
-fn veth_on_bridge(u: &Uniq, tag: &str, br: &str, n: u8, host: u8) -> VethNetns {
-    let ns = format!("{u}{tag}");
-    let (h, p) = (u.ifname(&format!("h{tag}")), u.ifname(&format!("p{tag}")));
-    cmd::run("ip", &["netns", "add", &ns]);
-    let guard = VethNetns {
-        ns: ns.clone(),
-        host_if: h.clone(),
-        peer_if: p.clone(),
-        host_v4: Ipv4Addr::new(10, 200, n, 1),
-        peer_v4: Ipv4Addr::new(10, 200, n, host),
-        host_v6: Ipv6Addr::UNSPECIFIED,
-        peer_v6: Ipv6Addr::UNSPECIFIED,
-    };
-    cmd::run(
-        "ip",
-        &[
-            "link", "add", &h, "type", "veth", "peer", "name", &p, "netns", &ns,
-        ],
-    );
-    cmd::run("ip", &["link", "set", &h, "master", br]);
-    cmd::run("ip", &["link", "set", &h, "up"]);
-    let addr = format!("10.200.{n}.{host}/24");
-    cmd::run("ip", &["-n", &ns, "addr", "add", &addr, "dev", &p]);
-    cmd::run("ip", &["-n", &ns, "link", "set", &p, "up"]);
-    cmd::run("ip", &["-n", &ns, "link", "set", "lo", "up"]);
-    disable_offloads_in(&[], &h);
-    disable_offloads_in(&[&format!("--net=/run/netns/{ns}")], &p);
-    guard
-}
-
-fn bridged(u: &Uniq) -> Bridged {
-    let n = flowlens_tests::names::free_subnet("10.200");
-    let br = u.ifname("br");
-    cmd::run("ip", &["link", "add", &br, "type", "bridge"]);
-    let empty = || VethNetns {
-        ns: String::new(),
-        host_if: String::new(),
-        peer_if: String::new(),
-        host_v4: Ipv4Addr::UNSPECIFIED,
-        peer_v4: Ipv4Addr::UNSPECIFIED,
-        host_v6: Ipv6Addr::UNSPECIFIED,
-        peer_v6: Ipv6Addr::UNSPECIFIED,
-    };
-    let mut g = Bridged {
-        a: empty(),
-        b: empty(),
-        br: br.clone(),
-    };
-    cmd::run(
-        "ip",
-        &["addr", "add", &format!("10.200.{n}.1/24"), "dev", &br],
-    );
-    cmd::run("ip", &["link", "set", &br, "up"]);
-    g.a = veth_on_bridge(u, "a", &br, n, 2);
-    g.b = veth_on_bridge(u, "b", &br, n, 3);
-    g
-}
+// ---- the scenario (as web_e2e.rs: flowlens_tests::netns::bridged) -------
 
 /// A (root) -> B (nobody) on 5001: 200,000 B up, 20,000 B down;
 /// host (nobody) -> A (root) on 5002: 50,000 B up, 5,000 B down.

@@ -9,97 +9,18 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::IpAddr,
     path::Path,
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
 use flowlens_tests::{
-    agent, cmd, netns::disable_offloads_in, scenario, ArtifactDir, FakeContainer, Flowlens, Place,
-    Uniq, VethNetns, NOBODY,
+    agent, cmd,
+    netns::{bridged, Bridged},
+    scenario, ArtifactDir, FakeContainer, Flowlens, Place, NOBODY,
 };
 use serde_json::Value;
-
-/// A bridge in the root namespace with two namespaces on it (as docker0 with
-/// two containers): `<u>br` 10.200.n.1/24, namespace A .2, namespace B .3.
-/// Bridged traffic needs no ip_forward. Dropped in reverse order.
-struct Bridged {
-    a: VethNetns,
-    b: VethNetns,
-    br: String,
-}
-
-impl Drop for Bridged {
-    fn drop(&mut self) {
-        cmd::run_quiet("ip", &["link", "del", &self.br]);
-    }
-}
-
-fn veth_on_bridge(u: &Uniq, tag: &str, br: &str, n: u8, host: u8) -> VethNetns {
-    let ns = format!("{u}{tag}");
-    let (h, p) = (u.ifname(&format!("h{tag}")), u.ifname(&format!("p{tag}")));
-    cmd::run("ip", &["netns", "add", &ns]);
-    let guard = VethNetns {
-        ns: ns.clone(),
-        host_if: h.clone(),
-        peer_if: p.clone(),
-        host_v4: Ipv4Addr::new(10, 200, n, 1),
-        peer_v4: Ipv4Addr::new(10, 200, n, host),
-        host_v6: Ipv6Addr::UNSPECIFIED,
-        peer_v6: Ipv6Addr::UNSPECIFIED,
-    };
-    cmd::run(
-        "ip",
-        &[
-            "link", "add", &h, "type", "veth", "peer", "name", &p, "netns", &ns,
-        ],
-    );
-    cmd::run("ip", &["link", "set", &h, "master", br]);
-    cmd::run("ip", &["link", "set", &h, "up"]);
-    let addr = format!("10.200.{n}.{host}/24");
-    cmd::run("ip", &["-n", &ns, "addr", "add", &addr, "dev", &p]);
-    cmd::run("ip", &["-n", &ns, "link", "set", &p, "up"]);
-    cmd::run("ip", &["-n", &ns, "link", "set", "lo", "up"]);
-    disable_offloads_in(&[], &h);
-    disable_offloads_in(&[&format!("--net=/run/netns/{ns}")], &p);
-    guard
-}
-
-fn bridged(u: &Uniq) -> Bridged {
-    let n = flowlens_tests::names::free_subnet("10.200");
-    let br = u.ifname("br");
-    cmd::run("ip", &["link", "add", &br, "type", "bridge"]);
-    let mut g = Bridged {
-        a: VethNetns {
-            ns: String::new(),
-            host_if: String::new(),
-            peer_if: String::new(),
-            host_v4: Ipv4Addr::UNSPECIFIED,
-            peer_v4: Ipv4Addr::UNSPECIFIED,
-            host_v6: Ipv6Addr::UNSPECIFIED,
-            peer_v6: Ipv6Addr::UNSPECIFIED,
-        },
-        b: VethNetns {
-            ns: String::new(),
-            host_if: String::new(),
-            peer_if: String::new(),
-            host_v4: Ipv4Addr::UNSPECIFIED,
-            peer_v4: Ipv4Addr::UNSPECIFIED,
-            host_v6: Ipv6Addr::UNSPECIFIED,
-            peer_v6: Ipv6Addr::UNSPECIFIED,
-        },
-        br: br.clone(),
-    };
-    cmd::run(
-        "ip",
-        &["addr", "add", &format!("10.200.{n}.1/24"), "dev", &br],
-    );
-    cmd::run("ip", &["link", "set", &br, "up"]);
-    g.a = veth_on_bridge(u, "a", &br, n, 2);
-    g.b = veth_on_bridge(u, "b", &br, n, 3);
-    g
-}
 
 /// What the scenario did.
 struct Traffic {
