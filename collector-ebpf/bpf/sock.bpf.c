@@ -481,6 +481,9 @@ int BPF_PROG(flowlens_sock_state, const struct sock *sk, int oldstate, int newst
 		e->oldstate = (__u8)oldstate;
 		e->newstate = (__u8)newstate;
 		e->netns = sk->__sk_common.skc_net.net->ns.inum;
+		/* a connect that failed: why (refused, timed out, unreachable ...) */
+		if (newstate == TCP_CLOSE)
+			e->sk_err = (__u32)sk->sk_err;
 		bpf_ringbuf_submit(e, 0);
 	}
 	if (newstate == TCP_CLOSE)

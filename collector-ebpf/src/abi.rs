@@ -141,10 +141,24 @@ pub const CNT_ICMP_MAP_FULL: u32 = 10;
 /// Packets of flows without a slot (no free one in their probe window),
 /// counted in the hash instead: informational, nothing is lost.
 pub const CNT_FLOW_SLOTS_FULL: u32 = 11;
-pub const CNT_MAX: u32 = 16;
+/// A TCP socket the signals map had no room for: its RTT and retransmits are missing.
+pub const CNT_TCP_SIG_MAP_FULL: u32 = 12;
+/// Reset and final-signal events lost: the signals ring buffer was full.
+pub const CNT_SIG_RINGBUF_FULL: u32 = 13;
+/// DNS messages lost: the signals ring buffer was full.
+pub const CNT_DNS_RINGBUF_FULL: u32 = 14;
+/// DNS packets copied or attempted.
+pub const CNT_DNS_MESSAGES: u32 = 15;
+/// DNS packets longer than [`DNS_PAYLOAD_MAX`], copied in part.
+pub const CNT_DNS_CUT: u32 = 16;
+/// `EV_TCP_RESET` + `EV_TCP_SIG_FINAL` emit attempts.
+pub const CNT_SIG_EVENTS: u32 = 17;
+/// RTT samples taken.
+pub const CNT_RTT_SAMPLES: u32 = 18;
+pub const CNT_MAX: u32 = 32;
 
 /// Names of the kernel counters, indexed by `CNT_*`.
-pub const COUNTER_NAMES: [(u32, &str); 12] = [
+pub const COUNTER_NAMES: [(u32, &str); 19] = [
     (CNT_FLOW_MAP_FULL, "flow_map_full"),
     (CNT_FRAG_MAP_FULL, "frag_map_full"),
     (CNT_FRAG_NO_FIRST, "frag_without_first"),
@@ -157,12 +171,22 @@ pub const COUNTER_NAMES: [(u32, &str); 12] = [
     (CNT_PROC_EVENTS, "proc_events"),
     (CNT_ICMP_MAP_FULL, "icmp_map_full"),
     (CNT_FLOW_SLOTS_FULL, "flow_slots_full"),
+    (CNT_TCP_SIG_MAP_FULL, "tcp_sig_map_full"),
+    (CNT_SIG_RINGBUF_FULL, "sig_ringbuf_full"),
+    (CNT_DNS_RINGBUF_FULL, "dns_ringbuf_full"),
+    (CNT_DNS_MESSAGES, "dns_messages"),
+    (CNT_DNS_CUT, "dns_cut"),
+    (CNT_SIG_EVENTS, "sig_events"),
+    (CNT_RTT_SAMPLES, "rtt_samples"),
 ];
 
 pub const EV_SOCK: u32 = 1;
 pub const EV_TCP_STATE: u32 = 2;
 pub const EV_EXEC: u32 = 3;
 pub const EV_EXIT: u32 = 4;
+pub const EV_TCP_RESET: u32 = 5;
+pub const EV_TCP_SIG_FINAL: u32 = 6;
+pub const EV_DNS: u32 = 7;
 
 pub const ROLE_UNKNOWN: u8 = 0;
 pub const ROLE_CLIENT: u8 = 1;
@@ -223,7 +247,8 @@ pub struct TcpStateEvent {
     pub newstate: u8,
     pub pad: [u8; 2],
     pub netns: u32,
-    pub pad2: u32,
+    /// Newstate CLOSE: the socket's error (errno), 0 if none.
+    pub sk_err: u32,
 }
 
 /// `EV_EXEC` / `EV_EXIT`.
@@ -239,6 +264,119 @@ pub struct ProcEvent {
     pub comm: [u8; COMM_LEN],
     pub exe: [u8; EXE_LEN],
 }
+
+/// A TCP socket as the signals map keys it (local = this host's end).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct SigKey {
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+    pub lport: u16,
+    pub rport: u16,
+    pub pad: u32,
+}
+
+/// RTT samples of one export interval (`gen`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RttSlot {
+    pub gen: u32,
+    pub samples: u32,
+    pub min_us: u32,
+    pub max_us: u32,
+    pub sum_us: u64,
+}
+
+/// Signals of one TCP socket (`flowlens_tcp_sigs` value).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TcpSig {
+    pub created_ns: u64,
+    pub total_retrans: u32,
+    pub retrans_base: u32,
+    pub rtt: [RttSlot; 2],
+}
+
+/// `flowlens_sig_ctl[0]`, written by the collector.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SigCtl {
+    pub gen: u32,
+    pub pad: u32,
+    pub pad2: [u64; 7],
+}
+
+/// `EV_TCP_RESET`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TcpResetEvent {
+    pub hdr: EventHdr,
+    pub key: SigKey,
+    pub sent: u8,
+    pub socket: u8,
+    pub pad: [u8; 6],
+}
+
+/// `EV_TCP_SIG_FINAL`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TcpSigFinalEvent {
+    pub hdr: EventHdr,
+    pub key: SigKey,
+    pub sig: TcpSig,
+}
+
+pub const DNS_PAYLOAD_SMALL: usize = 256;
+pub const DNS_PAYLOAD_MAX: usize = 1024;
+pub const DNS_EVENT_HDR_SIZE: usize = 64;
+
+/// `EV_DNS` without its payload (which follows, `cap_len` bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DnsEventHdr {
+    pub hdr: EventHdr,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub egress: u8,
+    pub cap_len: u16,
+    pub orig_len: u32,
+    pub pad: u32,
+}
+
+// SAFETY: plain old data, repr(C), explicit padding, no invalid bit patterns.
+unsafe impl aya::Pod for SigKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RttSlot {}
+// SAFETY: as above.
+unsafe impl aya::Pod for TcpSig {}
+// SAFETY: as above.
+unsafe impl aya::Pod for SigCtl {}
+// SAFETY: as above.
+unsafe impl aya::Pod for TcpResetEvent {}
+// SAFETY: as above.
+unsafe impl aya::Pod for TcpSigFinalEvent {}
+// SAFETY: as above.
+unsafe impl aya::Pod for DnsEventHdr {}
+
+const _: () = {
+    assert!(size_of::<SigKey>() == 40);
+    assert!(offset_of!(SigKey, lport) == 32);
+    assert!(size_of::<RttSlot>() == 24);
+    assert!(size_of::<TcpSig>() == 64 && align_of::<TcpSig>() == 8);
+    assert!(offset_of!(TcpSig, rtt) == 16);
+    assert!(size_of::<SigCtl>() == 64);
+    assert!(size_of::<TcpResetEvent>() == 64);
+    assert!(offset_of!(TcpResetEvent, sent) == 56);
+    assert!(size_of::<TcpSigFinalEvent>() == 120);
+    assert!(offset_of!(TcpSigFinalEvent, sig) == 56);
+    assert!(size_of::<DnsEventHdr>() == DNS_EVENT_HDR_SIZE);
+    assert!(offset_of!(DnsEventHdr, sport) == 48);
+    assert!(offset_of!(DnsEventHdr, cap_len) == 54);
+    assert!(offset_of!(DnsEventHdr, orig_len) == 56);
+};
 
 const _: () = {
     assert!(size_of::<FlowKey>() == 44 && align_of::<FlowKey>() == 4);

@@ -11,6 +11,11 @@ pub static FLOW_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR")
 /// Socket-ownership and process programs: tracepoints emitting ring-buffer events.
 pub static SOCK_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock.bpf.o"));
 
+/// Golden-signal programs: TCP RTT and retransmits (sockops, tracepoints),
+/// resets, and DNS message copies (cgroup_skb); one build for every kernel.
+pub static SIGNALS_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/signals.bpf.o"));
+
 /// [`FLOW_OBJ`] built for kernels 5.10 and 5.11 (`-DFL_COMPAT`: no fetching
 /// atomics, no pointer arguments to global functions); same maps and programs.
 pub static FLOW_COMPAT_OBJ: &[u8] =
@@ -110,5 +115,38 @@ pub mod sock {
     pub const TRACEPOINTS: [(&str, &str, &str); 2] = [
         (PROG_ACCEPT4, "syscalls", "sys_exit_accept4"),
         (PROG_ACCEPT, "syscalls", "sys_exit_accept"),
+    ];
+}
+
+/// Program and map names inside [`SIGNALS_OBJ`].
+pub mod signals {
+    /// `sockops` on the cgroup v2 root: RTT samples and retransmits per socket.
+    pub const PROG_SOCKOPS: &str = "flowlens_tcp_sockops";
+    /// `tp_btf/tcp_retransmit_skb`.
+    pub const PROG_RETRANSMIT: &str = "flowlens_tcp_retransmit";
+    /// `tp_btf/inet_sock_set_state`: a socket's final signals at CLOSE.
+    pub const PROG_CLOSE: &str = "flowlens_tcp_close";
+    /// `tp_btf/tcp_send_reset`.
+    pub const PROG_SEND_RESET: &str = "flowlens_tcp_send_reset";
+    /// `tp_btf/tcp_receive_reset`.
+    pub const PROG_RECV_RESET: &str = "flowlens_tcp_recv_reset";
+    /// `cgroup_skb/egress` on the cgroup v2 root: DNS messages sent.
+    pub const PROG_DNS_EGRESS: &str = "flowlens_dns_egress";
+    /// `cgroup_skb/ingress` on the cgroup v2 root: DNS messages received.
+    pub const PROG_DNS_INGRESS: &str = "flowlens_dns_ingress";
+    /// `BPF_MAP_TYPE_HASH` SigKey -> TcpSig.
+    pub const MAP_TCP_SIGS: &str = "flowlens_tcp_sigs";
+    /// `BPF_MAP_TYPE_ARRAY` of one SigCtl.
+    pub const MAP_CTL: &str = "flowlens_sig_ctl";
+    /// `BPF_MAP_TYPE_RINGBUF` of EV_TCP_RESET, EV_TCP_SIG_FINAL and EV_DNS.
+    pub const MAP_EVENTS: &str = "flowlens_sig_events";
+    /// `BPF_MAP_TYPE_PERCPU_ARRAY` of u64 counters (`CNT_*`).
+    pub const MAP_COUNTERS: &str = "flowlens_counters";
+    /// The BTF tracepoints as (program, BTF name, signal they serve).
+    pub const TP_BTF: [(&str, &str, &str); 4] = [
+        (PROG_RETRANSMIT, "tcp_retransmit_skb", "retransmits"),
+        (PROG_CLOSE, "inet_sock_set_state", "retransmits"),
+        (PROG_SEND_RESET, "tcp_send_reset", "resets"),
+        (PROG_RECV_RESET, "tcp_receive_reset", "resets"),
     ];
 }

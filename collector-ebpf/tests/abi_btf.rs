@@ -5,7 +5,9 @@
 
 use std::mem::{offset_of, size_of};
 
-use flowlens_ebpf::{abi::*, btf::Btf, FLOW_COMPAT_OBJ, FLOW_OBJ, SOCK_COMPAT_OBJ, SOCK_OBJ};
+use flowlens_ebpf::{
+    abi::*, btf::Btf, FLOW_COMPAT_OBJ, FLOW_OBJ, SIGNALS_OBJ, SOCK_COMPAT_OBJ, SOCK_OBJ,
+};
 use object::{Object, ObjectSection};
 
 fn object_btf(obj: &[u8]) -> Btf {
@@ -121,7 +123,7 @@ fn sock_structs() -> Vec<(&'static str, usize, Fields)> {
             size_of::<TcpStateEvent>(),
             fields!(TcpStateEvent { "hdr" => hdr, "cookie" => cookie, "laddr" => laddr,
                 "raddr" => raddr, "lport" => lport, "rport" => rport, "oldstate" => oldstate,
-                "newstate" => newstate, "pad" => pad, "netns" => netns, "pad2" => pad2 }),
+                "newstate" => newstate, "pad" => pad, "netns" => netns, "sk_err" => sk_err }),
         ),
         (
             "flowlens_proc_event",
@@ -132,6 +134,66 @@ fn sock_structs() -> Vec<(&'static str, usize, Fields)> {
     ]
 }
 
+fn signals_structs() -> Vec<(&'static str, usize, Fields)> {
+    vec![
+        (
+            "sig_key",
+            size_of::<SigKey>(),
+            fields!(SigKey { "laddr" => laddr, "raddr" => raddr, "lport" => lport,
+                "rport" => rport, "pad" => pad }),
+        ),
+        (
+            "rtt_slot",
+            size_of::<RttSlot>(),
+            fields!(RttSlot { "gen" => gen, "samples" => samples, "min_us" => min_us,
+                "max_us" => max_us, "sum_us" => sum_us }),
+        ),
+        (
+            "tcp_sig",
+            size_of::<TcpSig>(),
+            fields!(TcpSig { "created_ns" => created_ns, "total_retrans" => total_retrans,
+                "retrans_base" => retrans_base, "rtt" => rtt }),
+        ),
+        (
+            "sig_ctl",
+            size_of::<SigCtl>(),
+            fields!(SigCtl { "gen" => gen, "pad" => pad, "pad2" => pad2 }),
+        ),
+        (
+            "tcp_reset_event",
+            size_of::<TcpResetEvent>(),
+            fields!(TcpResetEvent { "hdr" => hdr, "key" => key, "sent" => sent,
+                "socket" => socket, "pad" => pad }),
+        ),
+        (
+            "tcp_sig_final_event",
+            size_of::<TcpSigFinalEvent>(),
+            fields!(TcpSigFinalEvent { "hdr" => hdr, "key" => key, "sig" => sig }),
+        ),
+    ]
+}
+
+/// `dns_event` ends in its payload, which the Rust side reads as bytes after
+/// [`DnsEventHdr`]: every member before it must match.
+#[test]
+fn dns_event_header_matches() {
+    let btf = object_btf(SIGNALS_OBJ);
+    let (size, members) = btf.struct_layout("dns_event").expect("dns_event in BTF");
+    assert_eq!(size as usize, DNS_EVENT_HDR_SIZE + DNS_PAYLOAD_MAX);
+    let hdr = fields!(DnsEventHdr { "hdr" => hdr, "saddr" => saddr, "daddr" => daddr,
+        "sport" => sport, "dport" => dport, "proto" => proto, "egress" => egress,
+        "cap_len" => cap_len, "orig_len" => orig_len, "pad" => pad });
+    assert_eq!(members.len(), hdr.len() + 1);
+    for (m, (name, off, len)) in members.iter().zip(hdr) {
+        assert_eq!(m.name, *name);
+        assert_eq!(m.bit_offset as usize, off * 8, "{name}");
+        assert_eq!(btf.size_of(m.type_id).unwrap_or(0) as usize, *len, "{name}");
+    }
+    let payload = members.last().expect("payload");
+    assert_eq!(payload.name, "payload");
+    assert_eq!(payload.bit_offset as usize, DNS_EVENT_HDR_SIZE * 8);
+}
+
 #[test]
 fn rust_mirror_matches_every_compiled_object() {
     let mut failures = Vec::new();
@@ -140,6 +202,7 @@ fn rust_mirror_matches_every_compiled_object() {
         ("flow.compat.bpf.o", FLOW_COMPAT_OBJ, flow_structs()),
         ("sock.bpf.o", SOCK_OBJ, sock_structs()),
         ("sock.compat.bpf.o", SOCK_COMPAT_OBJ, sock_structs()),
+        ("signals.bpf.o", SIGNALS_OBJ, signals_structs()),
     ] {
         let btf = object_btf(obj);
         for (c_name, size, fields) in structs {

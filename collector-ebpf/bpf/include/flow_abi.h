@@ -134,13 +134,25 @@ struct icmp_echo_key {
 /* delivered events = CNT_SOCK_EVENTS + CNT_PROC_EVENTS - CNT_RINGBUF_FULL */
 #define CNT_ICMP_MAP_FULL 10     /* an echo request's socket could not be remembered */
 #define CNT_FLOW_SLOTS_FULL 11   /* packet of a flow without a slot: counted in the hash (not a loss) */
-#define CNT_MAX 16
+/* signals.bpf.c */
+#define CNT_TCP_SIG_MAP_FULL 12  /* a TCP socket not tracked: its RTT and retransmits are missing */
+#define CNT_SIG_RINGBUF_FULL 13  /* a reset or a socket's final signals lost: ring buffer full */
+#define CNT_DNS_RINGBUF_FULL 14  /* a DNS message lost: ring buffer full */
+#define CNT_DNS_MESSAGES 15      /* DNS packets (UDP/TCP port 53) copied or attempted */
+#define CNT_DNS_CUT 16           /* DNS packets longer than DNS_PAYLOAD_MAX: copied in part */
+#define CNT_SIG_EVENTS 17        /* EV_TCP_RESET + EV_TCP_SIG_FINAL emit attempts */
+#define CNT_RTT_SAMPLES 18       /* RTT samples taken (informational) */
+#define CNT_MAX 32
 
 /* ---- events (ring buffer "flowlens_events") --------------------------- */
 #define EV_SOCK 1      /* socket ownership, from a hook in the owner's context */
 #define EV_TCP_STATE 2 /* TCP state change, any context: tuple and role only */
 #define EV_EXEC 3
 #define EV_EXIT 4
+/* signals.bpf.c, on its own ring buffer "flowlens_sig_events" */
+#define EV_TCP_RESET 5     /* a TCP RST sent or received by this host */
+#define EV_TCP_SIG_FINAL 6 /* a TCP socket closed: its last signals (the map entry is gone) */
+#define EV_DNS 7           /* a DNS message sent or received by a local socket */
 
 /* sock_event.role */
 #define ROLE_UNKNOWN 0
@@ -197,7 +209,7 @@ struct tcp_state_event {
 	__u8 newstate;
 	__u8 pad[2];
 	__u32 netns;
-	__u32 pad2;
+	__u32 sk_err; /* newstate CLOSE: the socket's error (ECONNREFUSED, ETIMEDOUT ...), 0 if none */
 };
 #define TCP_STATE_EVENT_SIZE 72
 
@@ -213,6 +225,92 @@ struct flowlens_proc_event { /* not proc_event: vmlinux.h has cn_proc's */
 };
 #define PROC_EVENT_SIZE 312
 
+/* ---- golden signals (signals.bpf.c) ----------------------------------- */
+
+/*
+ * A TCP socket as the signals map keys it, from its own point of view: local
+ * = this host's end. Same addresses and byte order as the other structs.
+ * No cookie: the sockops and tracing programs of every supported kernel
+ * derive the same key, and the collector joins by tuple.
+ */
+struct sig_key {
+	__u8 laddr[16];
+	__u8 raddr[16];
+	__u16 lport;
+	__u16 rport;
+	__u32 pad;
+};
+#define SIG_KEY_SIZE 40
+
+/*
+ * RTT samples (the kernel's smoothed estimate, srtt) of one export interval:
+ * sig_ctl.gen names the interval. A program writing a sample into a slot of
+ * an older gen resets it first; the collector bumps gen and then reads the
+ * slot of the previous gen, which no program writes any more.
+ */
+struct rtt_slot {
+	__u32 gen;
+	__u32 samples;
+	__u32 min_us;
+	__u32 max_us;
+	__u64 sum_us;
+};
+#define RTT_SLOT_SIZE 24
+
+/* flowlens_tcp_sigs: sig_key -> tcp_sig, one per tracked TCP socket. */
+struct tcp_sig {
+	__u64 created_ns;    /* bpf_ktime_get_ns at creation: names this socket among those of the key */
+	__u32 total_retrans; /* tcp_sock.total_retrans last read: segments retransmitted (TcpRetransSegs) */
+	__u32 retrans_base;  /* of those, retransmitted before flowlens tracked the socket (0 for a new one) */
+	struct rtt_slot rtt[2]; /* by gen & 1 */
+};
+#define TCP_SIG_SIZE 64
+
+/* flowlens_sig_ctl[0], written by the collector before each read. */
+struct sig_ctl {
+	__u32 gen;
+	__u32 pad;
+	__u64 pad2[7];
+};
+#define SIG_CTL_SIZE 64
+
+/* EV_TCP_RESET */
+struct tcp_reset_event {
+	struct event_hdr hdr;
+	struct sig_key key; /* local = the end on this host: the RST's sender (sent) or receiver */
+	__u8 sent;          /* 1: sent by the local end, 0: received by it */
+	__u8 socket;        /* 1: a socket sent or received it; 0: no socket (answer to a segment no socket took) */
+	__u8 pad[6];
+};
+#define TCP_RESET_EVENT_SIZE 64
+
+/* EV_TCP_SIG_FINAL: the socket reached CLOSE; its map entry was deleted. */
+struct tcp_sig_final_event {
+	struct event_hdr hdr;
+	struct sig_key key;
+	struct tcp_sig sig;
+};
+#define TCP_SIG_FINAL_EVENT_SIZE 120
+
+/* EV_DNS: hdr.size = DNS_EVENT_HDR_SIZE + the record's payload room. */
+#define DNS_PAYLOAD_SMALL 256
+#define DNS_PAYLOAD_MAX 1024
+struct dns_event {
+	struct event_hdr hdr;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;    /* IPPROTO_UDP or IPPROTO_TCP */
+	__u8 egress;   /* 1: sent by a local socket (cgroup egress); 0: delivered to one (ingress) */
+	__u16 cap_len; /* payload bytes copied */
+	__u32 orig_len; /* L4 payload bytes of the packet */
+	__u32 pad;
+	__u8 payload[DNS_PAYLOAD_MAX];
+};
+#define DNS_EVENT_HDR_SIZE 64
+#define DNS_EVENT_SIZE (DNS_EVENT_HDR_SIZE + DNS_PAYLOAD_MAX)
+
 _Static_assert(sizeof(struct flow_key) == FLOW_KEY_SIZE, "flow_key size");
 _Static_assert(sizeof(struct flow_value) == FLOW_VALUE_SIZE, "flow_value size");
 _Static_assert(sizeof(struct flow_slot) == FLOW_SLOT_SIZE, "flow_slot size");
@@ -224,5 +322,12 @@ _Static_assert(sizeof(struct event_hdr) == EVENT_HDR_SIZE, "event_hdr size");
 _Static_assert(sizeof(struct sock_event) == SOCK_EVENT_SIZE, "sock_event size");
 _Static_assert(sizeof(struct tcp_state_event) == TCP_STATE_EVENT_SIZE, "tcp_state_event size");
 _Static_assert(sizeof(struct flowlens_proc_event) == PROC_EVENT_SIZE, "proc_event size");
+_Static_assert(sizeof(struct sig_key) == SIG_KEY_SIZE, "sig_key size");
+_Static_assert(sizeof(struct rtt_slot) == RTT_SLOT_SIZE, "rtt_slot size");
+_Static_assert(sizeof(struct tcp_sig) == TCP_SIG_SIZE, "tcp_sig size");
+_Static_assert(sizeof(struct sig_ctl) == SIG_CTL_SIZE, "sig_ctl size");
+_Static_assert(sizeof(struct tcp_reset_event) == TCP_RESET_EVENT_SIZE, "tcp_reset_event size");
+_Static_assert(sizeof(struct tcp_sig_final_event) == TCP_SIG_FINAL_EVENT_SIZE, "tcp_sig_final_event size");
+_Static_assert(sizeof(struct dns_event) == DNS_EVENT_SIZE, "dns_event size");
 
 #endif /* FLOWLENS_FLOW_ABI_H */
