@@ -5,13 +5,15 @@
 
 pub mod cgroup;
 pub mod conversation;
+pub mod dns;
 mod nat;
 mod owners;
 mod paths;
 pub mod record;
+pub mod signals;
 pub mod types;
 
 pub use cgroup::{parse_container, ContainerRef};
 pub use conversation::{ConversationTable, NatJoin, TableConfig, TableStats};
-pub use record::{ConversationRecord, Endpoint, ProcessAttribution};
+pub use record::{ConversationRecord, ConversationSignals, Endpoint, ProcessAttribution};
 pub use types::normalize_ip;

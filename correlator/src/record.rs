@@ -62,6 +62,105 @@ pub struct ConversationRecord {
     /// could not be joined (connection tracking unavailable); else `null`.
     #[serde(default)]
     pub nat: Option<String>,
+    /// Latency and errors of the interval (RTT, connect, retransmits, resets,
+    /// DNS health), flattened into the record's top level.
+    #[serde(flatten, default)]
+    pub signals: ConversationSignals,
+}
+
+/// How well a conversation went in one interval: the golden signals. Keys sit
+/// at the record's top level; counters are deltas of the interval like the
+/// byte counters. A key is absent when it has nothing to say (no sample, a
+/// zero count), so a record without signals reads as before.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConversationSignals {
+    /// Smallest TCP round-trip time (the kernel's smoothed estimate, µs) sampled in the interval, over every local end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_min_us: Option<u64>,
+    /// Mean of the RTT samples of the interval (µs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_avg_us: Option<u64>,
+    /// Largest RTT sample of the interval (µs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_max_us: Option<u64>,
+    /// RTT samples behind the three values above.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rtt_samples: u64,
+    /// SYN to established as seen by the local client (µs), in the interval the connect completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_us: Option<u64>,
+    /// The local client's connect failed: `refused`, `timeout`, `unreachable` or `reset`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_error: Option<String>,
+    /// TCP segments the client retransmitted in the interval.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retransmits_c2s: u64,
+    /// TCP segments the server retransmitted in the interval.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retransmits_s2c: u64,
+    /// TCP resets the client sent in the interval.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub resets_c2s: u64,
+    /// TCP resets the server sent in the interval.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub resets_s2c: u64,
+    /// DNS queries the client sent (each once, however many hooks saw it).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dns_queries: u64,
+    /// DNS responses the server sent.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dns_responses: u64,
+    /// Mean query-to-response latency of the interval's answered queries (µs), at the querier when local.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_latency_avg_us: Option<u64>,
+    /// Largest query-to-response latency of the interval (µs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_latency_max_us: Option<u64>,
+    /// Responses with rcode NXDOMAIN.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dns_nxdomain: u64,
+    /// Responses with rcode SERVFAIL.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dns_servfail: u64,
+    /// Responses with rcode REFUSED.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dns_refused: u64,
+    /// Responses with another error rcode (FORMERR, NOTIMP, ...).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dns_other_errors: u64,
+    /// Queries without a response within the DNS timeout (5 s).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dns_unanswered: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl ConversationSignals {
+    /// TCP errors of the interval: retransmits and resets both ways, and a failed connect.
+    pub fn tcp_errors(&self) -> u64 {
+        self.retransmits_c2s
+            + self.retransmits_s2c
+            + self.resets_c2s
+            + self.resets_s2c
+            + u64::from(self.connect_error.is_some())
+    }
+
+    /// DNS failures of the interval: error rcodes and unanswered queries.
+    pub fn dns_errors(&self) -> u64 {
+        self.dns_nxdomain
+            + self.dns_servfail
+            + self.dns_refused
+            + self.dns_other_errors
+            + self.dns_unanswered
+    }
+
+    /// Whether DNS messages of this conversation were seen in the interval.
+    pub fn has_dns(&self) -> bool {
+        self.dns_queries + self.dns_responses + self.dns_unanswered > 0
+    }
 }
 
 /// One end of a conversation.
@@ -81,6 +180,10 @@ pub struct Endpoint {
     /// The port the other end sees for this one when NAT translated it.
     #[serde(default)]
     pub nat_port: Option<u16>,
+    /// The name this host's DNS traffic gave the address (the name a process
+    /// asked for, through CNAME chains); absent when none is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The owning process, flattened into the endpoint object; absent for remote ends.
     #[serde(flatten)]
     pub process: Option<ProcessAttribution>,
@@ -149,6 +252,7 @@ impl Endpoint {
             local: process.is_some(),
             nat_addr: None,
             nat_port: None,
+            name: None,
             process,
         }
     }

@@ -30,12 +30,15 @@ use crate::paths::{KernelEntry, ReadWindow, PATH_MARGIN_NS};
 use crate::record::{format_rfc3339, ConversationRecord};
 
 mod render;
+mod signals;
 mod state;
 
 use crate::types::{
     FlowObservation, FlowTuple, Hook, Lookup, NatEvent, Role, SocketOwnerEvent, TcpStateChange,
 };
 use render::{attribute, build_record, key_has_ports, ExportCtx};
+use signals::SignalState;
+pub use signals::SignalStats;
 pub(crate) use state::ConvKey;
 use state::Conversation;
 
@@ -68,6 +71,8 @@ pub struct TableConfig {
     /// handshake, a UDP server's first recv()). Its counters go into a later
     /// record (ns; 0 exports at once).
     pub owner_wait_ns: u64,
+    /// Addresses in the DNS name cache at most (and DNS queries tracked in flight).
+    pub max_dns_names: usize,
 }
 
 impl Default for TableConfig {
@@ -80,6 +85,7 @@ impl Default for TableConfig {
             closed_owner_grace_ns: 30 * SEC,
             pending_state_ns: 10 * SEC,
             owner_wait_ns: 2 * SEC,
+            max_dns_names: 65_536,
         }
     }
 }
@@ -155,6 +161,8 @@ pub struct TableStats {
     /// socket owns while connection tracking is unavailable, possibly one
     /// side of a translated conversation reported twice.
     pub records_nat_unjoined: u64,
+    /// The golden signals: failed connects, DNS matching and the name cache.
+    pub signals: SignalStats,
 }
 
 /// Whether the NAT join runs, for flagging what it cannot join.
@@ -192,6 +200,8 @@ pub struct ConversationTable {
     room_exhausted: bool,
     stats: TableStats,
     scratch: Vec<ConvKey>,
+    /// RTT, retransmits, resets, connects, DNS: waiting for their records.
+    signals: SignalState,
 }
 
 impl Default for ConversationTable {
@@ -218,6 +228,7 @@ impl ConversationTable {
             room_exhausted: false,
             stats: TableStats::default(),
             scratch: Vec::new(),
+            signals: SignalState::new(config.max_sockets, config.max_dns_names),
         }
     }
 
@@ -480,12 +491,13 @@ impl ConversationTable {
             start_ns: self.read_start_ns,
             last,
         };
+        self.signals_before_export(now_mono_ns);
         let mut keys = std::mem::take(&mut self.scratch);
         keys.clear();
         keys.extend(
             self.conversations
                 .iter()
-                .filter(|(_, c)| c.pending || c.has_news())
+                .filter(|(k, c)| c.pending || c.has_news() || self.signals.has_pending(k))
                 .map(|(k, _)| *k),
         );
         keys.sort_unstable();
@@ -505,7 +517,7 @@ impl ConversationTable {
             self.stats.conversations_moved += conv.resolve(window);
             let merged = attribute(key, conv, &mut self.owners, now_mono_ns, true);
             self.stats.connections_merged += merged;
-            if conv.has_news() {
+            if conv.has_news() || self.signals.has_pending(key) {
                 let unowned_local = unowned_local(&self.owners, key, conv);
                 if unowned_local
                     && !last
@@ -514,7 +526,9 @@ impl ConversationTable {
                     awaiting += 1;
                 } else {
                     let (o, st, nj) = (&self.owners, &mut self.stats, self.nat_join);
-                    records.push(build(o, st, nj, key, conv, &ctx, unowned_local));
+                    let mut r = build(o, st, nj, key, conv, &ctx, unowned_local);
+                    self.signals.render(key, conv, &mut r, now_mono_ns);
+                    records.push(r);
                 }
             }
         }
@@ -526,9 +540,11 @@ impl ConversationTable {
                 ..window
             });
             attribute(key, conv, &mut self.owners, now_mono_ns, false);
-            if conv.has_news() {
+            if conv.has_news() || self.signals.has_pending(key) {
                 let (o, st, nj) = (&self.owners, &mut self.stats, self.nat_join);
-                records.push(build(o, st, nj, key, conv, &ctx, false));
+                let mut r = build(o, st, nj, key, conv, &ctx, false);
+                self.signals.render(key, conv, &mut r, now_mono_ns);
+                records.push(r);
             }
         }
         finished.clear();
@@ -541,6 +557,7 @@ impl ConversationTable {
         self.read_start_ns = None;
         self.room_exhausted = false;
         self.evict_idle(now_mono_ns);
+        self.signals_after_export(now_mono_ns);
         let c = &self.config;
         self.owners.expire(
             now_mono_ns,
@@ -594,6 +611,7 @@ impl ConversationTable {
             processes_dropped: self.owners.counters.processes_dropped,
             nat_mappings: self.nat.len() as u64,
             nat_mappings_dropped: self.nat.dropped,
+            signals: self.signals.stats(),
             ..self.stats
         }
     }

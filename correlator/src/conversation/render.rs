@@ -127,5 +127,6 @@ pub(crate) fn build_record(
             .map(|i| ctx.lookup.iface_name(i).unwrap_or_else(|| format!("if{i}")))
             .collect(),
         nat: conv.nat.as_ref().map(|n| n.kind().to_owned()),
+        signals: Default::default(),
     }
 }
