@@ -12,7 +12,7 @@ use std::array;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, DefaultHasher, Hasher};
 
-use flowlens_correlator::record::{ConversationRecord, Endpoint};
+use flowlens_correlator::record::{ConversationRecord, ConversationSignals, Endpoint};
 use tracing::warn;
 
 use super::cardinality::{CardinalityStats, TagLimiter, OTHER};
@@ -280,6 +280,7 @@ impl Encoder {
             });
         }
         f.opt_str("nat", r.nat.as_ref());
+        f.signals(&r.signals);
         if folded.iter().any(Option::is_some) {
             // The original values of the folded tags, e.g. `client_comm=job-17,server_port=31337`.
             f.quoted("folded_tags", |buf| {
@@ -464,6 +465,41 @@ impl Fields<'_> {
         }
     }
 
+    fn opt_uint(&mut self, key: &str, v: Option<u64>) {
+        if let Some(v) = v {
+            self.uint(key, v);
+        }
+    }
+
+    fn nonzero(&mut self, key: &str, v: u64) {
+        if v != 0 {
+            self.uint(key, v);
+        }
+    }
+
+    /// The golden signals: each only when it has something to say, as in JSON.
+    fn signals(&mut self, s: &ConversationSignals) {
+        self.opt_uint("rtt_min_us", s.rtt_min_us);
+        self.opt_uint("rtt_avg_us", s.rtt_avg_us);
+        self.opt_uint("rtt_max_us", s.rtt_max_us);
+        self.nonzero("rtt_samples", s.rtt_samples);
+        self.opt_uint("connect_us", s.connect_us);
+        self.opt_str("connect_error", s.connect_error.as_ref());
+        self.nonzero("retransmits_c2s", s.retransmits_c2s);
+        self.nonzero("retransmits_s2c", s.retransmits_s2c);
+        self.nonzero("resets_c2s", s.resets_c2s);
+        self.nonzero("resets_s2c", s.resets_s2c);
+        self.nonzero("dns_queries", s.dns_queries);
+        self.nonzero("dns_responses", s.dns_responses);
+        self.opt_uint("dns_latency_avg_us", s.dns_latency_avg_us);
+        self.opt_uint("dns_latency_max_us", s.dns_latency_max_us);
+        self.nonzero("dns_nxdomain", s.dns_nxdomain);
+        self.nonzero("dns_servfail", s.dns_servfail);
+        self.nonzero("dns_refused", s.dns_refused);
+        self.nonzero("dns_other_errors", s.dns_other_errors);
+        self.nonzero("dns_unanswered", s.dns_unanswered);
+    }
+
     /// The fields of one end: address, client port, and the owner's identity when local.
     fn end(&mut self, e: &Endpoint, k: &EndFields) {
         self.str(k.addr, &e.addr);
@@ -474,6 +510,7 @@ impl Fields<'_> {
         if let Some(port) = e.nat_port {
             self.uint(k.nat_port, port.into());
         }
+        self.opt_str(k.name, e.name.as_ref());
         let Some(p) = &e.process else {
             return;
         };
@@ -592,6 +629,32 @@ mod tests {
              client_port=40000i,client_nat_addr=\"192.168.1.10\",client_nat_port=61000i,\
              server_addr=\"10.9.0.2\",client_evidence=\"socket\",{TIMES},tcp_flags=0i,\
              ifaces=\"eth0\",nat=\"snat\" 1700000010000000000\n\
+             flow_iface,host=node1,iface=eth0,proto=tcp bytes=240i,packets=2i,conversations=1i 1700000010000000000\n"
+        );
+        assert_eq!(encode(&[r]), want);
+    }
+
+    #[test]
+    fn golden_signal_fields() {
+        let mut server = end("10.9.0.2", 443, None);
+        server.name = Some("api.example.com".to_owned());
+        let mut r = record(end("10.9.0.1", 40000, None), server, (80, 160), (1, 1));
+        r.tcp_flags = 0;
+        r.tcp_flags_text.clear();
+        r.signals.rtt_min_us = Some(90);
+        r.signals.rtt_avg_us = Some(110);
+        r.signals.rtt_max_us = Some(150);
+        r.signals.rtt_samples = 4;
+        r.signals.connect_error = Some("refused".to_owned());
+        r.signals.resets_s2c = 1;
+        r.signals.dns_nxdomain = 2;
+        let want = format!(
+            "flow,client_local=false,host=node1,proto=tcp,server_local=false,server_port=443 \
+             bytes_c2s=80i,bytes_s2c=160i,packets_c2s=1i,packets_s2c=1i,client_addr=\"10.9.0.1\",\
+             client_port=40000i,server_addr=\"10.9.0.2\",server_name=\"api.example.com\",\
+             client_evidence=\"socket\",{TIMES},tcp_flags=0i,ifaces=\"eth0\",rtt_min_us=90i,\
+             rtt_avg_us=110i,rtt_max_us=150i,rtt_samples=4i,connect_error=\"refused\",resets_s2c=1i,\
+             dns_nxdomain=2i 1700000010000000000\n\
              flow_iface,host=node1,iface=eth0,proto=tcp bytes=240i,packets=2i,conversations=1i 1700000010000000000\n"
         );
         assert_eq!(encode(&[r]), want);

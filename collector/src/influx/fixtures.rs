@@ -49,6 +49,7 @@ pub fn end(addr: &str, port: u16, process: Option<ProcessAttribution>) -> Endpoi
         local: process.is_some(),
         nat_addr: None,
         nat_port: None,
+        name: None,
         process,
     }
 }
@@ -82,6 +83,7 @@ pub fn record(
         tcp_flags_text: "SYN|ACK|PSH|FIN".to_owned(),
         ifaces: vec!["eth0".to_owned()],
         nat: None,
+        signals: Default::default(),
     }
 }
 
