@@ -83,6 +83,7 @@ fn records() -> Vec<ConversationRecord> {
                 local: process.is_some(),
                 nat_addr: None,
                 nat_port: None,
+                name: None,
                 process,
             };
             let (client, server) = match i % 10 {
@@ -121,6 +122,7 @@ fn records() -> Vec<ConversationRecord> {
                 tcp_flags_text: "SYN|ACK|PSH|FIN".to_owned(),
                 ifaces: vec!["eth0".to_owned(), "docker0".to_owned()],
                 nat: None,
+                signals: Default::default(),
             }
         })
         .collect()

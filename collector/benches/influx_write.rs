@@ -73,6 +73,7 @@ fn interval(k: u32, rng: &mut Rng) -> Vec<ConversationRecord> {
                 local: true,
                 nat_addr: None,
                 nat_port: None,
+                name: None,
                 process: Some(process(rng)),
             },
             server: Endpoint {
@@ -86,6 +87,7 @@ fn interval(k: u32, rng: &mut Rng) -> Vec<ConversationRecord> {
                 local: false,
                 nat_addr: None,
                 nat_port: None,
+                name: None,
                 process: None,
             },
             client_evidence: "socket".to_owned(),
@@ -102,6 +104,7 @@ fn interval(k: u32, rng: &mut Rng) -> Vec<ConversationRecord> {
             tcp_flags_text: "SYN|ACK|PSH|FIN".to_owned(),
             ifaces: vec!["eth0".to_owned()],
             nat: None,
+            signals: Default::default(),
         })
         .collect()
 }

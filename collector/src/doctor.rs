@@ -184,6 +184,34 @@ pub fn checks() -> Vec<Check> {
             e.to_string(),
         )),
     }
+    let signal_opts = crate::signals_loader::SignalOptions {
+        max_sockets: 1024,
+        ringbuf_bytes: 1 << 16,
+    };
+    match crate::signals_loader::load_signals_object(signal_opts) {
+        Ok((_, hooks)) => {
+            out.push(check(
+                "golden-signal hooks (RTT, retransmits, resets, DNS) load and attach",
+                hooks.missing.is_empty(),
+                false,
+                hooks.programs.join(", "),
+            ));
+            for (program, signal, why) in hooks.missing {
+                out.push(check(
+                    &format!("signal hook: {program}"),
+                    false,
+                    false,
+                    format!("{signal} missing from the records: {why}"),
+                ));
+            }
+        }
+        Err(e) => out.push(check(
+            "golden-signal hooks (RTT, retransmits, resets, DNS) load and attach",
+            false,
+            false,
+            format!("{e}: records carry no RTT, retransmits, resets or DNS names"),
+        )),
+    }
     for h in plan.hook_paths(sock_build) {
         out.push(check(
             &format!("hook: {}", h.hook),

@@ -8,7 +8,7 @@
 //! - flow sources: [`ebpf`] (kernel maps and ring buffer), [`afpacket`]
 //!   (packet sockets + [`procscan`]), [`replay`] (capture files); the last
 //!   two count with [`capture`], the userspace twin of the kernel programs;
-//! - [`kernel_probe`], [`loader`], [`sock_loader`], [`doctor`], [`privileges`]: the kernel side
+//! - [`kernel_probe`], [`loader`], [`sock_loader`], [`signals_loader`], [`doctor`], [`privileges`]: the kernel side
 //!   (what this kernel offers, which build and hooks it gets, loading and attaching);
 //! - outputs: [`sinks`] (JSON lines, summary), [`influx`], assembled by [`outputs`];
 //! - [`metrics`]: what flowlens saw and lost;
@@ -38,6 +38,7 @@ pub mod privileges;
 pub mod procscan;
 pub mod replay;
 pub mod run;
+pub mod signals_loader;
 pub mod sinks;
 pub mod sock_loader;
 pub mod user_input;

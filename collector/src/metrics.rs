@@ -80,6 +80,8 @@ pub struct SelfMetrics {
     pub kernel: BTreeMap<&'static str, u64>,
     /// Correlator table statistics.
     pub table: TableStats,
+    /// The golden-signal reader; `None` when its programs did not load.
+    pub signals: Option<crate::ebpf::signals::SignalReaderStats>,
     /// Connection tracking reader (NAT join); `None` when unavailable.
     pub conntrack: Option<crate::conntrack::ConntrackStats>,
     /// InfluxDB output counters, when it is enabled.
@@ -93,6 +95,10 @@ impl SelfMetrics {
         k("flow_map_full")
             + k("frag_map_full")
             + k("ringbuf_full")
+            + k("sig_ringbuf_full")
+            + k("dns_ringbuf_full")
+            + k("tcp_sig_map_full")
+            + self.signals.map_or(0, |s| s.undecodable)
             + self.afpacket_drops
             + self.events_queue_overflow
             + self.events_undecodable
@@ -177,6 +183,13 @@ impl SelfMetrics {
             ("kernel_flow_map_full", k("flow_map_full")),
             ("kernel_frag_map_full", k("frag_map_full")),
             ("kernel_ringbuf_full", k("ringbuf_full")),
+            ("kernel_sig_ringbuf_full", k("sig_ringbuf_full")),
+            ("kernel_dns_ringbuf_full", k("dns_ringbuf_full")),
+            ("kernel_tcp_sig_map_full", k("tcp_sig_map_full")),
+            (
+                "signal_events_undecodable",
+                self.signals.map_or(0, |s| s.undecodable),
+            ),
             ("afpacket_drops", self.afpacket_drops),
             ("event_queue_overflow", self.events_queue_overflow),
             ("events_undecodable", self.events_undecodable),

@@ -23,6 +23,7 @@ use crate::{
     influx::sink::InfluxSink,
     loader::{LoadError, LoadOptions, OWNER_REFRESH_NS},
     outputs, privileges,
+    signals_loader::SignalOptions,
     sinks::{LiveViewSink, OutputsEnd, Sinks},
     user_input::quote,
     web::{self, RunWeb},
@@ -190,8 +191,12 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
         owner_refresh_ns: OWNER_REFRESH_NS,
         ringbuf_bytes: cfg.ringbuf_bytes,
     };
+    let signal_opts = SignalOptions {
+        max_sockets: u32::try_from(cfg.max_sockets).unwrap_or(u32::MAX),
+        ringbuf_bytes: cfg.ringbuf_bytes,
+    };
     let p = prepare(cfg)?;
-    let (flow_bpf, sock_bpf) = match load_objects(opts) {
+    let (flow_bpf, sock_bpf, signals_bpf) = match load_objects(opts, signal_opts) {
         Ok(objects) => objects,
         Err(e) => {
             // A size the user set is refused: an error naming it, not a
@@ -218,6 +223,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let mut source = EbpfSource::start(
         flow_bpf,
         sock_bpf,
+        signals_bpf,
         p.cfg.flow_slots_per_cpu,
         p.cfg.event_queue,
         docker,

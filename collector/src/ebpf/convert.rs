@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use flowlens_correlator::signals::{ConnectEvent, ConnectStep};
 use flowlens_correlator::types::{
     ip_to_mapped, mapped_to_ip, FlowObservation, FlowTuple, Hook, ProcessIdentity, Role,
     SocketOwnerEvent, TcpStateChange,
@@ -78,7 +79,7 @@ pub enum RawEvent {
     /// Socket ownership.
     Sock(SockEvent),
     /// TCP state change.
-    TcpState(TcpStateChange),
+    TcpState(TcpStateChange, Option<ConnectEvent>),
     /// exec.
     Exec(ProcEvent),
     /// Thread-group exit.
@@ -90,7 +91,7 @@ impl RawEvent {
     pub fn ts_ns(&self) -> u64 {
         match self {
             Self::Sock(s) => s.hdr.ts_ns,
-            Self::TcpState(t) => t.ts_ns,
+            Self::TcpState(t, _) => t.ts_ns,
             Self::Exec(p) | Self::Exit(p) => p.hdr.ts_ns,
         }
     }
@@ -114,7 +115,7 @@ pub fn decode_event(buf: &[u8]) -> Result<RawEvent, DecodeError> {
             .ok_or(DecodeError::Short),
         abi::EV_TCP_STATE => {
             let e: TcpStateEvent = abi::read_pod(buf).ok_or(DecodeError::Short)?;
-            Ok(RawEvent::TcpState(tcp_state(&e)))
+            Ok(RawEvent::TcpState(tcp_state(&e), connect_end(&e)))
         }
         abi::EV_EXEC => abi::read_pod::<ProcEvent>(buf)
             .map(RawEvent::Exec)
@@ -151,6 +152,40 @@ pub fn tcp_state(e: &TcpStateEvent) -> TcpStateChange {
         new_state: e.newstate,
         ts_ns: e.hdr.ts_ns,
     }
+}
+
+/// The end of a local client's connect, from a TCP state change: SYN_SENT
+/// to ESTABLISHED (its latency) or to CLOSE (its error).
+pub fn connect_end(e: &TcpStateEvent) -> Option<ConnectEvent> {
+    use flowlens_correlator::types::tcp_state::{CLOSE, ESTABLISHED, SYN_SENT};
+    if e.oldstate != SYN_SENT {
+        return None;
+    }
+    let step = match e.newstate {
+        ESTABLISHED => ConnectStep::Established,
+        CLOSE => ConnectStep::Failed(i32::try_from(e.sk_err).unwrap_or(0)),
+        _ => return None,
+    };
+    Some(ConnectEvent {
+        cookie: e.cookie,
+        local: (mapped_to_ip(e.laddr), e.lport),
+        remote: (mapped_to_ip(e.raddr), e.rport),
+        step,
+        ts_ns: e.hdr.ts_ns,
+    })
+}
+
+/// The start of a local client's TCP connect, from its owner record.
+pub fn connect_start(s: &SockEvent) -> Option<ConnectEvent> {
+    (s.hook == abi::SOCK_HOOK_CONNECT && s.proto == flowlens_correlator::types::proto::TCP).then(
+        || ConnectEvent {
+            cookie: s.cookie,
+            local: (mapped_to_ip(s.laddr), s.lport),
+            remote: (mapped_to_ip(s.raddr), s.rport),
+            step: ConnectStep::Started,
+            ts_ns: s.hdr.ts_ns,
+        },
+    )
 }
 
 /// The owner event of a socket record. `exe` and `cgroup_path` come from

@@ -23,11 +23,12 @@ use aya::maps::{MapData, RingBuf};
 use crossbeam_channel::{Sender, TrySendError};
 use flowlens_correlator::{
     cgroup::parse_container,
+    signals::ConnectEvent,
     types::{SocketOwnerEvent, TcpStateChange},
 };
 use tracing::{debug, warn};
 
-use super::convert::{decode_event, exec_path, socket_owner, RawEvent};
+use super::convert::{connect_start, decode_event, exec_path, socket_owner, RawEvent};
 use crate::{
     docker::DockerResolver,
     enrich::{CgroupResolver, ExeCache},
@@ -42,6 +43,8 @@ pub enum ReaderEvent {
     Owner(SocketOwnerEvent),
     /// A TCP state change.
     TcpState(TcpStateChange),
+    /// A step of a local client's TCP connect (start, established, failed).
+    Connect(ConnectEvent),
     /// A process executed a file.
     Exec {
         /// tgid.
@@ -219,8 +222,16 @@ impl Ctx {
                 self.want_container(cgroup_path.as_deref());
                 let exe = self.exes.exe(s.pid);
                 self.send(ReaderEvent::Owner(socket_owner(&s, exe, cgroup_path)));
+                if let Some(c) = connect_start(&s) {
+                    self.send(ReaderEvent::Connect(c));
+                }
             }
-            RawEvent::TcpState(t) => self.send(ReaderEvent::TcpState(t)),
+            RawEvent::TcpState(t, connect) => {
+                self.send(ReaderEvent::TcpState(t));
+                if let Some(c) = connect {
+                    self.send(ReaderEvent::Connect(c));
+                }
+            }
             RawEvent::Exec(p) => {
                 // The path given to execve() may be a symlink or /proc/self/exe
                 // (busybox applets): prefer what the kernel resolved, while the

@@ -15,6 +15,7 @@ pub mod events;
 pub mod flow_map;
 pub mod maps;
 mod mmap;
+pub mod signals;
 
 use std::{
     collections::BTreeMap,
@@ -44,10 +45,12 @@ use crate::{
     ifaces::Iface,
     loader::{self, FlowAttachments, LoadError, LoadOptions},
     metrics::SelfMetrics,
+    signals_loader::{load_signals, SignalOptions},
 };
 use convert::IcmpEcho;
 use events::{EventBarrier, EventReader, EventStats, ReaderEvent};
 use flow_map::{FlowMapError, FlowMapReader};
+use signals::SignalReader;
 
 /// How long an export waits for the event reader to catch up with the kernel.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(1);
@@ -91,11 +94,17 @@ where
     })
 }
 
-/// Both objects: flow programs loaded, socket programs attached.
-pub fn load_objects(opts: LoadOptions) -> Result<(Ebpf, Ebpf), LoadError> {
+/// The objects: flow programs loaded, socket programs attached, and the
+/// golden-signal programs attached where the kernel allows (`None`: records
+/// carry no signals; logged).
+pub fn load_objects(
+    opts: LoadOptions,
+    signal_opts: SignalOptions,
+) -> Result<(Ebpf, Ebpf, Option<Ebpf>), LoadError> {
     let flow = loader::load_flow_object(opts)?;
     let sock = loader::load_sock_object(opts, true)?;
-    Ok((flow, sock))
+    let signals = load_signals(signal_opts).map(|(bpf, _)| bpf);
+    Ok((flow, sock, signals))
 }
 
 /// The eBPF flow source: loaded objects, map readers and the event thread.
@@ -103,6 +112,9 @@ pub struct EbpfSource {
     flow_bpf: Ebpf,
     /// Kept loaded (its hooks stay attached) until the source is dropped.
     _sock_bpf: Ebpf,
+    /// Likewise; `None` when the signals object did not load.
+    _signals_bpf: Option<Ebpf>,
+    signals: Option<SignalReader>,
     attachments: FlowAttachments,
     reader: FlowMapReader,
     flow_counters: PerCpuArray<MapData, u64>,
@@ -130,6 +142,7 @@ impl EbpfSource {
     pub fn start(
         mut flow_bpf: Ebpf,
         mut sock_bpf: Ebpf,
+        mut signals_bpf: Option<Ebpf>,
         slots_per_cpu: u32,
         event_queue: usize,
         docker: DockerResolver,
@@ -140,6 +153,7 @@ impl EbpfSource {
         let sock_counters = take_map(&mut sock_bpf, sock::MAP_COUNTERS)?;
         let ring: RingBuf<MapData> = take_map(&mut sock_bpf, sock::MAP_EVENTS)?;
         let icmp_echo = take_map(&mut sock_bpf, sock::MAP_ICMP_ECHO)?;
+        let signals = signals_bpf.as_mut().map(SignalReader::new).transpose()?;
         let (tx, rx) = bounded(event_queue);
         let event_stats = Arc::new(EventStats::default());
         let events = EventReader::start(
@@ -153,6 +167,8 @@ impl EbpfSource {
         Ok(Self {
             flow_bpf,
             _sock_bpf: sock_bpf,
+            _signals_bpf: signals_bpf,
+            signals,
             attachments: FlowAttachments::new(),
             reader,
             flow_counters,
@@ -174,6 +190,7 @@ impl EbpfSource {
         match ev {
             ReaderEvent::Owner(o) => table.observe_owner(o),
             ReaderEvent::TcpState(t) => table.observe_tcp_state(t),
+            ReaderEvent::Connect(c) => table.observe_connect(c),
             ReaderEvent::Exec { pid, exe } => table.observe_exec(pid, exe),
             ReaderEvent::Exit { pid } => table.observe_exit(pid, clock::monotonic_ns()),
             // The answer to an earlier barrier we stopped waiting for.
@@ -243,6 +260,10 @@ impl FlowSource for EbpfSource {
                 }
             }
         }
+        // Resets, closed sockets and DNS copies: drained often, so bursts fit the ring buffer.
+        if let Some(sig) = &mut self.signals {
+            sig.drain_events(table);
+        }
         Waited::Continue
     }
 
@@ -264,6 +285,9 @@ impl FlowSource for EbpfSource {
         }
         for o in &self.obs {
             table.observe_flow(o);
+        }
+        if let Some(sig) = &mut self.signals {
+            sig.read_sockets(table, now);
         }
         entries as u64
     }
@@ -301,6 +325,10 @@ impl FlowSource for EbpfSource {
         let mut kernel = BTreeMap::new();
         maps::read_counters(&self.flow_counters, &mut kernel);
         maps::read_counters(&self.sock_counters, &mut kernel);
+        if let Some(sig) = &self.signals {
+            maps::read_counters(sig.counters(), &mut kernel);
+            m.signals = Some(sig.stats());
+        }
         m.kernel = kernel;
         self.event_stats.report(m);
         m.flow_read_races = self.reader.read_races;

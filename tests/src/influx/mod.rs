@@ -301,6 +301,7 @@ pub fn record(i: u32, ts_ns: i64) -> flowlens_correlator::record::ConversationRe
             local: true,
             nat_addr: None,
             nat_port: None,
+            name: None,
             process: Some(ProcessAttribution {
                 pid: 1000 + i,
                 comm: "curl".into(),
@@ -322,6 +323,7 @@ pub fn record(i: u32, ts_ns: i64) -> flowlens_correlator::record::ConversationRe
             local: false,
             nat_addr: None,
             nat_port: None,
+            name: None,
             process: None,
         },
         client_evidence: "socket".into(),
@@ -338,6 +340,7 @@ pub fn record(i: u32, ts_ns: i64) -> flowlens_correlator::record::ConversationRe
         tcp_flags_text: "SYN|ACK|PSH|FIN".into(),
         ifaces: vec!["eth0".into()],
         nat: None,
+        signals: Default::default(),
     }
 }
 
