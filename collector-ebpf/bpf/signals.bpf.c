@@ -481,12 +481,19 @@ static __always_inline void dns_copy(struct __sk_buff *skb, __u8 egress)
 	e->egress = egress;
 	e->orig_len = len;
 	e->pad = 0;
-	/* n is 1..DNS_PAYLOAD_MAX, and at most the record's room */
+	/*
+	 * n is 1..the record's room (len > off above). The verifier needs both
+	 * bounds on the size; compilers drop a "n < 1" test they can prove, so
+	 * the bounds come from a mask the value passes through unchanged.
+	 */
+	asm volatile("" : "+r"(n));
 	if (len <= DNS_PAYLOAD_SMALL) {
-		if (n < 1 || n > DNS_PAYLOAD_SMALL || bpf_skb_load_bytes(skb, off, e->payload, n))
+		n = ((n - 1) & (DNS_PAYLOAD_SMALL - 1)) + 1;
+		if (bpf_skb_load_bytes(skb, off, e->payload, n))
 			n = 0;
 	} else {
-		if (n < 1 || n > DNS_PAYLOAD_MAX || bpf_skb_load_bytes(skb, off, e->payload, n))
+		n = ((n - 1) & (DNS_PAYLOAD_MAX - 1)) + 1;
+		if (bpf_skb_load_bytes(skb, off, e->payload, n))
 			n = 0;
 	}
 	e->cap_len = (__u16)n;

@@ -123,8 +123,8 @@ fn sockops(bpf: &mut Ebpf, root: &File) -> Result<(), String> {
         .try_into()
         .map_err(describe)?;
     prog.load().map_err(describe)?;
-    // Several collectors (and other tools) may hold the root's sockops: share it.
-    prog.attach(root, CgroupAttachMode::AllowMultiple)
+    // Single: as a bpf_link (5.7+) it still runs beside other programs on the root.
+    prog.attach(root, CgroupAttachMode::Single)
         .map_err(describe)?;
     Ok(())
 }
@@ -141,7 +141,7 @@ fn cgroup_skb(
         .try_into()
         .map_err(describe)?;
     prog.load().map_err(describe)?;
-    prog.attach(root, kind, CgroupAttachMode::AllowMultiple)
+    prog.attach(root, kind, CgroupAttachMode::Single)
         .map_err(describe)?;
     Ok(())
 }
