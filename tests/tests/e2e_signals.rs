@@ -4,11 +4,14 @@
 //! transfer (RTT and connect latency with no delay: well under 1 ms), and DNS
 //! against a real dnsmasq in the namespace: rcodes counted for the querying
 //! process and the name it resolved on the conversation that followed.
-//! Delay and loss (RTT within a band of an injected delay, retransmits against
-//! `nstat`) need a relay this file does not have yet.
+//! Loss without netem: an iptables `statistic --mode nth` rule drops every
+//! 25th data segment, and the retransmits flowlens reports equal the
+//! kernel's own `TcpRetransSegs` in the sender's namespace. A delay (RTT
+//! within a band of an injected one) needs a relay this file does not have yet.
 //! Run as root: `cargo build -p flowlens-collector && cargo test -p flowlens-tests --test e2e_signals -- --test-threads=1`
 
 use std::net::IpAddr;
+use std::process::Command;
 
 use flowlens_tests::agent::python;
 use flowlens_tests::{
@@ -51,6 +54,36 @@ elif mode == 'bulk':
         if not b: break
         n += len(b)
     s.close()
+    say('GOT', n)
+elif mode == 'timeout':
+    s = client(sys.argv[2], int(sys.argv[3]))
+    s.settimeout(1.5)
+    try:
+        s.connect((sys.argv[2], int(sys.argv[3])))
+        sys.exit('connected through a drop rule')
+    except socket.timeout:
+        s.close()
+        say('TIMEOUT')
+elif mode == 'send':
+    s = client(sys.argv[2], int(sys.argv[3]))
+    s.connect((sys.argv[2], int(sys.argv[3])))
+    s.sendall(b'c' * int(sys.argv[4]))
+    s.shutdown(socket.SHUT_WR)
+    while s.recv(65536): pass
+    s.close()
+    say('SENT')
+elif mode == 'srv-recv':
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((sys.argv[2], int(sys.argv[3]))); ls.listen(1)
+    say('READY')
+    c, _ = ls.accept()
+    n = 0
+    while True:
+        b = c.recv(65536)
+        if not b: break
+        n += len(b)
+    c.close()
     say('GOT', n)
 elif mode == 'srv-abort' or mode == 'srv-bulk':
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -342,6 +375,157 @@ fn ebpf_dns_names_and_rcodes_from_dnsmasq() {
         assert!(
             r.iter().all(|x| x["client"]["name"].is_null()),
             "{}",
+            dump(&r)
+        );
+    });
+}
+
+/// An iptables rule (in a namespace, or the root one), removed on drop.
+struct Rule {
+    ns: Option<String>,
+    spec: Vec<String>,
+}
+
+impl Rule {
+    fn add(ns: Option<&str>, spec: &[&str]) -> Rule {
+        let r = Rule {
+            ns: ns.map(str::to_owned),
+            spec: spec.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        r.run("-A");
+        r
+    }
+
+    fn run(&self, op: &str) -> bool {
+        let mut c = match &self.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "iptables"]);
+                c
+            }
+            None => Command::new("iptables"),
+        };
+        c.arg(op).args(&self.spec);
+        let ok = c.status().is_ok_and(|s| s.success());
+        assert!(ok || op == "-D", "iptables {op} {:?} failed", self.spec);
+        ok
+    }
+}
+
+impl Drop for Rule {
+    fn drop(&mut self) {
+        self.run("-D");
+    }
+}
+
+/// The kernel's TcpRetransSegs in namespace `ns`.
+fn retrans_segs(ns: &str) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "nstat", "-az", "TcpRetransSegs"])
+        .output()
+        .expect("nstat (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("TcpRetransSegs"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no TcpRetransSegs in nstat output:\n{text}"))
+}
+
+#[test]
+fn ebpf_retransmits_match_the_kernel_and_connect_timeout() {
+    scenario(|u| {
+        let s = Setup::new(u);
+        let peer = s.peer();
+        let peer_s = peer.to_string();
+        let host_s = s.net.host_v4.to_string();
+        let ns = s.net.ns.clone();
+        // The host drops every 25th data segment the container sends to port 5395 ...
+        let _loss = Rule::add(
+            None,
+            &[
+                "INPUT",
+                "-i",
+                &s.net.host_if,
+                "-p",
+                "tcp",
+                "--dport",
+                "5395",
+                "-m",
+                "length",
+                "--length",
+                "1000:65535",
+                "-m",
+                "statistic",
+                "--mode",
+                "nth",
+                "--every",
+                "25",
+                "--packet",
+                "0",
+                "-j",
+                "DROP",
+            ],
+        );
+        // ... and the container never answers a SYN to port 5396.
+        let _blackhole = Rule::add(
+            Some(&ns),
+            &["INPUT", "-p", "tcp", "--dport", "5396", "-j", "DROP"],
+        );
+        let fl = s.flowlens();
+
+        let mut srv = agent(Place::Host, Some(NOBODY), &["srv-recv", &host_s, "5395"]);
+        srv.expect_line("READY");
+        let before = retrans_segs(&ns);
+        let mut cli = agent(
+            Place::In(&s.ctr),
+            None,
+            &["send", &host_s, "5395", "3000000"],
+        );
+        let send_port = port_of(&mut cli);
+        cli.expect_line("SENT");
+        assert_eq!(srv.expect_line("GOT"), vec!["3000000".to_owned()]);
+        cli.wait_success();
+        srv.wait_success();
+        sleep_ms(300);
+        let kernel = retrans_segs(&ns) - before;
+        assert!(kernel > 0, "HARNESS: the drop rule made no retransmits");
+        eprintln!("TcpRetransSegs over the transfer: {kernel}");
+
+        let mut to = agent(Place::Host, Some(NOBODY), &["timeout", &peer_s, "5396"]);
+        let to_port = port_of(&mut to);
+        to.expect_line("TIMEOUT");
+        to.wait_success();
+
+        sleep_ms(1_500);
+        let recs = fl.stop();
+
+        let host = IpAddr::V4(s.net.host_v4);
+        let r = records_of(&recs, "tcp", send_port, (host, 5395));
+        assert!(!r.is_empty(), "no record of the lossy transfer");
+        assert_eq!(
+            sum(&r, "retransmits_c2s"),
+            kernel,
+            "flowlens vs TcpRetransSegs of the sender's namespace\n{}",
+            dump(&r)
+        );
+        assert_eq!(sum(&r, "retransmits_s2c"), 0, "{}", dump(&r));
+        assert_eq!(
+            sum(&r, "resets_c2s") + sum(&r, "resets_s2c"),
+            0,
+            "{}",
+            dump(&r)
+        );
+
+        let r = records_of(&recs, "tcp", to_port, (peer, 5396));
+        assert!(!r.is_empty(), "no record of the connect that timed out");
+        assert_eq!(values(&r, "connect_error"), vec!["timeout"], "{}", dump(&r));
+        // initial RTO 1 s, given up at 1.5 s: one SYN retransmitted
+        assert_eq!(sum(&r, "retransmits_c2s"), 1, "{}", dump(&r));
+        assert!(
+            r.iter().all(|x| x["client"]["pid"] == to.pid),
+            "the failed connect belongs to the client pid {}\n{}",
+            to.pid,
             dump(&r)
         );
     });
