@@ -227,10 +227,10 @@ impl PendingSignals {
         let server = 1 - client;
         let resets = |end: usize| self.resets_sent[end].max(self.resets_received_from[end]);
         let r = &self.rtt;
-        if r.samples > 0 {
+        if let Some(avg) = r.sum_us.checked_div(r.samples) {
             out.rtt_min_us = Some(r.min_us);
             out.rtt_max_us = Some(r.max_us);
-            out.rtt_avg_us = Some(r.sum_us / r.samples);
+            out.rtt_avg_us = Some(avg);
             out.rtt_samples = r.samples;
         }
         out.connect_us = self.connect_us;
@@ -247,8 +247,8 @@ impl PendingSignals {
         out.dns_refused = d.refused;
         out.dns_other_errors = d.other_errors;
         out.dns_unanswered = d.unanswered;
-        if d.latency_n > 0 {
-            out.dns_latency_avg_us = Some(d.latency_sum_ns / d.latency_n / 1000);
+        if let Some(avg_ns) = d.latency_sum_ns.checked_div(d.latency_n) {
+            out.dns_latency_avg_us = Some(avg_ns / 1000);
             out.dns_latency_max_us = Some(d.latency_max_ns / 1000);
         }
     }
