@@ -56,7 +56,11 @@ pub fn who(e: &Endpoint) -> String {
     format!("{user}/{}[{}]{place}", p.comm, p.pid)
 }
 
+/// "addr:port", with the end's DNS name instead of the address when known.
 fn endpoint(e: &Endpoint) -> String {
+    if let Some(name) = &e.name {
+        return format!("{name}:{}", e.port);
+    }
     if e.addr.contains(':') {
         format!("[{}]:{}", e.addr, e.port)
     } else {
@@ -94,7 +98,80 @@ pub fn render_summary(records: &[ConversationRecord], top: usize) -> String {
             who(&r.server)
         ));
     }
+    push_signal_views(&mut s, records, top.min(SIGNAL_ROWS));
     s
+}
+
+/// Rows of the "slowest" and "most errors" views.
+const SIGNAL_ROWS: usize = 5;
+
+/// The conversations with the highest RTT (or connect latency) and the most
+/// errors, each view only when some conversation has something to show.
+fn push_signal_views(s: &mut String, records: &[ConversationRecord], top: usize) {
+    let latency = |r: &ConversationRecord| r.signals.rtt_avg_us.max(r.signals.connect_us);
+    let mut slow: Vec<&ConversationRecord> =
+        records.iter().filter(|r| latency(r).is_some()).collect();
+    slow.sort_by_key(|r| std::cmp::Reverse(latency(r)));
+    if !slow.is_empty() {
+        s.push_str(&format!(
+            "   slowest: {:<5} {:<24} {:<24} {:>10} {:>10}  {}\n",
+            "PROTO", "CLIENT", "SERVER", "RTT AVG", "CONNECT", "CLIENT PROCESS"
+        ));
+        for r in slow.into_iter().take(top) {
+            let us = |v: Option<u64>| v.map_or("-".to_owned(), |v| format!("{v} µs"));
+            s.push_str(&format!(
+                "            {:<5} {:<24} {:<24} {:>10} {:>10}  {}\n",
+                r.proto,
+                endpoint(&r.client),
+                endpoint(&r.server),
+                us(r.signals.rtt_avg_us),
+                us(r.signals.connect_us),
+                who(&r.client)
+            ));
+        }
+    }
+    let errors = |r: &ConversationRecord| r.signals.tcp_errors() + r.signals.dns_errors();
+    let mut failing: Vec<&ConversationRecord> = records.iter().filter(|r| errors(r) > 0).collect();
+    failing.sort_by_key(|r| std::cmp::Reverse(errors(r)));
+    if !failing.is_empty() {
+        s.push_str(&format!(
+            "   most errors: {:<5} {:<24} {:<24} {:<36} {}\n",
+            "PROTO", "CLIENT", "SERVER", "ERRORS", "CLIENT PROCESS"
+        ));
+        for r in failing.into_iter().take(top) {
+            s.push_str(&format!(
+                "                {:<5} {:<24} {:<24} {:<36} {}\n",
+                r.proto,
+                endpoint(&r.client),
+                endpoint(&r.server),
+                error_text(r),
+                who(&r.client)
+            ));
+        }
+    }
+}
+
+/// "connect refused, 3 retrans, 1 rst, 2 nxdomain" and the like.
+fn error_text(r: &ConversationRecord) -> String {
+    let g = &r.signals;
+    let mut parts = Vec::new();
+    if let Some(e) = &g.connect_error {
+        parts.push(format!("connect {e}"));
+    }
+    for (n, what) in [
+        (g.retransmits_c2s + g.retransmits_s2c, "retrans"),
+        (g.resets_c2s + g.resets_s2c, "rst"),
+        (g.dns_nxdomain, "nxdomain"),
+        (g.dns_servfail, "servfail"),
+        (g.dns_refused, "dns refused"),
+        (g.dns_other_errors, "dns errors"),
+        (g.dns_unanswered, "dns unanswered"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    parts.join(", ")
 }
 
 impl RecordSink for SummarySink {
@@ -125,6 +202,63 @@ impl RecordSink for SummarySink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rec(cport: u16, sport: u16) -> ConversationRecord {
+        let end = |addr: &str, port| Endpoint {
+            addr: addr.to_owned(),
+            port,
+            local: false,
+            nat_addr: None,
+            nat_port: None,
+            name: None,
+            process: None,
+        };
+        ConversationRecord {
+            ts: "t".into(),
+            ts_unix_ns: 0,
+            host: "h".into(),
+            proto: "tcp".into(),
+            client: end("10.0.0.1", cport),
+            server: end("10.0.0.2", sport),
+            client_evidence: "socket".into(),
+            bytes_c2s: 1,
+            bytes_s2c: 1,
+            packets_c2s: 1,
+            packets_s2c: 1,
+            first_seen: "t".into(),
+            first_seen_unix_ns: 0,
+            last_seen: "t".into(),
+            last_seen_unix_ns: 0,
+            duration_ms: 0,
+            tcp_flags: 0,
+            tcp_flags_text: String::new(),
+            ifaces: Vec::new(),
+            nat: None,
+            signals: Default::default(),
+        }
+    }
+
+    #[test]
+    fn slowest_and_most_errors_views() {
+        let plain = rec(40000, 80);
+        assert!(!render_summary(&[plain.clone()], 10).contains("slowest"));
+        assert!(!render_summary(&[plain.clone()], 10).contains("most errors"));
+        let mut fast = rec(40001, 443);
+        fast.signals.rtt_avg_us = Some(90);
+        let mut slow = rec(40002, 443);
+        slow.signals.rtt_avg_us = Some(40_000);
+        slow.server.name = Some("api.example.com".into());
+        let mut failed = rec(40003, 5432);
+        failed.signals.connect_error = Some("refused".into());
+        failed.signals.resets_s2c = 1;
+        let out = render_summary(&[plain, fast, slow, failed], 10);
+        let view = &out[out.find("slowest").expect("slowest view")..];
+        let slow_at = view.find("api.example.com:443").expect("name shown");
+        let fast_at = view.find("10.0.0.1:40001").expect("fast row");
+        assert!(slow_at < fast_at, "slowest first:\n{out}");
+        assert!(out.contains("40000 µs"), "{out}");
+        assert!(out.contains("connect refused, 1 rst"), "{out}");
+    }
 
     #[test]
     fn bytes_are_humane() {
