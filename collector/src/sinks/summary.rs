@@ -241,8 +241,8 @@ mod tests {
     #[test]
     fn slowest_and_most_errors_views() {
         let plain = rec(40000, 80);
-        assert!(!render_summary(&[plain.clone()], 10).contains("slowest"));
-        assert!(!render_summary(&[plain.clone()], 10).contains("most errors"));
+        assert!(!render_summary(std::slice::from_ref(&plain), 10).contains("slowest"));
+        assert!(!render_summary(std::slice::from_ref(&plain), 10).contains("most errors"));
         let mut fast = rec(40001, 443);
         fast.signals.rtt_avg_us = Some(90);
         let mut slow = rec(40002, 443);
