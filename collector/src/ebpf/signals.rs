@@ -270,7 +270,74 @@ impl SignalReader {
                 now_ns,
             );
         }
+        // A socket that closed during this read has its final event still in
+        // the ring: keep what was reported of it one read longer.
         let epoch = self.epoch;
-        self.reported.retain(|_, r| r.epoch == epoch);
+        self.reported.retain(|_, r| r.epoch + 1 >= epoch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(gen: u32, samples: u32, us: u32) -> RttSlot {
+        RttSlot {
+            gen,
+            samples,
+            min_us: us,
+            max_us: us,
+            sum_us: u64::from(samples) * u64::from(us),
+        }
+    }
+
+    fn key() -> SigKey {
+        SigKey {
+            laddr: flowlens_correlator::types::ip_to_mapped("10.0.0.1".parse().expect("ip")),
+            raddr: flowlens_correlator::types::ip_to_mapped("10.0.0.2".parse().expect("ip")),
+            lport: 40000,
+            rport: 443,
+            pad: 0,
+        }
+    }
+
+    #[test]
+    fn a_final_event_reports_only_what_no_read_reported() {
+        let mut reported = HashMap::new();
+        // never read: everything after the base, both slots
+        let sig = TcpSig {
+            created_ns: 5,
+            total_retrans: 7,
+            retrans_base: 2,
+            rtt: [slot(4, 2, 100), slot(3, 1, 400)],
+        };
+        let s = SignalReader::final_signal(&mut reported, &key(), &sig);
+        assert_eq!((s.retransmits, s.rtt.samples, s.rtt.max_us), (5, 3, 400));
+        assert_eq!(s.local.1, 40000);
+        // read at generation 3 with 6 retransmits: the rest only
+        reported.insert(
+            key(),
+            Reported {
+                created_ns: 5,
+                retrans: 6,
+                rtt_gen: 3,
+                epoch: 1,
+            },
+        );
+        let s = SignalReader::final_signal(&mut reported, &key(), &sig);
+        assert_eq!((s.retransmits, s.rtt.samples, s.rtt.max_us), (1, 2, 100));
+        assert!(reported.is_empty(), "a closed socket is forgotten");
+        // another socket on the same tuple (created later): its own counts
+        reported.insert(
+            key(),
+            Reported {
+                created_ns: 1,
+                retrans: 6,
+                rtt_gen: 9,
+                epoch: 1,
+            },
+        );
+        let s = SignalReader::final_signal(&mut reported, &key(), &sig);
+        assert_eq!((s.retransmits, s.rtt.samples), (5, 3));
     }
 }
