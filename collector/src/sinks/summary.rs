@@ -216,6 +216,7 @@ mod tests {
         ConversationRecord {
             ts: "t".into(),
             ts_unix_ns: 0,
+            interval_ms: 1000,
             host: "h".into(),
             proto: "tcp".into(),
             client: end("10.0.0.1", cport),
