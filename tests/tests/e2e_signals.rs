@@ -234,11 +234,14 @@ fn ebpf_refused_connect_abort_reset_and_clean_transfer() {
             &["srv-bulk", &peer_s, "5393", "2000000"],
         );
         srv.expect_line("READY");
+        let before = retrans_segs(&s.net.ns);
         let mut bulk = agent(Place::Host, Some(NOBODY), &["bulk", &peer_s, "5393"]);
         let bulk_port = port_of(&mut bulk);
         assert_eq!(bulk.expect_line("GOT"), vec!["2000000".to_owned()]);
         bulk.wait_success();
         srv.wait_success();
+        sleep_ms(300);
+        let server_retrans = retrans_segs(&s.net.ns) - before;
 
         sleep_ms(1_500);
         let recs = fl.stop();
@@ -270,14 +273,18 @@ fn ebpf_refused_connect_abort_reset_and_clean_transfer() {
 
         let r = records_of(&recs, "tcp", bulk_port, (peer, 5393));
         assert!(!r.is_empty(), "no record of the transfer");
-        for key in [
-            "resets_c2s",
-            "resets_s2c",
-            "retransmits_c2s",
-            "retransmits_s2c",
-        ] {
+        for key in ["resets_c2s", "resets_s2c"] {
             assert_eq!(sum(&r, key), 0, "{key}\n{}", dump(&r));
         }
+        // No loss, but a loaded machine may still retransmit (a spurious
+        // timeout): the sender's namespace says how often. (The client's
+        // namespace is the root one, shared with other tests: not compared.)
+        assert_eq!(
+            sum(&r, "retransmits_s2c"),
+            server_retrans,
+            "vs TcpRetransSegs of the server's namespace\n{}",
+            dump(&r)
+        );
         let connect = values(&r, "connect_us");
         assert_eq!(connect.len(), 1, "{}", dump(&r));
         assert!(
