@@ -361,6 +361,7 @@ mod tests {
                 local: false,
                 nat_addr: None,
                 nat_port: None,
+                name: None,
                 process: None,
             },
             server: flowlens_correlator::record::Endpoint {
@@ -369,6 +370,7 @@ mod tests {
                 local: false,
                 nat_addr: None,
                 nat_port: None,
+                name: None,
                 process: None,
             },
             client_evidence: "ports".into(),
@@ -385,6 +387,7 @@ mod tests {
             tcp_flags_text: String::new(),
             ifaces: vec![],
             nat: None,
+            signals: Default::default(),
         };
         let q = query(&[Dim::ServerPort], None);
         let mut b = CubeBuilder::new(&q);

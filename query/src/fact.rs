@@ -476,6 +476,7 @@ mod tests {
                 local: client.is_some(),
                 nat_addr: None,
                 nat_port: None,
+                name: None,
                 process: client,
             },
             server: Endpoint {
@@ -484,6 +485,7 @@ mod tests {
                 local: server.is_some(),
                 nat_addr: Some("203.0.113.1".into()),
                 nat_port: Some(8080),
+                name: None,
                 process: server,
             },
             client_evidence: "socket".into(),
@@ -500,6 +502,7 @@ mod tests {
             tcp_flags_text: "SYN|ACK".into(),
             ifaces: vec![],
             nat: Some("dnat".into()),
+            signals: Default::default(),
         }
     }
 

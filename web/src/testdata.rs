@@ -68,6 +68,7 @@ pub fn record(
         local: p.is_some(),
         nat_addr: None,
         nat_port: None,
+        name: None,
         process: p,
     };
     let last = ts - 1_000_000;
@@ -93,6 +94,7 @@ pub fn record(
         tcp_flags_text: tcp_flags_text(flags),
         ifaces: vec!["eth0".into()],
         nat: None,
+        signals: Default::default(),
     }
 }
 

@@ -466,6 +466,7 @@ mod tests {
                 local: true,
                 nat_addr: i.is_multiple_of(3).then(|| "203.0.113.9".to_owned()),
                 nat_port: i.is_multiple_of(3).then_some(61000),
+                name: None,
                 process: Some(ProcessAttribution {
                     pid: 100 + i % 7,
                     comm: format!("proc{}", i % 7),
@@ -487,6 +488,7 @@ mod tests {
                 local: false,
                 nat_addr: None,
                 nat_port: None,
+                name: None,
                 process: None,
             },
             client_evidence: "socket".into(),
@@ -503,6 +505,7 @@ mod tests {
             tcp_flags_text: String::new(),
             ifaces: vec![],
             nat: i.is_multiple_of(3).then(|| "snat".to_owned()),
+            signals: Default::default(),
         }
     }
 
