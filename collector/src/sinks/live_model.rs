@@ -238,6 +238,7 @@ mod tests {
             local: false,
             nat_addr: None,
             nat_port: None,
+            name: None,
             process: None,
         }
     }
@@ -286,6 +287,7 @@ mod tests {
             tcp_flags_text: String::new(),
             ifaces: Vec::new(),
             nat: None,
+            signals: Default::default(),
         }
     }
 

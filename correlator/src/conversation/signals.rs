@@ -287,7 +287,7 @@ impl ConversationTable {
         self.signals.effects = effects;
         for (addr, name, proto, querier, server) in std::mem::take(&mut self.signals.unresolved) {
             if let Some(a) = self.owners.find(proto, querier, server) {
-                let p = &a.identity.process;
+                let p = &a.0.identity.process;
                 let asker = Asker {
                     pid: p.pid,
                     cgroup_id: cgroup_hash(p.cgroup_path.as_deref()),
