@@ -35,6 +35,11 @@ pub struct FakeContainer {
 impl FakeContainer {
     /// Creates the cgroup directories for processes to be run in `net`'s namespace.
     pub fn new(uniq: &Uniq, net: &VethNetns) -> Self {
+        Self::in_netns(uniq, &net.ns)
+    }
+
+    /// Creates the cgroup directories for processes to be run in namespace `ns`.
+    pub fn in_netns(uniq: &Uniq, ns: &str) -> Self {
         let id = random_hex64();
         let parent_rel = format!("/flowlens-test-{uniq}");
         let cgroup = format!("{parent_rel}/docker-{id}.scope");
@@ -44,7 +49,7 @@ impl FakeContainer {
             parent: PathBuf::from(format!("{root}{parent_rel}")),
             id,
             cgroup,
-            ns: net.ns.clone(),
+            ns: ns.to_owned(),
         };
         std::fs::create_dir_all(&guard.dir)
             .unwrap_or_else(|e| panic!("mkdir {}: {e}", guard.dir.display()));

@@ -6,7 +6,7 @@
 //! ([`Uniq`]) so [`leftovers::assert_no_leftovers`] can prove it.
 //!
 //! Needs root and: iproute2, ethtool, tcpdump, python3, util-linux (setpriv),
-//! socat, iputils-ping, busybox-static, docker.io (dockerd) for `e2e_docker`
+//! socat, iputils-ping, dnsmasq-base, iptables, busybox-static, docker.io (dockerd) for `e2e_docker`
 //! and `compose_stack`; python3-yaml for the compose and Kubernetes files.
 
 pub mod agent;
@@ -25,7 +25,9 @@ pub mod names;
 pub mod netns;
 pub mod pcap;
 pub mod records;
+pub mod relay;
 pub mod router;
+pub mod signals;
 pub mod spawn;
 pub mod yaml;
 

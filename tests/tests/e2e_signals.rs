@@ -6,18 +6,18 @@
 //! process and the name it resolved on the conversation that followed.
 //! Loss without netem: an iptables `statistic --mode nth` rule drops every
 //! 25th data segment, and the retransmits flowlens reports equal the
-//! kernel's own `TcpRetransSegs` in the sender's namespace. A delay (RTT
-//! within a band of an injected one) needs a relay this file does not have yet.
-//! Run as root: `cargo build -p flowlens-collector && cargo test -p flowlens-tests --test e2e_signals -- --test-threads=1`
+//! kernel's own `TcpRetransSegs` in the sender's namespace. Delay (RTT,
+//! connect and DNS latency), relay loss, unreachable hosts, SERVFAIL and DNS
+//! over TCP: `e2e_signals_delay.rs`.
+//! Run as root: `cargo build --release -p flowlens-collector && FLOWLENS_BIN=$PWD/target/release/flowlens cargo test -p flowlens-tests --test e2e_signals -- --test-threads=1`
 
 use std::net::IpAddr;
-use std::process::Command;
 
 use flowlens_tests::agent::python;
+use flowlens_tests::signals::{dump, records_of, retrans_segs, sum, values, Rule};
 use flowlens_tests::{
     scenario, sleep_ms, ArtifactDir, FakeContainer, Flowlens, Place, Proc, Uniq, VethNetns, NOBODY,
 };
-use serde_json::Value;
 
 const SIG_AGENT: &str = r#"
 import os, signal, socket, struct, sys, time
@@ -133,40 +133,6 @@ fn agent(place: Place<'_>, uid: Option<u32>, args: &[&str]) -> Proc {
 fn port_of(p: &mut Proc) -> u16 {
     let w = p.expect_line("PORT");
     w[0].parse().expect("port")
-}
-
-/// Records of one conversation (client port, server address and port).
-fn records_of<'a>(
-    recs: &'a [Value],
-    proto: &str,
-    cport: u16,
-    server: (IpAddr, u16),
-) -> Vec<&'a Value> {
-    recs.iter()
-        .filter(|r| {
-            r["proto"] == proto
-                && r["client"]["port"] == cport
-                && r["server"]["port"] == server.1
-                && r["server"]["addr"] == server.0.to_string()
-        })
-        .collect()
-}
-
-/// The sum of a counter over records (absent = 0).
-fn sum(rs: &[&Value], key: &str) -> u64 {
-    rs.iter().map(|r| r[key].as_u64().unwrap_or(0)).sum()
-}
-
-/// The values a key takes over the records (absent ones skipped).
-fn values<'a>(rs: &[&'a Value], key: &str) -> Vec<&'a Value> {
-    rs.iter()
-        .map(|r| &r[key])
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-fn dump(rs: &[&Value]) -> String {
-    rs.iter().map(|r| format!("{r}\n")).collect()
 }
 
 struct Setup {
@@ -385,58 +351,6 @@ fn ebpf_dns_names_and_rcodes_from_dnsmasq() {
             dump(&r)
         );
     });
-}
-
-/// An iptables rule (in a namespace, or the root one), removed on drop.
-struct Rule {
-    ns: Option<String>,
-    spec: Vec<String>,
-}
-
-impl Rule {
-    fn add(ns: Option<&str>, spec: &[&str]) -> Rule {
-        let r = Rule {
-            ns: ns.map(str::to_owned),
-            spec: spec.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        r.run("-A");
-        r
-    }
-
-    fn run(&self, op: &str) -> bool {
-        let mut c = match &self.ns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "iptables"]);
-                c
-            }
-            None => Command::new("iptables"),
-        };
-        c.arg(op).args(&self.spec);
-        let ok = c.status().is_ok_and(|s| s.success());
-        assert!(ok || op == "-D", "iptables {op} {:?} failed", self.spec);
-        ok
-    }
-}
-
-impl Drop for Rule {
-    fn drop(&mut self) {
-        self.run("-D");
-    }
-}
-
-/// The kernel's TcpRetransSegs in namespace `ns`.
-fn retrans_segs(ns: &str) -> u64 {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "nstat", "-az", "TcpRetransSegs"])
-        .output()
-        .expect("nstat (iproute2)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find(|l| l.starts_with("TcpRetransSegs"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no TcpRetransSegs in nstat output:\n{text}"))
 }
 
 #[test]
