@@ -30,6 +30,7 @@ DEPS_TEST=(
 	dpkg-dev                               # apt-get source tcpdump (its test captures)
 	tshark python3-dpkt                    # replay_reference: tshark as the reference, dpkt's captures
 	conntrack iptables nftables            # NAT scenarios (e2e_nat: own nftables NAT; e2e_docker_nat: Docker's iptables NAT)
+	dnsmasq-base                           # e2e_signals, e2e_signals_delay: a real DNS server (iptables: their drop/reject rules)
 )
 
 # Browser tests (web explorer pages): headless Chromium + chromedriver.
