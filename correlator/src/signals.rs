@@ -107,7 +107,9 @@ pub enum ConnectError {
     Timeout,
     /// The network said no (ICMP unreachable and the like).
     Unreachable,
-    /// Reset during the handshake (ECONNRESET).
+    /// ECONNRESET or EPIPE at the end of a connect. Reserved: Linux reports an
+    /// RST to a SYN as ECONNREFUSED, and sets ECONNRESET of an aborted connect
+    /// only after the state change the collector reads (docs/schema.md).
     Reset,
 }
 
