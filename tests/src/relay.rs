@@ -113,14 +113,37 @@ pub struct Relay {
     thread: Option<JoinHandle<()>>,
 }
 
-/// Opens a TUN device named `name` (non-blocking).
-fn open_tun(name: &str) -> std::io::Result<File> {
-    assert!(name.len() < 16, "interface name {name} too long");
-    let file = OpenOptions::new()
+const TUN_DEV: &str = "/dev/net/tun";
+
+fn open_tun_dev() -> std::io::Result<File> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open("/dev/net/tun")?;
+        .open(TUN_DEV)
+}
+
+/// `/dev/net/tun`, loading the module and making the node where neither is
+/// there yet (the kernel-matrix guests boot with tun as a module and no udev
+/// rule run for it).
+fn tun_dev() -> std::io::Result<File> {
+    match open_tun_dev() {
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        other => return other,
+    }
+    cmd::run_quiet("modprobe", &["tun"]);
+    if !std::path::Path::new(TUN_DEV).exists() {
+        // misc device 10:200; opening it loads the module through its alias
+        cmd::run_quiet("mkdir", &["-p", "/dev/net"]);
+        cmd::run_quiet("mknod", &[TUN_DEV, "c", "10", "200"]);
+    }
+    open_tun_dev()
+}
+
+/// Opens a TUN device named `name` (non-blocking).
+fn open_tun(name: &str) -> std::io::Result<File> {
+    assert!(name.len() < 16, "interface name {name} too long");
+    let file = tun_dev()?;
     // struct ifreq: the name (16 bytes), then ifr_flags in the union.
     let mut ifr = [0u8; 40];
     ifr[..name.len()].copy_from_slice(name.as_bytes());

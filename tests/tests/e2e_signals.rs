@@ -253,12 +253,19 @@ fn ebpf_refused_connect_abort_reset_and_clean_transfer() {
         );
         let connect = values(&r, "connect_us");
         assert_eq!(connect.len(), 1, "{}", dump(&r));
+        assert!(sum(&r, "rtt_samples") > 0, "{}", dump(&r));
+        // Well under 1 ms over a veth on a real CPU. Under the kernel matrix's
+        // emulated CPU (FLOWLENS_TEST_TIME_SCALE > 1) a veth round trip takes
+        // milliseconds (3.5 ms connect, 32 ms mean srtt on 6.1 under TCG):
+        // there only the presence of the values is checked.
+        if flowlens_tests::cmd::time_scale() > 1 {
+            return;
+        }
         assert!(
             connect[0].as_u64().unwrap_or(u64::MAX) < 1_000,
             "{}",
             dump(&r)
         );
-        assert!(sum(&r, "rtt_samples") > 0, "{}", dump(&r));
         for v in values(&r, "rtt_avg_us") {
             assert!(
                 v.as_u64().unwrap_or(u64::MAX) < 1_000,
