@@ -40,9 +40,11 @@ step doctor "$FLOWLENS_BIN" doctor
 [ -f "$out/doctor.log" ] && grep -E '^\[ *(ok|warn|MISSING)\] (hook:|XDP and TC flow|socket and process|golden-signal|signal hook)' "$out/doctor.log" | sed 's/^/    /'
 step flow_prog "$(bin flow_prog)" --test-threads=1
 step sock_prog "$(bin sock_prog)" --test-threads=1
-# signals_prog runs only when FLOWLENS_MATRIX_STEPS names it: 5.10 gives cgroup_skb test runs no packet
-# pointers (data_end unset: the DNS programs see nothing), while attached
-# to a cgroup they do; the doctor lines above show the signal hooks load.
+# signals_prog (the DNS copy programs, byte for byte) only when FLOWLENS_MATRIX_STEPS names it: before
+# the kernel fix of November 2024 (bpf-next; the selftest cgroup_skb_prog_run_direct_packet_access)
+# BPF_PROG_TEST_RUN gives cgroup_skb programs no data_end, so they see no packet. Measured: its three
+# copy tests fail on Debian's 5.10, 6.1 and 6.12.117 (the fourth, nothing copied, passes), pass on 6.18.
+# Attached to a cgroup the programs do see packets there: signals_e2e below.
 step signals_prog "$(bin signals_prog)" --test-threads=1
 # End-to-end (each test ~1.5 min under TCG, so a subset): TCP and UDP
 # (sendto) between the host and a "container" (netns + docker-scope cgroup),
@@ -51,6 +53,11 @@ step signals_prog "$(bin signals_prog)" --test-threads=1
 step e2e "$(bin e2e_capture)" --test-threads=1 --exact \
 	ebpf_tcp_host_client_to_container_server ebpf_udp_unconnected_host_client_to_container_server \
 	ebpf_connection_opened_before_start_is_attributed ebpf_exited_client_is_attributed
+# Golden signals from real traffic: refused, aborted, timed-out and unreachable connects, RTT, retransmits
+# against the kernel's TcpRetransSegs, DNS names and rcodes from dnsmasq; signals_delay: behind a 40 ms
+# TUN relay (RTT, connect and DNS latency against ping). Only when FLOWLENS_MATRIX_STEPS names them.
+step signals_e2e "$(bin e2e_signals)" --test-threads=1
+step signals_delay "$(bin e2e_signals_delay)" --test-threads=1
 # Benchmarks (emulated CPU: ratios against empty programs in the same run).
 if [[ $steps == *" bench "* ]]; then
 	step bench_kernel_progs target/release/kernel-progs --repeat=20000 --rounds=3 --flows=1024 \

@@ -7,7 +7,8 @@
 # target/tmp/kernel-matrix/<suite>/.
 #   tests/kernel-matrix/run.sh [suite ...]     (default: bullseye bookworm trixie)
 #   FLOWLENS_MATRIX_STEPS="doctor flow_prog sock_prog e2e bench" (the default)
-#   picks the steps (signals_prog is opt-in: see guest.sh).
+#   picks the steps; signals_prog, signals_e2e and signals_delay ("signals": all three) only when
+#   named (see guest.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [ "$(id -u)" != 0 ]; then
@@ -29,7 +30,8 @@ export PATH=$top/venv/bin:$PATH
 cargo build -q --release -p flowlens-collector -p flowlens-bench
 bins=$top/test-binaries
 cargo test -q -p flowlens-tests --no-run --message-format=json \
-	--test flow_prog --test sock_prog --test signals_prog --test e2e_capture 2>/dev/null |
+	--test flow_prog --test sock_prog --test signals_prog --test e2e_capture \
+	--test e2e_signals --test e2e_signals_delay 2>/dev/null |
 	/usr/bin/python3 -c '
 import json, sys
 for line in sys.stdin:
