@@ -49,6 +49,9 @@ pub fn dump(rs: &[&Value]) -> String {
 
 /// The mean of `avg_key` over records, weighted by `weight_key` (a record's
 /// mean over its samples): the mean over all samples. `None` without samples.
+/// (For DNS latency the weight is `dns_responses`: a response counted at an
+/// interval's end may give its latency in the next record, so this is close,
+/// not exact, when a conversation spans records.)
 pub fn weighted_mean(rs: &[&Value], avg_key: &str, weight_key: &str) -> Option<u64> {
     let (mut total, mut n) = (0u64, 0u64);
     for r in rs {
