@@ -592,6 +592,37 @@ impl Recorder {
     }
 }
 
+#[test]
+fn every_request_in_flight_keeps_its_connection() {
+    // 8 requests in flight (more than a default HTTP pool keeps idle):
+    // each writer reuses its keep-alive connection, none is opened per
+    // request (a slow server keeps all 8 busy at once).
+    let dir = TempDir::new("conns");
+    let srv = writes_answer(|_| {
+        std::thread::sleep(Duration::from_millis(30));
+        Reply::ok()
+    });
+    let mut s = settings(&srv.url(), &dir);
+    s.requests_in_flight = 8;
+    let mut sink = InfluxSink::start(s).expect("start");
+    for k in 0..8 {
+        // 8 rounds of 30 batches of 3 lines.
+        sink.write_lines(&lines("k", k * 90..(k + 1) * 90))
+            .expect("write");
+        wait_stats(&sink, "the round written", |m| {
+            m.points_written == u64::from(k + 1) * 90
+        });
+    }
+    sink.close();
+    let writes = srv.writes().len();
+    assert!(writes >= 8 * 30, "{writes} writes");
+    let conns = srv.connections();
+    assert!(
+        conns <= 8,
+        "{conns} connections for {writes} writes with 8 requests in flight"
+    );
+}
+
 /// Settings for a real influxd: 4 requests at once, 500 lines each.
 fn real_settings(url: &str, dir: &TempDir, db: &str) -> InfluxSettings {
     let mut s = InfluxSettings::new(url, db, &dir.path().join("spool")).expect("settings");

@@ -273,11 +273,20 @@ pub fn gzip(body: &[u8]) -> Vec<u8> {
 }
 
 impl Client {
-    /// A client for `target`.
+    /// A client for `target` keeping up to 4 idle connections.
     pub fn new(target: Target) -> Self {
+        Self::with_connections(target, 4)
+    }
+
+    /// A client for `target` keeping up to `connections` idle keep-alive
+    /// connections: one per request in flight, so every writer reuses its
+    /// connection instead of opening one per request.
+    pub fn with_connections(target: Target, connections: usize) -> Self {
+        let connections = connections.max(1);
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(target.timeout.min(Duration::from_secs(5)))
-            .max_idle_connections_per_host(4)
+            .max_idle_connections(connections.max(100))
+            .max_idle_connections_per_host(connections)
             .user_agent(concat!("flowlens/", env!("CARGO_PKG_VERSION")))
             .build();
         let write_url = match target.api {

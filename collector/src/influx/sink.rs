@@ -179,9 +179,9 @@ impl InfluxSink {
                 info!(dir = %s.spool_dir.display(), pending_bytes = sp.pending_bytes(), pending_points = sp.pending_lines(), "InfluxDB spool has records from before; replaying them first.");
             }
         }
-        let client = Client::new(s.target.clone());
-        health_check(&client, s.create_db)?;
         let threads = s.requests_in_flight.max(1);
+        let client = Client::with_connections(s.target.clone(), threads);
+        health_check(&client, s.create_db)?;
         info!(url = %client.write_url(), spool_dir = %s.spool_dir.display(), spool_max = s.spool_max, dead_letter = %s.dead_letter.display(), requests_in_flight = threads, "InfluxDB output enabled.");
         let queued = s.queue_batches.max(1) as u64;
         let writers = Arc::new(Writers::new(

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -111,6 +111,7 @@ pub struct FakeInflux {
     /// Port on 127.0.0.1.
     pub port: u16,
     requests: Arc<Mutex<Vec<Request>>>,
+    connections: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     accept: Option<std::thread::JoinHandle<()>>,
 }
@@ -124,11 +125,17 @@ impl FakeInflux {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let script: Arc<Script> = Arc::new(script);
-        let (reqs, st) = (Arc::clone(&requests), Arc::clone(&stop));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (reqs, st, conns) = (
+            Arc::clone(&requests),
+            Arc::clone(&stop),
+            Arc::clone(&connections),
+        );
         let accept = std::thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((s, _)) => {
+                        conns.fetch_add(1, Ordering::Relaxed);
                         let (reqs, st, script) =
                             (Arc::clone(&reqs), Arc::clone(&st), Arc::clone(&script));
                         std::thread::spawn(move || serve(s, &reqs, &st, &*script));
@@ -140,6 +147,7 @@ impl FakeInflux {
         FakeInflux {
             port,
             requests,
+            connections,
             stop,
             accept: Some(accept),
         }
@@ -153,6 +161,11 @@ impl FakeInflux {
     /// Every request so far.
     pub fn requests(&self) -> Vec<Request> {
         self.requests.lock().expect("lock").clone()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// Writes with points so far.
