@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds release and runs the whole benchmark suite; prints one markdown table
 # (the one in BENCHMARKS.md). Needs root (BPF_PROG_TEST_RUN, namespaces, XDP).
-#   bench/run-all.sh           full run (~20 minutes: a 3-minute table soak and a 5-minute collector soak included)
+#   bench/run-all.sh           full run (~30 minutes: a 3-minute table soak and a 5-minute collector soak included)
 #   bench/run-all.sh --smoke   tiny counts: only checks every benchmark still runs (~1 minute + build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,8 @@ target/release/table-rss $SMOKE --no-header
 bench/web-store-cost.sh $SMOKE --no-header
 target/release/web-queries $SMOKE --no-header
 target/release/web-pages $SMOKE --no-header
+# The InfluxDB writer against influxd's parallel ceiling (~10 minutes; --smoke: seconds).
+cargo bench -q -p flowlens-collector --bench influx_write -- $SMOKE --no-header 2>/dev/null
 # Criterion: --test runs every benchmark once (smoke); otherwise a short measurement.
 if [ -n "$SMOKE" ]; then CRIT=(--test); else CRIT=(--warm-up-time 1 --measurement-time 3); fi
 for b in "flowlens-correlator correlator" "flowlens-collector readers"; do

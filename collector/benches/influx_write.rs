@@ -244,12 +244,19 @@ fn ceiling(
                         break;
                     };
                     loop {
-                        let mut req = agent.post(&url);
+                        let mut req = agent
+                            .post(&url)
+                            .set("Content-Type", "text/plain; charset=utf-8");
                         if gz {
                             req = req.set("Content-Encoding", "gzip");
                         }
                         match req.send_bytes(body) {
-                            Ok(_) => break,
+                            Ok(r) => {
+                                // Read the (empty) answer: only then does
+                                // the connection go back for the next request.
+                                let _ = r.into_reader().read_to_end(&mut Vec::new());
+                                break;
+                            }
                             Err(ureq::Error::Status(code, _)) if code < 500 => {
                                 panic!("write refused: {code}")
                             }
@@ -533,10 +540,10 @@ fn main() {
         .fold((f64::MAX, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
     if o.no_header {
         let (t, e, w) = cpu_of(0, &mut cpu_total, &mut cpu_encode);
-        let goal = if ratio >= 0.9 {
-            "≥ 90 %: met"
-        } else {
-            "≥ 90 %: MISSED"
+        let goal = match (o.smoke, ratio >= 0.9) {
+            (true, _) => "smoke: tiny counts, not a measurement",
+            (false, true) => "≥ 90 %: met",
+            (false, false) => "≥ 90 %: MISSED",
         };
         println!(
             "| influx | sink end to end ({records} records, defaults), median of {} | {:.0} records/s | best ceiling {:.0} records/s ({}) | {:.1} % (rounds {:.1}-{:.1} %) | {goal} |",

@@ -54,6 +54,8 @@ fn v2_write_api_with_token() {
     s.target.org = Some("acme corp".into());
     s.target.db = "net/flows".into();
     s.target.auth = Auth::Token(Secret::new(TOKEN));
+    // gzip as to a remote InfluxDB (the default for a loopback URL is off).
+    s.target.gzip = true;
     let mut sink = InfluxSink::start(s).expect("start");
     let recs: Vec<_> = (0..20)
         .map(|i| record(i, 1_700_000_000_000_000_000))

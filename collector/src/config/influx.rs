@@ -194,6 +194,9 @@ pub fn resolve(
     schema
         .validate()
         .map_err(|e| invalid("schema", e.to_string()))?;
+    let gzip = f
+        .gzip
+        .unwrap_or_else(|| crate::influx::settings::gzip_by_default(&url));
     Ok(Some(InfluxSettings {
         target: Target {
             url,
@@ -203,7 +206,7 @@ pub fn resolve(
             org,
             auth: auth(api, f, env)?,
             timeout: duration("timeout", f.timeout.as_ref(), Duration::from_secs(10))?,
-            gzip: f.gzip.unwrap_or(true),
+            gzip,
         },
         spool_dir,
         spool_max,
@@ -268,7 +271,9 @@ mod tests {
             s.dead_letter,
             PathBuf::from("/var/lib/flowlens/influx-dead-letter.lp")
         );
-        assert!(s.target.gzip);
+        assert!(!s.target.gzip, "InfluxDB on this host: no gzip");
+        let s = resolved(&args("http://influx.example.com:8086"), None, &|_| None);
+        assert!(s.target.gzip, "another host: gzip");
     }
 
     #[test]
