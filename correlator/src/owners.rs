@@ -10,6 +10,7 @@
 //! not there yet, or an end without a socket (RST to a closed port).
 
 use std::borrow::Borrow;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -148,8 +149,90 @@ type HalfKey = (u8, Addr);
 struct Slot {
     cookie: u64,
     took_over_ns: u64,
-    /// The latest take-overs, newest first (0: none).
-    takeovers: [u64; TAKEOVERS],
+}
+
+/// Index keys -> sockets. The take-over history lives beside the slots, only
+/// for keys another socket took over (a reused port): most never are.
+#[derive(Debug)]
+struct SlotIndex<K> {
+    slots: HashMap<K, Slot>,
+    /// The latest take-overs of a key, newest first (0: none).
+    history: HashMap<K, [u64; TAKEOVERS]>,
+}
+
+impl<K> Default for SlotIndex<K> {
+    fn default() -> Self {
+        Self {
+            slots: HashMap::new(),
+            history: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Copy> SlotIndex<K> {
+    fn get(&self, key: &K) -> Option<(Slot, Takeovers)> {
+        let slot = *self.slots.get(key)?;
+        let history = self.history.get(key).copied().unwrap_or([0; TAKEOVERS]);
+        Some((slot, Takeovers(history)))
+    }
+
+    /// Points `key` at `cookie`, remembering when it was taken from another socket.
+    fn take_over(&mut self, key: K, cookie: u64, ts_ns: u64) {
+        match self.slots.entry(key) {
+            Entry::Vacant(v) => {
+                v.insert(Slot {
+                    cookie,
+                    took_over_ns: 0,
+                });
+            }
+            Entry::Occupied(mut o) if o.get().cookie != cookie => {
+                *o.get_mut() = Slot {
+                    cookie,
+                    took_over_ns: ts_ns,
+                };
+                let h = self.history.entry(key).or_insert([0; TAKEOVERS]);
+                h.rotate_right(1);
+                h[0] = ts_ns;
+            }
+            Entry::Occupied(_) => {}
+        }
+    }
+
+    /// The connection of `cookie`, which holds `key`, began at `t_ns`: earlier
+    /// than its take-over was recorded (a server's accept() came later).
+    fn began_at(&mut self, key: &K, cookie: u64, t_ns: u64) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        if slot.cookie != cookie || slot.took_over_ns <= t_ns {
+            return;
+        }
+        if let Some(h) = self.history.get_mut(key) {
+            if h[0] == slot.took_over_ns {
+                h[0] = t_ns;
+            }
+        }
+        slot.took_over_ns = t_ns;
+    }
+
+    fn remove_if(&mut self, key: &K, cookie: u64) {
+        if self.slots.get(key).is_some_and(|s| s.cookie == cookie) {
+            self.slots.remove(key);
+            self.history.remove(key);
+        }
+    }
+
+    /// Keeps the keys of sockets still tracked.
+    fn retain_owned<V>(&mut self, owners: &HashMap<u64, V>) {
+        self.slots.retain(|_, s| owners.contains_key(&s.cookie));
+        let slots = &self.slots;
+        self.history.retain(|k, _| slots.contains_key(k));
+    }
+
+    fn shrink(&mut self) {
+        shrink(&mut self.slots);
+        shrink(&mut self.history);
+    }
 }
 
 /// Counters of the owner table.
@@ -165,9 +248,10 @@ pub(crate) struct OwnerCounters {
 /// Socket owners and the indexes to find them from a conversation endpoint.
 #[derive(Debug, Default)]
 pub(crate) struct OwnerIndex {
-    owners: HashMap<u64, Owner>,
-    full: HashMap<FullKey, Slot>,
-    half: HashMap<HalfKey, Slot>,
+    /// Boxed: the map's buckets (up to twice the owners) hold a pointer, not the owner.
+    owners: HashMap<u64, Box<Owner>>,
+    full: SlotIndex<FullKey>,
+    half: SlotIndex<HalfKey>,
     pending: HashMap<u64, PendingState>,
     processes: HashMap<u32, ProcessExe>,
     /// Local addresses -> when a socket last used them.
@@ -264,7 +348,7 @@ impl OwnerIndex {
             .and_then(|p| p.established_ns)
             .map_or(ev.ts_ns, |t| t.min(ev.ts_ns));
         self.index(ev.cookie, &owner, began);
-        self.owners.insert(ev.cookie, owner);
+        self.owners.insert(ev.cookie, Box::new(owner));
         if let Some(p) = self.pending.remove(&ev.cookie) {
             self.apply_state(p.change, p.role);
             if let Some(o) = self.owners.get_mut(&ev.cookie) {
@@ -346,14 +430,8 @@ impl OwnerIndex {
             // The tuple was taken over when the connection began, not when the
             // owner event (a server's accept()) came.
             if let Some(r) = owner.remote {
-                if let Some(slot) = self.full.get_mut(&(owner.proto, owner.local, r)) {
-                    if slot.cookie == ev.cookie && slot.took_over_ns > t {
-                        if slot.takeovers[0] == slot.took_over_ns {
-                            slot.takeovers[0] = t;
-                        }
-                        slot.took_over_ns = t;
-                    }
-                }
+                self.full
+                    .began_at(&(owner.proto, owner.local, r), ev.cookie, t);
             }
         }
         // A listener's change has no remote; anything without a local port is not bound yet.
@@ -378,8 +456,8 @@ impl OwnerIndex {
         owner.local = local;
         owner.remote = remote;
         match old_remote {
-            Some(r) => remove_if(&mut self.full, &(proto, old_local, r), cookie),
-            None => remove_if(&mut self.half, &(proto, old_local), cookie),
+            Some(r) => self.full.remove_if(&(proto, old_local, r), cookie),
+            None => self.half.remove_if(&(proto, old_local), cookie),
         }
         if let Some(owner) = self.owners.get(&cookie) {
             index_into(&mut self.full, &mut self.half, cookie, owner, ts_ns);
@@ -401,7 +479,7 @@ impl OwnerIndex {
             .full
             .get(&(proto, local, remote))
             .or_else(|| self.full.get(&(proto, (any_same, port), remote)));
-        let slot = match exact {
+        let ((slot, takeovers), exact) = match exact {
             Some(s) => (s, true),
             None => (
                 self.half
@@ -412,17 +490,17 @@ impl OwnerIndex {
                 false,
             ),
         };
-        let owner = self.owners.get(&slot.0.cookie)?;
+        let owner = self.owners.get(&slot.cookie)?;
         Some((
             Attribution {
-                cookie: slot.0.cookie,
+                cookie: slot.cookie,
                 role: owner.role,
                 identity: Arc::clone(&owner.identity),
                 since_ns: owner.since_ns,
-                exact: slot.1,
-                took_over_ns: slot.0.took_over_ns,
+                exact,
+                took_over_ns: slot.took_over_ns,
             },
-            Takeovers(slot.0.takeovers),
+            takeovers,
         ))
     }
 
@@ -501,9 +579,8 @@ impl OwnerIndex {
         let evicted = before - self.owners.len();
         if evicted > 0 {
             self.counters.owners_evicted += evicted as u64;
-            let owners = &self.owners;
-            self.full.retain(|_, s| owners.contains_key(&s.cookie));
-            self.half.retain(|_, s| owners.contains_key(&s.cookie));
+            self.full.retain_owned(&self.owners);
+            self.half.retain_owned(&self.owners);
         }
         let before = self.pending.len();
         self.pending
@@ -518,8 +595,8 @@ impl OwnerIndex {
         // Identities no owner and no conversation holds any more.
         self.identities.retain(|i| Arc::strong_count(&i.0) > 1);
         shrink(&mut self.owners);
-        shrink(&mut self.full);
-        shrink(&mut self.half);
+        self.full.shrink();
+        self.half.shrink();
         shrink(&mut self.pending);
         shrink(&mut self.processes);
         shrink(&mut self.local_addrs);
@@ -528,8 +605,8 @@ impl OwnerIndex {
 }
 
 fn index_into(
-    full: &mut HashMap<FullKey, Slot>,
-    half: &mut HashMap<HalfKey, Slot>,
+    full: &mut SlotIndex<FullKey>,
+    half: &mut SlotIndex<HalfKey>,
     cookie: u64,
     o: &Owner,
     ts_ns: u64,
@@ -539,29 +616,8 @@ fn index_into(
         return;
     }
     match o.remote {
-        Some(r) => take_over(full, (o.proto, o.local, r), cookie, ts_ns),
-        None => take_over(half, (o.proto, o.local), cookie, ts_ns),
-    }
-}
-
-/// Points `key` at `cookie`, remembering when it was taken from another socket.
-fn take_over<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Slot>, key: K, cookie: u64, ts: u64) {
-    let slot = map.entry(key).or_insert(Slot {
-        cookie,
-        took_over_ns: 0,
-        takeovers: [0; TAKEOVERS],
-    });
-    if slot.cookie != cookie {
-        slot.cookie = cookie;
-        slot.took_over_ns = ts;
-        slot.takeovers.rotate_right(1);
-        slot.takeovers[0] = ts;
-    }
-}
-
-fn remove_if<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Slot>, key: &K, cookie: u64) {
-    if map.get(key).is_some_and(|s| s.cookie == cookie) {
-        map.remove(key);
+        Some(r) => full.take_over((o.proto, o.local, r), cookie, ts_ns),
+        None => half.take_over((o.proto, o.local), cookie, ts_ns),
     }
 }
 
@@ -657,5 +713,30 @@ mod tests {
         drop(a);
         ix.expire(20_000, 100, 100, 100);
         assert_eq!(ix.identities_len(), 0);
+    }
+
+    #[test]
+    fn take_over_history_only_for_keys_taken_over_and_gone_with_them() {
+        let mut ix: SlotIndex<u32> = SlotIndex::default();
+        ix.take_over(1, 10, 100);
+        ix.take_over(1, 10, 150);
+        assert!(ix.history.is_empty());
+        assert_eq!(
+            ix.get(&1).map(|(s, t)| (s.took_over_ns, t.0)),
+            Some((0, [0; 4]))
+        );
+        ix.take_over(1, 11, 200);
+        ix.take_over(1, 12, 300);
+        ix.began_at(&1, 12, 250);
+        let (slot, t) = ix.get(&1).expect("slot");
+        assert_eq!(
+            (slot.cookie, slot.took_over_ns, t.0),
+            (12, 250, [250, 200, 0, 0])
+        );
+        assert_eq!(t.after(199), 2);
+        ix.remove_if(&1, 11);
+        assert!(ix.get(&1).is_some(), "held by another socket");
+        ix.remove_if(&1, 12);
+        assert!(ix.get(&1).is_none() && ix.history.is_empty());
     }
 }

@@ -182,7 +182,9 @@ pub enum NatJoin {
 #[derive(Debug)]
 pub struct ConversationTable {
     config: TableConfig,
-    conversations: HashMap<ConvKey, Conversation>,
+    /// Boxed: the map's buckets (up to twice the entries, at its power-of-two
+    /// capacity) hold a key and a pointer, not the whole conversation.
+    conversations: HashMap<ConvKey, Box<Conversation>>,
     /// Conversations that ended before their last record was built (a reused
     /// tuple, a late NAT join, evicted early with unexported counters).
     finished: Vec<(ConvKey, Conversation)>,
@@ -281,7 +283,7 @@ impl ConversationTable {
         let prev = self.prev_read_ns;
         let conv = match self.conversations.entry(key) {
             Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => v.insert(Conversation::new(obs, link)),
+            Entry::Vacant(v) => v.insert(Box::new(Conversation::new(obs, link))),
         };
         conv.observe(obs, place, prev);
     }
@@ -318,7 +320,7 @@ impl ConversationTable {
             self.evicted_flows.extend(conv.kernel_keys(&key));
             self.stats.conversations_evicted_early += 1;
             if news {
-                self.finished.push((key, conv));
+                self.finished.push((key, *conv));
             }
         }
         true
@@ -365,13 +367,12 @@ impl ConversationTable {
             if !whole {
                 self.stats.nat_joined_late += 1;
             }
-            let real = self
-                .conversations
-                .entry(link.real)
-                .or_insert_with(|| Conversation {
+            let real = self.conversations.entry(link.real).or_insert_with(|| {
+                Box::new(Conversation {
                     nat: Some(Arc::clone(link)),
                     ..old.successor(old.last_seen_ns, false)
-                });
+                })
+            });
             real.nat = Some(Arc::clone(link));
             real.entries.retain(|e| e.wire == 0);
             for e in &old.entries {
@@ -400,7 +401,7 @@ impl ConversationTable {
                 continue;
             }
             old.nat = None;
-            self.finished.push((wire, old));
+            self.finished.push((wire, *old));
         }
     }
 

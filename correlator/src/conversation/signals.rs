@@ -321,8 +321,8 @@ impl ConversationTable {
             };
             let mut conv = Conversation::new(&obs, link);
             // The connecting socket is the client, whatever its owner event says.
-            conv.client = Some((end, Evidence::Socket));
-            self.conversations.insert(key, conv);
+            conv.set_client(end, Evidence::Socket);
+            self.conversations.insert(key, Box::new(conv));
         }
     }
 

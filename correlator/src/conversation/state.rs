@@ -81,8 +81,8 @@ pub(crate) struct Conversation {
     pub initiator: [bool; 2],
     pub responder: [bool; 2],
     pub owners: [Option<Attribution>; 2],
-    /// Client index, once proven by sockets or handshake.
-    pub client: Option<(usize, Evidence)>,
+    /// Client index (0 or 1), once proven by sockets or handshake.
+    pub client: Option<(u8, Evidence)>,
     /// The translation, when connection tracking reported one.
     pub nat: Option<Arc<NatLink>>,
     /// Entries hold reads not yet counted.
@@ -234,24 +234,31 @@ impl Conversation {
 
     /// The client index: sockets, then handshake (both kept once found), then ports.
     pub fn decide_client(&mut self, key: &ConvKey) -> (usize, Evidence) {
-        if let Some(decided) = self.client {
-            return decided;
+        if let Some((side, evidence)) = self.client {
+            return (usize::from(side), evidence);
         }
         let by_socket = (0..2).find_map(|side| match self.owners[side].as_ref()?.role {
             Role::Client => Some(side),
             Role::Server => Some(1 - side),
             Role::Unknown => None,
         });
-        if let Some(side) = by_socket {
-            self.client = Some((side, Evidence::Socket));
+        let decided = if let Some(side) = by_socket {
+            (side, Evidence::Socket)
         } else if let Some(side) = self.by_handshake() {
-            self.client = Some((side, Evidence::Handshake));
+            (side, Evidence::Handshake)
         } else if let Some(n) = &self.nat {
             // Connection tracking knows who sent the first packet.
             return (n.client, Evidence::Handshake);
-        }
-        self.client
-            .unwrap_or_else(|| (client_by_ports(key), Evidence::Ports))
+        } else {
+            return (client_by_ports(key), Evidence::Ports);
+        };
+        self.set_client(decided.0, decided.1);
+        decided
+    }
+
+    /// Keeps `side` (0 or 1) as the client for good.
+    pub fn set_client(&mut self, side: usize, evidence: Evidence) {
+        self.client = Some((u8::from(side == 1), evidence));
     }
 
     fn by_handshake(&self) -> Option<usize> {
