@@ -739,6 +739,17 @@ mod tests {
     }
 
     #[test]
+    fn per_conversation_sizes_stay_within_the_memory_budget() {
+        use std::mem::size_of;
+        // BENCHMARKS.md ("Memory per conversation") rests on these: a map
+        // bucket is a key and a pointer, a conversation keeps two kernel
+        // entries inline, signals and take-over histories live beside it.
+        assert!(size_of::<(ConvKey, Box<Conversation>)>() <= 56);
+        assert!(size_of::<Conversation>() <= 416);
+        assert!(size_of::<KernelEntry>() <= 80);
+    }
+
+    #[test]
     fn table_is_send() {
         fn send<T: Send>() {}
         send::<ConversationTable>();

@@ -60,7 +60,9 @@ pub struct SignalStats {
 /// The signals' share of the table.
 #[derive(Debug)]
 pub(super) struct SignalState {
-    pending: HashMap<ConvKey, PendingSignals>,
+    /// Boxed: most conversations have none, and a bucket of the map (up to
+    /// twice the entries) holds a key and a pointer, not the signals.
+    pending: HashMap<ConvKey, Box<PendingSignals>>,
     /// Names a conversation was given (kept for its life), by end index.
     names: HashMap<ConvKey, [Option<Arc<str>>; 2]>,
     /// Connects in flight: socket cookie -> start.
@@ -156,9 +158,11 @@ impl SignalState {
     }
 
     fn pending(&mut self, key: ConvKey, now_ns: u64) -> &mut PendingSignals {
-        self.pending.entry(key).or_insert_with(|| PendingSignals {
-            since_ns: now_ns,
-            ..PendingSignals::default()
+        self.pending.entry(key).or_insert_with(|| {
+            Box::new(PendingSignals {
+                since_ns: now_ns,
+                ..PendingSignals::default()
+            })
         })
     }
 }

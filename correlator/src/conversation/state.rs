@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use crate::nat::NatLink;
 use crate::owners::{Addr, Attribution};
 use crate::paths::{Counters, KernelEntry, PathCount, ReadWindow};
@@ -68,9 +70,13 @@ impl ConvKey {
     }
 }
 
+/// A conversation's kernel entries: inline up to two (one per direction on
+/// one interface, the common case), on the heap beyond.
+pub(crate) type KernelEntries = SmallVec<[KernelEntry; 2]>;
+
 #[derive(Debug)]
 pub(crate) struct Conversation {
-    pub entries: Vec<KernelEntry>,
+    pub entries: KernelEntries,
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
     /// Per sender.
@@ -95,7 +101,7 @@ pub(crate) struct Conversation {
 impl Conversation {
     pub fn new(obs: &FlowObservation, nat: Option<Arc<NatLink>>) -> Self {
         Self {
-            entries: Vec::with_capacity(2),
+            entries: KernelEntries::new(),
             first_seen_ns: obs.first_seen_ns,
             last_seen_ns: obs.last_seen_ns,
             paths: [PathCount::default(); 2],
@@ -129,7 +135,7 @@ impl Conversation {
                 }
                 n
             })
-            .collect::<Vec<_>>();
+            .collect::<KernelEntries>();
         let pending = entries.iter().any(|e| !e.pending.is_zero());
         Self {
             entries,
