@@ -3,19 +3,23 @@
 //! filling; and a soak (`--soak=SECONDS`): churning conversations through a
 //! table at its caps, sampling RSS, which must stay flat.
 //!
-//! `table-rss [--sizes=10000,100000,1000000] [--soak=180] [--smoke]`.
+//! `table-rss [--sizes=10000,100000,1000000] [--signals=none,rtt] [--soak=180] [--smoke]`.
 //! Each size runs in a fresh child process so sizes do not share a heap.
+//! `--signals`: `none`, conversations carry no golden signals (most real
+//! ones); `rtt`, every conversation's client socket reported an RTT sample
+//! before the export (what TCP conversations carry each interval).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flowlens_bench::{arg_u64, arg_value, print_table, rss_kib, smoke_requested, Row};
+use flowlens_correlator::signals::{RttStats, TcpSignal};
 use flowlens_correlator::{ConversationTable, TableConfig};
 
 #[path = "../../../correlator/benches/common/mod.rs"]
 mod common;
 
-use common::{feed, StaticLookup, S, UNIX0};
+use common::{client, feed, server, StaticLookup, S, UNIX0};
 
 fn config(n: u64) -> TableConfig {
     TableConfig {
@@ -25,14 +29,31 @@ fn config(n: u64) -> TableConfig {
     }
 }
 
-/// Child mode: fill a table with `n` conversations, print "before table
-/// after active records" (KiB: empty, the table alone, with one export's
-/// records).
-fn fill(n: u64) {
+/// Child mode: fill a table with `n` conversations (each with an RTT sample
+/// when `rtt`), print "before table after active records" (KiB: empty, the
+/// table alone, with one export's records).
+fn fill(n: u64, rtt: bool) {
     let before = rss_kib("self").unwrap_or(0);
     let mut t = ConversationTable::new(config(n));
     let n32 = u32::try_from(n).unwrap_or(u32::MAX);
     feed(&mut t, 0, n32, 10, 2);
+    if rtt {
+        for i in 0..n32 {
+            let sample = RttStats {
+                samples: 1,
+                sum_us: 250,
+                min_us: 250,
+                max_us: 250,
+            };
+            let signal = TcpSignal {
+                local: client(i),
+                remote: server(),
+                retransmits: 0,
+                rtt: sample,
+            };
+            t.observe_tcp_signal(signal, 2 * S);
+        }
+    }
     let table = rss_kib("self").unwrap_or(0);
     // One export: the records of an interval exist at the same time as the table.
     let records = t.export(2 * S, UNIX0 + i128::from(2 * S), "h", &StaticLookup);
@@ -134,7 +155,7 @@ fn child(args: &[&str]) -> anyhow::Result<String> {
 
 fn main() -> anyhow::Result<()> {
     if let Some(n) = arg_value("child-fill") {
-        fill(n.parse()?);
+        fill(n.parse()?, arg_value("rtt").is_some());
         return Ok(());
     }
     if let Some(n) = arg_value("child-burst") {
@@ -157,11 +178,35 @@ fn main() -> anyhow::Result<()> {
         .split(',')
         .filter_map(|s| s.replace('_', "").parse().ok())
         .collect();
+    let signals: Vec<String> = arg_value("signals")
+        .unwrap_or_else(|| {
+            if smoke {
+                "none".into()
+            } else {
+                "none,rtt".into()
+            }
+        })
+        .split(',')
+        .map(str::to_owned)
+        .collect();
     let soak_secs = arg_u64("soak", if smoke { 2 } else { 180 });
     let soak_cap = arg_u64("cap", if smoke { 1_000 } else { 100_000 });
     let mut rows = Vec::new();
-    for n in sizes {
-        let out = child(&[&format!("--child-fill={n}")])?;
+    for (n, signals) in sizes
+        .iter()
+        .flat_map(|n| signals.iter().map(move |s| (*n, s.as_str())))
+    {
+        let mut args = vec![format!("--child-fill={n}")];
+        let carried = match signals {
+            "none" => "no signals",
+            "rtt" => {
+                args.push("--rtt=1".to_owned());
+                "each an RTT sample"
+            }
+            other => anyhow::bail!("--signals: unknown {other:?} (none, rtt)"),
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = child(&args)?;
         let v: Vec<u64> = out
             .split_whitespace()
             .filter_map(|s| s.parse().ok())
@@ -172,7 +217,7 @@ fn main() -> anyhow::Result<()> {
         let per = |kib: u64| kib.saturating_sub(before) as f64 * 1024.0 / active.max(1) as f64;
         rows.push(Row {
             section: "memory",
-            case: format!("ConversationTable, {n} concurrent conversations + owners (+ {records} records of one export)"),
+            case: format!("ConversationTable, {n} concurrent conversations + owners, {carried} (+ {records} records of one export)"),
             value: format!(
                 "{:.1} MiB RSS ({:.1} MiB before the export)",
                 after as f64 / 1024.0,
