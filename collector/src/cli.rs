@@ -91,6 +91,12 @@ pub struct RunArgs {
     /// docs/afpacket.md for what it cannot see) [default: ebpf].
     #[arg(long, value_enum, value_name = "MODE", env = "FLOWLENS_CAPTURE")]
     pub capture: Option<CaptureMode>,
+    /// Do not load the golden-signal programs (TCP RTT, retransmits, resets,
+    /// DNS names and health; docs/schema.md): records then carry none of those
+    /// fields (connect latency and errors stay), and the kernel runs none of
+    /// their hooks [default: loaded].
+    #[arg(long, env = "FLOWLENS_NO_SIGNALS")]
+    pub no_signals: bool,
     /// InfluxDB output (`--influx-*`).
     #[command(flatten)]
     pub influx: Box<InfluxArgs>,

@@ -191,10 +191,10 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
         owner_refresh_ns: OWNER_REFRESH_NS,
         ringbuf_bytes: cfg.ringbuf_bytes,
     };
-    let signal_opts = SignalOptions {
+    let signal_opts = cfg.signals.then(|| SignalOptions {
         max_sockets: u32::try_from(cfg.max_sockets).unwrap_or(u32::MAX),
         ringbuf_bytes: cfg.ringbuf_bytes,
-    };
+    });
     let p = prepare(cfg)?;
     let (flow_bpf, sock_bpf, signals_bpf) = match load_objects(opts, signal_opts) {
         Ok(objects) => objects,

@@ -30,6 +30,8 @@ pub struct FileConfig {
     pub top: Option<usize>,
     /// Capture mode: "ebpf" (default) or "afpacket".
     pub capture: Option<CaptureMode>,
+    /// Load the golden-signal programs (default true).
+    pub signals: Option<bool>,
     /// Table and map sizes.
     #[serde(default)]
     pub limits: LimitsFile,

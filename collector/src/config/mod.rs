@@ -93,6 +93,8 @@ pub struct RunConfig {
     pub docker_socket: PathBuf,
     /// How packets are captured.
     pub capture: CaptureMode,
+    /// Load the golden-signal programs (`--no-signals`, `signals = false`: not).
+    pub signals: bool,
     /// The web UI and API (`None`: `--no-web`).
     pub web: Option<web::WebSettings>,
 }
@@ -304,6 +306,7 @@ impl RunConfig {
                 .clone()
                 .unwrap_or_else(default_docker_socket),
             capture: args.capture.or(file.capture).unwrap_or_default(),
+            signals: !args.no_signals && file.signals.unwrap_or(true),
             web,
         })
     }

@@ -264,3 +264,34 @@ fn interface_patterns_from_flags_and_file() {
     assert_eq!(cfg.iface_exclude.len(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn signals_are_on_unless_the_flag_or_the_file_turns_them_off() {
+    let dir = std::env::temp_dir().join(format!("flowlens-signals-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let p = dir.join("signals.toml");
+    for (file, flag, want) in [
+        ("", false, true),
+        ("signals = true\n", false, true),
+        ("signals = false\n", false, false),
+        ("", true, false),
+        ("signals = true\n", true, false),
+    ] {
+        std::fs::write(&p, file).expect("write");
+        let args = RunArgs {
+            config: Some(p.clone()),
+            no_signals: flag,
+            ..Default::default()
+        };
+        let c = RunConfig::from_args(&args).expect("valid");
+        assert_eq!(c.signals, want, "file {file:?}, --no-signals {flag}");
+    }
+    std::fs::write(&p, "signals = \"no\"\n").expect("write");
+    let args = RunArgs {
+        config: Some(p.clone()),
+        ..Default::default()
+    };
+    let err = RunConfig::from_args(&args).expect_err("a string is not a bool");
+    assert!(err.to_string().contains("signals"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -36,7 +36,7 @@ use flowlens_correlator::{
     types::{FlowObservation, FlowTuple, Hook},
 };
 use flowlens_ebpf::{abi::IcmpEchoKey, flow, sock};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::{
     clock,
@@ -96,14 +96,21 @@ where
 
 /// The objects: flow programs loaded, socket programs attached, and the
 /// golden-signal programs attached where the kernel allows (`None`: records
-/// carry no signals; logged).
+/// carry no signals; logged). `signal_opts` `None` (`--no-signals`): the
+/// signal programs are not loaded at all.
 pub fn load_objects(
     opts: LoadOptions,
-    signal_opts: SignalOptions,
+    signal_opts: Option<SignalOptions>,
 ) -> Result<(Ebpf, Ebpf, Option<Ebpf>), LoadError> {
     let flow = loader::load_flow_object(opts)?;
     let sock = loader::load_sock_object(opts, true)?;
-    let signals = load_signals(signal_opts).map(|(bpf, _)| bpf);
+    let signals = match signal_opts {
+        Some(o) => load_signals(o).map(|(bpf, _)| bpf),
+        None => {
+            info!("Golden signals off (--no-signals / signals = false): records carry no RTT, retransmits, resets or DNS names.");
+            None
+        }
+    };
     Ok((flow, sock, signals))
 }
 
