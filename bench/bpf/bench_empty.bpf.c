@@ -107,3 +107,38 @@ int bench_empty_icmp_egress(struct __sk_buff *skb)
 {
 	return 1;
 }
+
+/*
+ * The floor for the golden-signal programs of signals.bpf.c (bench
+ * signal-costs): the same hooks, nothing done. inet_sock_set_state and
+ * cgroup_skb egress use the programs above.
+ */
+SEC("sockops")
+int bench_empty_sockops(struct bpf_sock_ops *ops)
+{
+	return 1;
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int bench_empty_tcp_retransmit(void *ctx)
+{
+	return 0;
+}
+
+SEC("tp_btf/tcp_send_reset")
+int bench_empty_tcp_send_reset(void *ctx)
+{
+	return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int bench_empty_tcp_recv_reset(void *ctx)
+{
+	return 0;
+}
+
+SEC("cgroup_skb/ingress")
+int bench_empty_cgroup_ingress(struct __sk_buff *skb)
+{
+	return 1;
+}

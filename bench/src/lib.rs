@@ -13,7 +13,7 @@ pub static BENCH_EMPTY_OBJ: &[u8] =
 
 /// Program names inside [`BENCH_EMPTY_OBJ`].
 pub mod bench_empty {
-    use flowlens_ebpf::sock;
+    use flowlens_ebpf::{signals, sock};
 
     /// XDP program returning `XDP_PASS`.
     pub const PROG_XDP: &str = "bench_empty_xdp";
@@ -35,6 +35,44 @@ pub mod bench_empty {
         ("bench_empty_accept4", sock::PROG_ACCEPT4),
         ("bench_empty_accept", sock::PROG_ACCEPT),
         ("bench_empty_icmp_egress", sock::PROG_ICMP_EGRESS),
+    ];
+
+    /// cgroup_skb egress returning 1 (pass).
+    pub const CGROUP_SKB_EGRESS: &str = "bench_empty_icmp_egress";
+    /// cgroup_skb ingress returning 1 (pass).
+    pub const CGROUP_SKB_INGRESS: &str = "bench_empty_cgroup_ingress";
+
+    /// Empty programs on the hooks of the golden-signal programs
+    /// (signals.bpf.c), as (empty program, signal program it stands beside,
+    /// BTF tracepoint for the `tp_btf` ones).
+    pub const SIGNAL_HOOKS: [(&str, &str, Option<&str>); 7] = [
+        ("bench_empty_sockops", signals::PROG_SOCKOPS, None),
+        (
+            "bench_empty_tcp_retransmit",
+            signals::PROG_RETRANSMIT,
+            Some("tcp_retransmit_skb"),
+        ),
+        (
+            "bench_empty_sock_state",
+            signals::PROG_CLOSE,
+            Some("inet_sock_set_state"),
+        ),
+        (
+            "bench_empty_tcp_send_reset",
+            signals::PROG_SEND_RESET,
+            Some("tcp_send_reset"),
+        ),
+        (
+            "bench_empty_tcp_recv_reset",
+            signals::PROG_RECV_RESET,
+            Some("tcp_receive_reset"),
+        ),
+        ("bench_empty_icmp_egress", signals::PROG_DNS_EGRESS, None),
+        (
+            "bench_empty_cgroup_ingress",
+            signals::PROG_DNS_INGRESS,
+            None,
+        ),
     ];
 }
 
