@@ -14,7 +14,9 @@ echo "| section | case | measured | baseline (same run) | ratio | goal |"
 echo "|---|---|---|---|---|---|"
 target/release/kernel-progs $SMOKE --no-header
 target/release/sock-hooks $SMOKE --no-header
+target/release/signal-costs $SMOKE --no-header
 bench/live-traffic.sh $SMOKE --no-header
+bench/signal-system-cost.sh $SMOKE --no-header
 if [ -n "$SMOKE" ]; then bench/collector-soak.sh --smoke --no-header; else bench/collector-soak.sh --secs=300 --no-header; fi
 target/release/table-rss $SMOKE --no-header
 bench/web-store-cost.sh $SMOKE --no-header
@@ -24,7 +26,7 @@ target/release/web-pages $SMOKE --no-header
 cargo bench -q -p flowlens-collector --bench influx_write -- $SMOKE --no-header 2>/dev/null
 # Criterion: --test runs every benchmark once (smoke); otherwise a short measurement.
 if [ -n "$SMOKE" ]; then CRIT=(--test); else CRIT=(--warm-up-time 1 --measurement-time 3); fi
-for b in "flowlens-correlator correlator" "flowlens-collector readers"; do
+for b in "flowlens-correlator correlator" "flowlens-correlator signals" "flowlens-collector readers"; do
 	set -- $b
 	cargo bench -q -p "$1" --bench "$2" -- "${CRIT[@]}" >"$OUT" 2>/dev/null
 	# "name\n  time: [lo mid hi]\n  thrpt: [lo mid hi]" -> one row per benchmark.
