@@ -52,10 +52,15 @@ cpu_ticks() { awk '{print $14+$15}' /proc/$1/stat; }
 tcp_bps() {
 	ip netns exec $NS iperf3 -c $HIP -p 5301 -t $SECS -J 2>/dev/null | awk -F: '/"bits_per_second"/{v=$2} END{gsub(/[ ,]/,"",v); print v+0}'
 }
+CHURN_PORT=7700
 churn() { # prints connections made
-	$BIN/conn-churn server --bind=$HIP:7787 --secs=$((SECS + 2)) >/dev/null &
+	# A new server port each time: the last run's TIME_WAIT sockets hold
+	# tens of thousands of the client's ports for 60 s, and would throttle
+	# whichever case comes next.
+	CHURN_PORT=$((CHURN_PORT + 1))
+	$BIN/conn-churn server --bind=$HIP:$CHURN_PORT --secs=$((SECS + 2)) >/dev/null &
 	local srv=$! ok failed tuples; sleep 0.3
-	read -r ok failed tuples < <(ip netns exec $NS $BIN/conn-churn client --dst=$HIP:7787 --secs=$SECS --procs=$PROCS)
+	read -r ok failed tuples < <(ip netns exec $NS $BIN/conn-churn client --dst=$HIP:$CHURN_PORT --secs=$SECS --procs=$PROCS)
 	wait $srv || true
 	echo "$ok"
 }
