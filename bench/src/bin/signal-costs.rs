@@ -232,6 +232,18 @@ fn per_packet_rows(repeat: u32, rounds: u64) -> anyhow::Result<Vec<Row>> {
     }
     let copies = counter(&objs.signals, CNT_DNS_MESSAGES)? - copies_before;
     let lost = counter(&objs.signals, CNT_DNS_RINGBUF_FULL)? - lost_before;
+    if copies == 0 && copies_wanted > 0 {
+        // 5.10 to 6.12 (measured in the kernel matrix) give a cgroup_skb test
+        // run no packet pointers: every case would time the early return.
+        return Ok(vec![Row {
+            section: "signals",
+            case: "DNS copy programs per packet (test run): not measurable on this kernel, its cgroup_skb test runs give programs no packet data; the live rows measure the same programs".into(),
+            value: String::new(),
+            baseline: String::new(),
+            ratio: String::new(),
+            goal: String::new(),
+        }]);
+    }
     if copies != copies_wanted || lost != 0 {
         bail!("DNS copies {copies}, expected {copies_wanted}; lost to a full ring {lost}: the measured path is not the one described");
     }
