@@ -10,6 +10,7 @@ mod nat;
 mod owners;
 mod paths;
 pub mod record;
+pub mod rollup;
 pub mod signals;
 pub mod types;
 

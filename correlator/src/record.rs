@@ -117,6 +117,9 @@ pub struct ConversationSignals {
     /// Largest query-to-response latency of the interval (µs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_latency_max_us: Option<u64>,
+    /// Answered queries behind the two latencies above (so averages recombine: avg × samples is the sum).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dns_latency_samples: u64,
     /// Responses with rcode NXDOMAIN.
     #[serde(skip_serializing_if = "is_zero")]
     pub dns_nxdomain: u64,

@@ -252,6 +252,7 @@ impl PendingSignals {
         if let Some(avg_ns) = d.latency_sum_ns.checked_div(d.latency_n) {
             out.dns_latency_avg_us = Some(avg_ns / 1000);
             out.dns_latency_max_us = Some(d.latency_max_ns / 1000);
+            out.dns_latency_samples = d.latency_n;
         }
     }
 }

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, DefaultHasher, Hasher};
 
 use flowlens_correlator::record::{ConversationRecord, ConversationSignals, Endpoint};
+use flowlens_correlator::rollup::EndSignals;
 use tracing::warn;
 
 use super::cardinality::{CardinalityStats, TagLimiter, OTHER};
@@ -42,21 +43,45 @@ pub struct Encoder {
     seq: HashMap<u64, u32, BuildHasherDefault<DefaultHasher>>,
 }
 
-/// One group of an aggregate measurement: its key (interval end, `T` tags) and `S` sums.
-struct Row<'a, const T: usize, const S: usize> {
+/// One group of an aggregate measurement: its key (interval end, `T` tags), `S` sums and what else merges.
+struct Row<'a, const T: usize, const S: usize, E = ()> {
     ts: i64,
     tags: [Option<TagValue<'a>>; T],
     sums: [u64; S],
+    extra: E,
+}
+
+/// What a group carries beside its sums, merged with the rows of equal keys.
+trait Combine {
+    fn combine(&mut self, other: &Self);
+}
+
+impl Combine for () {
+    fn combine(&mut self, _: &Self) {}
+}
+
+/// A rollup group's signals and the name of its peer (the first known one: a peer is one address).
+#[derive(Clone, Copy)]
+struct RollupExtra<'a> {
+    signals: EndSignals,
+    peer_name: Option<&'a str>,
+}
+
+impl Combine for RollupExtra<'_> {
+    fn combine(&mut self, other: &Self) {
+        self.signals.combine(&other.signals);
+        self.peer_name = self.peer_name.or(other.peer_name);
+    }
 }
 
 /// A rollup group; sums: bytes out, packets out, bytes in, packets in, conversations.
-type RollupRow<'a> = Row<'a, { RollupTag::COUNT }, 5>;
+type RollupRow<'a> = Row<'a, { RollupTag::COUNT }, 5, RollupExtra<'a>>;
 
 /// An interface group; sums: bytes, packets (both directions), conversations.
 type IfaceRow<'a> = Row<'a, { IfaceTag::COUNT }, 3>;
 
 /// Sorts `rows` by key and merges the rows of each key into one (sums saturating).
-fn merge<const T: usize, const S: usize>(rows: &mut Vec<Row<'_, T, S>>) {
+fn merge<const T: usize, const S: usize, E: Combine>(rows: &mut Vec<Row<'_, T, S, E>>) {
     rows.sort_unstable_by(|a, b| (a.ts, &a.tags).cmp(&(b.ts, &b.tags)));
     rows.dedup_by(|next, kept| {
         let same = next.ts == kept.ts && next.tags == kept.tags;
@@ -64,6 +89,7 @@ fn merge<const T: usize, const S: usize>(rows: &mut Vec<Row<'_, T, S>>) {
             for (s, v) in kept.sums.iter_mut().zip(next.sums) {
                 *s = s.saturating_add(v);
             }
+            kept.extra.combine(&next.extra);
         }
         same
     });
@@ -163,6 +189,7 @@ impl Encoder {
                     ts: r.ts_unix_ns,
                     tags,
                     sums: [bytes, packets, 1],
+                    extra: (),
                 });
             }
             for end in local_ends(r) {
@@ -170,10 +197,15 @@ impl Encoder {
                 self.fold(&mut tags, &self.rollup_keys, None);
                 let (sent, received) = (end.sent, end.received);
                 let sums = [sent.0, sent.1, received.0, received.1, 1];
+                let extra = RollupExtra {
+                    signals: EndSignals::of_end(&r.signals, end.role == "client"),
+                    peer_name: end.other.name.as_deref().filter(|n| !n.is_empty()),
+                };
                 rows.push(RollupRow {
                     ts: r.ts_unix_ns,
                     tags,
                     sums,
+                    extra,
                 });
             }
         }
@@ -316,6 +348,10 @@ impl Encoder {
                 f.uint("bytes", bytes);
                 f.uint("packets", packets);
                 f.uint("conversations", sums[4]);
+                f.end_signals(&row.extra.signals, direction == "out");
+                if direction == "out" {
+                    f.str("peer_name", row.extra.peer_name.unwrap_or(""));
+                }
                 finish_line(buf, ts);
             }
         }
@@ -492,6 +528,40 @@ impl Fields<'_> {
         self.nonzero("dns_queries", s.dns_queries);
         self.nonzero("dns_responses", s.dns_responses);
         self.opt_uint("dns_latency_avg_us", s.dns_latency_avg_us);
+        self.opt_uint("dns_latency_max_us", s.dns_latency_max_us);
+        self.nonzero("dns_latency_samples", s.dns_latency_samples);
+        self.nonzero("dns_nxdomain", s.dns_nxdomain);
+        self.nonzero("dns_servfail", s.dns_servfail);
+        self.nonzero("dns_refused", s.dns_refused);
+        self.nonzero("dns_other_errors", s.dns_other_errors);
+        self.nonzero("dns_unanswered", s.dns_unanswered);
+    }
+
+    /// A rollup point's signals: retransmits and resets in the point's direction; the rest (which has no
+    /// direction) only on the `out` point, so a sum over both directions counts each once.
+    fn end_signals(&mut self, s: &EndSignals, out: bool) {
+        let (retransmits, resets) = if out {
+            (s.retransmits_out, s.resets_out)
+        } else {
+            (s.retransmits_in, s.resets_in)
+        };
+        self.nonzero("retransmits", retransmits);
+        self.nonzero("resets", resets);
+        if !out {
+            return;
+        }
+        self.opt_uint("rtt_min_us", s.rtt_min_us);
+        self.opt_uint("rtt_max_us", s.rtt_max_us);
+        self.nonzero("rtt_sum_us", s.rtt_sum_us);
+        self.nonzero("rtt_samples", s.rtt_samples);
+        self.nonzero("connects", s.connects);
+        self.nonzero("connect_sum_us", s.connect_sum_us);
+        self.opt_uint("connect_max_us", s.connect_max_us);
+        self.nonzero("connect_errors", s.connect_errors);
+        self.nonzero("dns_queries", s.dns_queries);
+        self.nonzero("dns_responses", s.dns_responses);
+        self.nonzero("dns_latency_sum_us", s.dns_latency_sum_us);
+        self.nonzero("dns_latency_samples", s.dns_latency_samples);
         self.opt_uint("dns_latency_max_us", s.dns_latency_max_us);
         self.nonzero("dns_nxdomain", s.dns_nxdomain);
         self.nonzero("dns_servfail", s.dns_servfail);
@@ -768,5 +838,101 @@ mod tests {
              bytes=5i,packets=1i,conversations=1i 1700000010000000000\n"
         );
         assert_eq!(encode(&[r]), want);
+    }
+
+    /// Two conversations of one `curl` to one named peer merge into one rollup group: counts add, RTT and
+    /// connect latency travel as sum + count (the mean is 775 µs, not the 550 of an average of averages),
+    /// minima and maxima combine, retransmits and resets follow the point's direction, the rest rides
+    /// only on `out`, and the peer's DNS name is kept.
+    #[test]
+    fn rollup_signals_recombine_and_carry_the_peer_name() {
+        let conv = |cport, rtt: Option<(u64, u64, u64, u64)>, connect, error: Option<&str>| {
+            let mut r = record(
+                end(
+                    "10.0.0.5",
+                    cport,
+                    Some(host_proc(4242, "curl", Some("alice"))),
+                ),
+                end("93.184.216.34", 443, None),
+                (100, 200),
+                (1, 2),
+            );
+            r.server.name = Some("example.com".into());
+            r.signals = ConversationSignals {
+                rtt_min_us: rtt.map(|r| r.0),
+                rtt_avg_us: rtt.map(|r| r.1),
+                rtt_max_us: rtt.map(|r| r.2),
+                rtt_samples: rtt.map_or(0, |r| r.3),
+                connect_us: connect,
+                connect_error: error.map(str::to_owned),
+                retransmits_c2s: 2,
+                retransmits_s2c: 1,
+                resets_s2c: 1,
+                ..Default::default()
+            };
+            r
+        };
+        let records = [
+            conv(40001, Some((100, 100, 100, 1)), Some(30), None),
+            conv(40002, Some((900, 1000, 1100, 3)), Some(50), None),
+            conv(40003, None, None, Some("refused")),
+        ];
+        let text = encode(&records);
+        let points = parse_all(text.as_bytes());
+        let rollup: Vec<_> = points
+            .iter()
+            .filter(|p| p.series.starts_with("flow_rollup,"))
+            .collect();
+        assert_eq!(rollup.len(), 2, "{text}");
+        let out = rollup
+            .iter()
+            .find(|p| p.tag("direction") == Some("out"))
+            .unwrap();
+        let inn = rollup
+            .iter()
+            .find(|p| p.tag("direction") == Some("in"))
+            .unwrap();
+        let ints = |p: &Point, keys: &[&str]| -> Vec<Option<i64>> {
+            keys.iter().map(|k| p.int(k)).collect()
+        };
+        assert_eq!(
+            ints(
+                out,
+                &[
+                    "conversations",
+                    "retransmits",
+                    "resets",
+                    "rtt_min_us",
+                    "rtt_max_us"
+                ]
+            ),
+            [Some(3), Some(6), None, Some(100), Some(1100)]
+        );
+        assert_eq!(
+            ints(
+                out,
+                &[
+                    "rtt_sum_us",
+                    "rtt_samples",
+                    "connects",
+                    "connect_sum_us",
+                    "connect_max_us"
+                ]
+            ),
+            [Some(3100), Some(4), Some(2), Some(80), Some(50)]
+        );
+        assert_eq!(
+            ints(out, &["connect_errors", "dns_queries"]),
+            [Some(1), None]
+        );
+        assert_eq!(out.field("peer_name"), Some("example.com"));
+        assert_eq!(
+            ints(
+                inn,
+                &["retransmits", "resets", "rtt_sum_us", "connect_errors"]
+            ),
+            [Some(3), Some(3), None, None]
+        );
+        assert_eq!(inn.field("peer_name"), None);
     }
 }

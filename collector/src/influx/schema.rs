@@ -241,6 +241,7 @@ pub const FLOW_FIELDS: &[&str] = &[
     "dns_responses",
     "dns_latency_avg_us",
     "dns_latency_max_us",
+    "dns_latency_samples",
     "dns_nxdomain",
     "dns_servfail",
     "dns_refused",
@@ -250,7 +251,32 @@ pub const FLOW_FIELDS: &[&str] = &[
 ];
 
 /// Field keys of `flow_rollup`.
-pub const ROLLUP_FIELDS: &[&str] = &["bytes", "packets", "conversations"];
+pub const ROLLUP_FIELDS: &[&str] = &[
+    "bytes",
+    "packets",
+    "conversations",
+    "retransmits",
+    "resets",
+    "rtt_min_us",
+    "rtt_max_us",
+    "rtt_sum_us",
+    "rtt_samples",
+    "connects",
+    "connect_sum_us",
+    "connect_max_us",
+    "connect_errors",
+    "dns_queries",
+    "dns_responses",
+    "dns_latency_sum_us",
+    "dns_latency_samples",
+    "dns_latency_max_us",
+    "dns_nxdomain",
+    "dns_servfail",
+    "dns_refused",
+    "dns_other_errors",
+    "dns_unanswered",
+    "peer_name",
+];
 
 /// Field keys of `flow_iface`.
 pub const IFACE_FIELDS: &[&str] = &["bytes", "packets", "conversations"];
