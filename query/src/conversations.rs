@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::{
     cube::Labels,
-    fact::{Conv, Side},
+    fact::{Conv, ConvSignals, Side},
     filter::{ConvSubject, Expr, Subject},
     time::{rfc3339, TimeRange},
 };
@@ -41,6 +41,20 @@ pub enum SortKey {
     LastSeen,
     /// Records merged (intervals with traffic).
     Records,
+    /// Mean RTT (conversations without a sample sort as the lowest).
+    Rtt,
+    /// Largest RTT sample.
+    RttMax,
+    /// Connection latency.
+    Connect,
+    /// Retransmits both ways.
+    Retransmits,
+    /// Resets both ways.
+    Resets,
+    /// Every error: retransmits, resets, a failed connect, DNS errors.
+    Errors,
+    /// Mean DNS latency.
+    DnsLatency,
 }
 
 impl SortKey {
@@ -56,6 +70,13 @@ impl SortKey {
         "first_seen",
         "last_seen",
         "records",
+        "rtt",
+        "rtt_max",
+        "connect",
+        "retransmits",
+        "resets",
+        "errors",
+        "dns_latency",
     ];
 
     /// Parses a key name.
@@ -71,6 +92,13 @@ impl SortKey {
             "first_seen" => SortKey::FirstSeen,
             "last_seen" => SortKey::LastSeen,
             "records" => SortKey::Records,
+            "rtt" => SortKey::Rtt,
+            "rtt_max" => SortKey::RttMax,
+            "connect" => SortKey::Connect,
+            "retransmits" => SortKey::Retransmits,
+            "resets" => SortKey::Resets,
+            "errors" => SortKey::Errors,
+            "dns_latency" => SortKey::DnsLatency,
             _ => return None,
         })
     }
@@ -103,6 +131,8 @@ pub struct EndpointRow {
     pub nat_addr: Option<String>,
     /// The port the other end sees for this one when NAT translated it.
     pub nat_port: Option<u16>,
+    /// DNS name of the address, when this host's DNS traffic gave one (latest record).
+    pub name: Option<String>,
 }
 
 /// A conversation merged over the range.
@@ -136,6 +166,36 @@ pub struct ConversationRow {
     pub records: u64,
     /// `snat`, `dnat`, `snat+dnat` or `unjoined` (latest record; docs/schema.md).
     pub nat: Option<String>,
+    /// Smallest RTT sample in the range, µs.
+    pub rtt_min_us: Option<u64>,
+    /// Mean RTT over every sample of the range (recombined from each record's mean × samples), µs.
+    pub rtt_avg_us: Option<u64>,
+    /// Largest RTT sample, µs.
+    pub rtt_max_us: Option<u64>,
+    /// SYN to established, µs (the connect completes once: the largest seen).
+    pub connect_us: Option<u64>,
+    /// The connect failed: `refused`, `timeout`, `unreachable` or `reset`.
+    pub connect_error: Option<String>,
+    /// Segments the client retransmitted.
+    pub retransmits_c2s: u64,
+    /// Segments the server retransmitted.
+    pub retransmits_s2c: u64,
+    /// Resets the client sent.
+    pub resets_c2s: u64,
+    /// Resets the server sent.
+    pub resets_s2c: u64,
+    /// DNS queries.
+    pub dns_queries: u64,
+    /// DNS responses.
+    pub dns_responses: u64,
+    /// Mean DNS latency over the answered queries of the range, µs.
+    pub dns_latency_avg_us: Option<u64>,
+    /// Largest DNS latency, µs.
+    pub dns_latency_max_us: Option<u64>,
+    /// DNS error rcodes and unanswered queries.
+    pub dns_errors: u64,
+    /// Every error: retransmits and resets both ways, a failed connect, DNS errors.
+    pub errors: u64,
 }
 
 /// Totals of the filtered set.
@@ -153,6 +213,90 @@ pub struct ConversationTotals {
     pub packets_c2s: u64,
     /// Server to client packets.
     pub packets_s2c: u64,
+    /// Retransmits both ways.
+    pub retransmits: u64,
+    /// Resets both ways.
+    pub resets: u64,
+    /// Failed connects.
+    pub connect_errors: u64,
+    /// DNS error rcodes and unanswered queries.
+    pub dns_errors: u64,
+}
+
+/// The signals of one conversation being merged: sums, and averages as sum + count.
+#[derive(Clone, Copy, Default)]
+struct SigAcc {
+    rtt_min: Option<u64>,
+    rtt_max: Option<u64>,
+    rtt_sum: u64,
+    rtt_n: u64,
+    connect_us: Option<u64>,
+    connect_error: Option<&'static str>,
+    retransmits: (u64, u64),
+    resets: (u64, u64),
+    dns_queries: u64,
+    dns_responses: u64,
+    dns_sum: u64,
+    dns_n: u64,
+    dns_max: Option<u64>,
+    dns_errors: u64,
+}
+
+fn max_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    a.max(b)
+}
+
+fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl SigAcc {
+    /// Adds a record's signals; the result does not depend on the order records come in.
+    fn add(&mut self, s: &ConvSignals) {
+        let add = |a: &mut u64, b: u64| *a = a.saturating_add(b);
+        self.rtt_min = min_opt(self.rtt_min, s.rtt_min_us);
+        self.rtt_max = max_opt(self.rtt_max, s.rtt_max_us);
+        if let Some(avg) = s.rtt_avg_us.filter(|_| s.rtt_samples > 0) {
+            add(&mut self.rtt_sum, avg.saturating_mul(s.rtt_samples));
+            add(&mut self.rtt_n, s.rtt_samples);
+        }
+        self.connect_us = max_opt(self.connect_us, s.connect_us);
+        self.connect_error = self.connect_error.max(s.connect_error);
+        add(&mut self.retransmits.0, s.retransmits_c2s);
+        add(&mut self.retransmits.1, s.retransmits_s2c);
+        add(&mut self.resets.0, s.resets_c2s);
+        add(&mut self.resets.1, s.resets_s2c);
+        add(&mut self.dns_queries, s.dns_queries);
+        add(&mut self.dns_responses, s.dns_responses);
+        if let Some(avg) = s.dns_latency_avg_us.filter(|_| s.dns_latency_samples > 0) {
+            add(&mut self.dns_sum, avg.saturating_mul(s.dns_latency_samples));
+            add(&mut self.dns_n, s.dns_latency_samples);
+        }
+        self.dns_max = max_opt(self.dns_max, s.dns_latency_max_us);
+        add(&mut self.dns_errors, s.dns_errors);
+    }
+
+    fn rtt_avg(&self) -> Option<u64> {
+        self.rtt_sum.checked_div(self.rtt_n)
+    }
+
+    fn retransmits(&self) -> u64 {
+        self.retransmits.0.saturating_add(self.retransmits.1)
+    }
+
+    fn resets(&self) -> u64 {
+        self.resets.0.saturating_add(self.resets.1)
+    }
+
+    fn errors(&self) -> u64 {
+        self.retransmits()
+            .saturating_add(self.resets())
+            .saturating_add(u64::from(self.connect_error.is_some()))
+            .saturating_add(self.dns_errors)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -181,6 +325,7 @@ struct EndIds {
     exe: u32,
     nat_addr: u32,
     nat_port: Option<u16>,
+    name: u32,
 }
 
 /// One conversation being merged.
@@ -196,6 +341,7 @@ struct Acc {
     latest_ts: i64,
     tcp_flags: u8,
     nat: u32,
+    sig: SigAcc,
 }
 
 fn ids(l: &mut Labels, s: &Side<'_>) -> EndIds {
@@ -214,6 +360,7 @@ fn ids(l: &mut Labels, s: &Side<'_>) -> EndIds {
         exe: id(o.and_then(|o| o.exe)),
         nat_addr: id(s.nat_addr),
         nat_port: s.nat_port,
+        name: id(s.name),
     }
 }
 
@@ -233,6 +380,7 @@ fn row(l: &Labels, e: &EndIds) -> EndpointRow {
         container_id: opt(e.container_id).filter(|_| e.local),
         nat_addr: opt(e.nat_addr),
         nat_port: e.nat_port,
+        name: opt(e.name),
     }
 }
 
@@ -285,6 +433,7 @@ impl ConversationBuilder {
             a.s2c.0 = a.s2c.0.saturating_add(c.s2c.bytes);
             a.s2c.1 = a.s2c.1.saturating_add(c.s2c.packets);
             a.records += 1;
+            a.sig.add(&c.signals);
             a.first_ns = a.first_ns.min(c.first_seen);
             a.last_ns = a.last_ns.max(c.last_seen);
             if c.ts > a.latest_ts {
@@ -324,6 +473,11 @@ impl ConversationBuilder {
             latest_ts: c.ts,
             tcp_flags: c.tcp_flags,
             nat,
+            sig: {
+                let mut sig = SigAcc::default();
+                sig.add(&c.signals);
+                sig
+            },
         });
     }
 
@@ -360,6 +514,10 @@ impl ConversationBuilder {
             t.bytes_s2c = t.bytes_s2c.saturating_add(a.s2c.0);
             t.packets_c2s = t.packets_c2s.saturating_add(a.c2s.1);
             t.packets_s2c = t.packets_s2c.saturating_add(a.s2c.1);
+            t.retransmits = t.retransmits.saturating_add(a.sig.retransmits());
+            t.resets = t.resets.saturating_add(a.sig.resets());
+            t.connect_errors += u64::from(a.sig.connect_error.is_some());
+            t.dns_errors = t.dns_errors.saturating_add(a.sig.dns_errors);
         }
         let total = self.accs.len();
         let labels = &self.labels;
@@ -377,6 +535,17 @@ impl ConversationBuilder {
                 SortKey::FirstSeen => a.first_ns.into(),
                 SortKey::LastSeen => a.last_ns.into(),
                 SortKey::Records => a.records.into(),
+                SortKey::Rtt => a.sig.rtt_avg().map_or(-1, i128::from),
+                SortKey::RttMax => a.sig.rtt_max.map_or(-1, i128::from),
+                SortKey::Connect => a.sig.connect_us.map_or(-1, i128::from),
+                SortKey::Retransmits => a.sig.retransmits().into(),
+                SortKey::Resets => a.sig.resets().into(),
+                SortKey::Errors => a.sig.errors().into(),
+                SortKey::DnsLatency => a
+                    .sig
+                    .dns_sum
+                    .checked_div(a.sig.dns_n)
+                    .map_or(-1, i128::from),
             }
         };
         // Ties break on the conversation's identity, by text, so every store agrees.
@@ -437,6 +606,21 @@ impl ConversationBuilder {
                 tcp_flags: tcp_flags_text(a.tcp_flags),
                 records: a.records,
                 nat: (a.nat != 0).then(|| labels.text(a.nat).to_owned()),
+                rtt_min_us: a.sig.rtt_min,
+                rtt_avg_us: a.sig.rtt_avg(),
+                rtt_max_us: a.sig.rtt_max,
+                connect_us: a.sig.connect_us,
+                connect_error: a.sig.connect_error.map(str::to_owned),
+                retransmits_c2s: a.sig.retransmits.0,
+                retransmits_s2c: a.sig.retransmits.1,
+                resets_c2s: a.sig.resets.0,
+                resets_s2c: a.sig.resets.1,
+                dns_queries: a.sig.dns_queries,
+                dns_responses: a.sig.dns_responses,
+                dns_latency_avg_us: a.sig.dns_sum.checked_div(a.sig.dns_n),
+                dns_latency_max_us: a.sig.dns_max,
+                dns_errors: a.sig.dns_errors,
+                errors: a.sig.errors(),
             })
             .collect();
         (rows, t, total)
@@ -444,7 +628,7 @@ impl ConversationBuilder {
 }
 
 /// CSV columns of the export.
-pub const CSV_HEADER: &str = "first_seen,last_seen,host,proto,client_addr,client_port,client_user,client_uid,client_process,client_pid,client_container,client_exe,server_addr,server_port,server_user,server_uid,server_process,server_pid,server_container,server_exe,bytes_c2s,bytes_s2c,packets_c2s,packets_s2c,duration_ms,records,tcp_flags,nat,client_nat_addr,client_nat_port,server_nat_addr,server_nat_port";
+pub const CSV_HEADER: &str = "first_seen,last_seen,host,proto,client_addr,client_port,client_user,client_uid,client_process,client_pid,client_container,client_exe,server_addr,server_port,server_user,server_uid,server_process,server_pid,server_container,server_exe,bytes_c2s,bytes_s2c,packets_c2s,packets_s2c,duration_ms,records,tcp_flags,nat,client_nat_addr,client_nat_port,server_nat_addr,server_nat_port,client_name,server_name,rtt_min_us,rtt_avg_us,rtt_max_us,connect_us,connect_error,retransmits_c2s,retransmits_s2c,resets_c2s,resets_s2c,dns_queries,dns_responses,dns_latency_avg_us,dns_latency_max_us,dns_errors";
 
 /// A CSV cell: quoted when needed; text that a spreadsheet would run as a
 /// formula (`= + - @`, tab, CR) is prefixed with `'`.
@@ -475,6 +659,7 @@ pub fn to_csv(rows: &[ConversationRow]) -> String {
     out.push_str("\r\n");
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     let num = |v: Option<u32>| v.map(|n| n.to_string()).unwrap_or_default();
+    let big = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_default();
     for r in rows {
         let cells: Vec<String> = vec![
             r.first_seen.clone(),
@@ -509,6 +694,22 @@ pub fn to_csv(rows: &[ConversationRow]) -> String {
             r.client.nat_port.map(|p| p.to_string()).unwrap_or_default(),
             opt(&r.server.nat_addr),
             r.server.nat_port.map(|p| p.to_string()).unwrap_or_default(),
+            opt(&r.client.name),
+            opt(&r.server.name),
+            big(r.rtt_min_us),
+            big(r.rtt_avg_us),
+            big(r.rtt_max_us),
+            big(r.connect_us),
+            opt(&r.connect_error),
+            r.retransmits_c2s.to_string(),
+            r.retransmits_s2c.to_string(),
+            r.resets_c2s.to_string(),
+            r.resets_s2c.to_string(),
+            r.dns_queries.to_string(),
+            r.dns_responses.to_string(),
+            big(r.dns_latency_avg_us),
+            big(r.dns_latency_max_us),
+            r.dns_errors.to_string(),
         ];
         for (i, c) in cells.iter().enumerate() {
             if i > 0 {
@@ -546,6 +747,7 @@ mod tests {
                 }),
                 nat_addr: None,
                 nat_port: None,
+                name: None,
             },
             server: OwnedSide {
                 addr: "192.0.2.1".parse().unwrap(),
@@ -554,6 +756,7 @@ mod tests {
                 owner: None,
                 nat_addr: Some("198.51.100.1".into()),
                 nat_port: Some(4443),
+                name: Some("api.example".into()),
             },
             c2s: Counts {
                 bytes: c2s,
@@ -567,6 +770,7 @@ mod tests {
             last_seen: ts - 1,
             tcp_flags: 0x12,
             nat: Some("dnat".into()),
+            signals: ConvSignals::default(),
         }
     }
 
@@ -608,10 +812,73 @@ mod tests {
         );
         assert_eq!(lines.len(), 4);
         assert!(
-            lines[1].ends_with(",dnat,,,198.51.100.1,4443"),
+            lines[1].contains(",dnat,,,198.51.100.1,4443,"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[1].ends_with(",4443,,api.example,,,,,,0,0,0,0,0,0,,,0"),
             "{}",
             lines[1]
         );
         assert_eq!(rows[0].server.nat_port, Some(4443));
+        assert_eq!(rows[0].server.name.as_deref(), Some("api.example"));
+    }
+
+    /// RTT recombines over records by samples (not an average of averages), connect latency and the
+    /// error are kept whichever record has them, and the list sorts by RTT and by errors.
+    #[test]
+    fn signals_merge_by_weight_and_sort() {
+        let range = TimeRange {
+            from: 0,
+            to: 100_000_000_000,
+        };
+        let sig = |rtt: Option<(u64, u64)>, connect, error, retrans| ConvSignals {
+            rtt_min_us: rtt.map(|r| r.0),
+            rtt_avg_us: rtt.map(|r| r.0),
+            rtt_max_us: rtt.map(|r| r.0),
+            rtt_samples: rtt.map_or(0, |r| r.1),
+            connect_us: connect,
+            connect_error: error,
+            retransmits_c2s: retrans,
+            ..Default::default()
+        };
+        let mut recs = [
+            rec(10_000_000_000, 1, "curl", 100),
+            rec(20_000_000_000, 1, "curl", 50),
+            rec(10_000_000_000, 2, "curl", 120),
+            rec(10_000_000_000, 3, "curl", 120),
+        ];
+        recs[0].signals = sig(Some((100, 1)), Some(250), None, 1);
+        recs[1].signals = sig(Some((1000, 3)), None, None, 2);
+        recs[2].signals = sig(Some((500, 1)), None, None, 0);
+        recs[3].signals = sig(None, None, Some("refused"), 0);
+        let mut b = ConversationBuilder::new(range, None);
+        // Reversed: the merge must not depend on the order records come in.
+        for c in recs.iter().rev() {
+            b.add(&c.view());
+        }
+        let (rows, t, _) = b.finish(SortKey::Rtt, true, 0, 10);
+        let ports: Vec<u16> = rows.iter().map(|r| r.client.port).collect();
+        assert_eq!(ports, [1, 2, 3]);
+        let r = &rows[0];
+        assert_eq!(
+            (r.rtt_min_us, r.rtt_avg_us, r.rtt_max_us, r.connect_us),
+            (Some(100), Some(775), Some(1000), Some(250))
+        );
+        assert_eq!(
+            (r.retransmits_c2s, r.errors, r.connect_error.as_deref()),
+            (3, 3, None)
+        );
+        assert_eq!(rows[2].connect_error.as_deref(), Some("refused"));
+        assert_eq!((rows[2].rtt_avg_us, rows[2].errors), (None, 1));
+        assert_eq!((t.retransmits, t.connect_errors), (3, 1));
+        let mut b = ConversationBuilder::new(range, None);
+        for c in &recs {
+            b.add(&c.view());
+        }
+        let (rows, _, _) = b.finish(SortKey::Errors, true, 0, 2);
+        let top: Vec<(u16, u64)> = rows.iter().map(|r| (r.client.port, r.errors)).collect();
+        assert_eq!(top, [(1, 3), (3, 1)]);
     }
 }

@@ -10,7 +10,9 @@
 
 use std::{borrow::Cow, net::IpAddr};
 
-use flowlens_correlator::record::{ConversationRecord, Endpoint, ProcessAttribution};
+use flowlens_correlator::record::{
+    ConversationRecord, ConversationSignals, Endpoint, ProcessAttribution,
+};
 use serde::Serialize;
 
 /// Length of a short container id (as `docker ps` shows it).
@@ -130,6 +132,8 @@ pub struct Side<'a> {
     pub nat_addr: Option<&'a str>,
     /// The port the other end sees for this one when NAT translated it.
     pub nat_port: Option<u16>,
+    /// The end's DNS name, when this host's DNS traffic gave one (docs/schema.md, `name`).
+    pub name: Option<&'a str>,
 }
 
 impl<'a> Side<'a> {
@@ -168,6 +172,86 @@ pub struct Conv<'a> {
     pub tcp_flags: u8,
     /// `snat`, `dnat`, `snat+dnat` or `unjoined` (docs/schema.md).
     pub nat: Option<&'a str>,
+    /// The record's golden signals.
+    pub signals: ConvSignals,
+}
+
+/// The kinds of failed connect the record knows (docs/schema.md, `connect_error`); anything else reads `other`.
+pub const CONNECT_ERRORS: &[&str] = &["refused", "timeout", "unreachable", "reset"];
+
+/// A record's `connect_error` as a static label.
+pub fn connect_error_label(s: &str) -> &'static str {
+    CONNECT_ERRORS
+        .iter()
+        .find(|k| **k == s)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The golden signals of one conversation record (docs/schema.md), as the explorer reads them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConvSignals {
+    /// Smallest RTT sample, µs.
+    pub rtt_min_us: Option<u64>,
+    /// Mean RTT, µs.
+    pub rtt_avg_us: Option<u64>,
+    /// Largest RTT sample, µs.
+    pub rtt_max_us: Option<u64>,
+    /// RTT samples.
+    pub rtt_samples: u64,
+    /// SYN to established, µs.
+    pub connect_us: Option<u64>,
+    /// Failed connect: `refused`, `timeout`, `unreachable`, `reset` (or `other`).
+    pub connect_error: Option<&'static str>,
+    /// Segments the client retransmitted.
+    pub retransmits_c2s: u64,
+    /// Segments the server retransmitted.
+    pub retransmits_s2c: u64,
+    /// Resets the client sent.
+    pub resets_c2s: u64,
+    /// Resets the server sent.
+    pub resets_s2c: u64,
+    /// DNS queries.
+    pub dns_queries: u64,
+    /// DNS responses.
+    pub dns_responses: u64,
+    /// Mean DNS latency, µs.
+    pub dns_latency_avg_us: Option<u64>,
+    /// Largest DNS latency, µs.
+    pub dns_latency_max_us: Option<u64>,
+    /// Answered queries behind the DNS latencies.
+    pub dns_latency_samples: u64,
+    /// Error rcodes and unanswered queries.
+    pub dns_errors: u64,
+}
+
+impl ConvSignals {
+    /// The signals of a JSON record.
+    pub fn from_record(s: &ConversationSignals) -> Self {
+        ConvSignals {
+            rtt_min_us: s.rtt_min_us,
+            rtt_avg_us: s.rtt_avg_us,
+            rtt_max_us: s.rtt_max_us,
+            rtt_samples: s.rtt_samples,
+            connect_us: s.connect_us,
+            connect_error: s.connect_error.as_deref().map(connect_error_label),
+            retransmits_c2s: s.retransmits_c2s,
+            retransmits_s2c: s.retransmits_s2c,
+            resets_c2s: s.resets_c2s,
+            resets_s2c: s.resets_s2c,
+            dns_queries: s.dns_queries,
+            dns_responses: s.dns_responses,
+            dns_latency_avg_us: s.dns_latency_avg_us,
+            dns_latency_max_us: s.dns_latency_max_us,
+            dns_latency_samples: s.dns_latency_samples,
+            dns_errors: s.dns_errors(),
+        }
+    }
+
+    /// Whether the record had no signal at all.
+    pub fn is_empty(&self) -> bool {
+        *self == ConvSignals::default()
+    }
 }
 
 impl<'a> Conv<'a> {
@@ -292,6 +376,8 @@ pub struct OwnedConv {
     pub tcp_flags: u8,
     /// NAT kind.
     pub nat: Option<String>,
+    /// Golden signals.
+    pub signals: ConvSignals,
 }
 
 /// An owned [`Side`].
@@ -309,6 +395,8 @@ pub struct OwnedSide {
     pub nat_addr: Option<String>,
     /// NAT port the other end sees.
     pub nat_port: Option<u16>,
+    /// DNS name.
+    pub name: Option<String>,
 }
 
 /// An owned [`Owner`].
@@ -375,6 +463,11 @@ impl OwnedSide {
             owner: e.process.as_ref().map(OwnedOwner::from_attribution),
             nat_addr: e.nat_addr.as_deref().map(|s| field_text(s).into_owned()),
             nat_port: e.nat_port,
+            name: e
+                .name
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .map(|s| field_text(s).into_owned()),
         }
     }
 
@@ -386,6 +479,7 @@ impl OwnedSide {
             owner: self.owner.as_ref().map(OwnedOwner::view),
             nat_addr: self.nat_addr.as_deref(),
             nat_port: self.nat_port,
+            name: self.name.as_deref(),
         }
     }
 }
@@ -411,6 +505,7 @@ impl OwnedConv {
             last_seen: r.last_seen_unix_ns,
             tcp_flags: r.tcp_flags,
             nat: r.nat.as_deref().map(|s| field_text(s).into_owned()),
+            signals: ConvSignals::from_record(&r.signals),
         }
     }
 
@@ -428,6 +523,7 @@ impl OwnedConv {
             last_seen: self.last_seen,
             tcp_flags: self.tcp_flags,
             nat: self.nat.as_deref(),
+            signals: self.signals,
         }
     }
 }

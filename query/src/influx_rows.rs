@@ -7,7 +7,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::{
-    fact::{addr_of, is_icmp, Counts, End, OwnedConv, OwnedOwner, OwnedSide, Role},
+    fact::{
+        addr_of, connect_error_label, is_icmp, ConvSignals, Counts, End, OwnedConv, OwnedOwner,
+        OwnedSide, Role,
+    },
     field::Field,
     influxql::{InfluxSchema, Perspective},
 };
@@ -309,6 +312,7 @@ pub fn record_rows(s: &SeriesData, out: &mut Vec<OwnedConv>) {
                 owner: owner("client"),
                 nat_addr: text(get("client_nat_addr")).map(str::to_owned),
                 nat_port: get("client_nat_port").map(|v| uint(Some(v)) as u16),
+                name: text(get("client_name")).map(str::to_owned),
             },
             server: OwnedSide {
                 addr: addr_of(&sa),
@@ -317,6 +321,7 @@ pub fn record_rows(s: &SeriesData, out: &mut Vec<OwnedConv>) {
                 owner: owner("server"),
                 nat_addr: text(get("server_nat_addr")).map(str::to_owned),
                 nat_port: get("server_nat_port").map(|v| uint(Some(v)) as u16),
+                name: text(get("server_name")).map(str::to_owned),
             },
             c2s: Counts {
                 bytes: uint(get("bytes_c2s")),
@@ -330,7 +335,40 @@ pub fn record_rows(s: &SeriesData, out: &mut Vec<OwnedConv>) {
             last_seen: int(get("last_seen_unix_ns")),
             tcp_flags: uint(get("tcp_flags")).min(255) as u8,
             nat: text(get("nat")).map(str::to_owned),
+            signals: signals(&|name| get(name)),
         });
+    }
+}
+
+/// The golden signals of a `flow` row (each field absent when the record had none).
+fn signals<'v>(get: &dyn Fn(&str) -> Option<&'v Value>) -> ConvSignals {
+    let opt = |k: &str| get(k).map(|v| uint(Some(v)));
+    let n = |k: &str| uint(get(k));
+    ConvSignals {
+        rtt_min_us: opt("rtt_min_us"),
+        rtt_avg_us: opt("rtt_avg_us"),
+        rtt_max_us: opt("rtt_max_us"),
+        rtt_samples: n("rtt_samples"),
+        connect_us: opt("connect_us"),
+        connect_error: text(get("connect_error")).map(connect_error_label),
+        retransmits_c2s: n("retransmits_c2s"),
+        retransmits_s2c: n("retransmits_s2c"),
+        resets_c2s: n("resets_c2s"),
+        resets_s2c: n("resets_s2c"),
+        dns_queries: n("dns_queries"),
+        dns_responses: n("dns_responses"),
+        dns_latency_avg_us: opt("dns_latency_avg_us"),
+        dns_latency_max_us: opt("dns_latency_max_us"),
+        dns_latency_samples: n("dns_latency_samples"),
+        dns_errors: [
+            "dns_nxdomain",
+            "dns_servfail",
+            "dns_refused",
+            "dns_other_errors",
+            "dns_unanswered",
+        ]
+        .iter()
+        .fold(0u64, |a, k| a.saturating_add(n(k))),
     }
 }
 

@@ -193,6 +193,13 @@ fn questions() -> Vec<String> {
                 "first_seen",
                 "last_seen",
                 "records",
+                "rtt",
+                "rtt_max",
+                "connect",
+                "retransmits",
+                "resets",
+                "errors",
+                "dns_latency",
             ] {
                 q.push(format!("/api/conversations?sort={sort}&limit=1000{f}"));
             }

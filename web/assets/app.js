@@ -114,6 +114,26 @@ const FL = (() => {
     const d = new Date(ms);
     return isNaN(d) ? '' : d.toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
   };
+  // Microseconds, as latencies are kept: 850 µs, 1.25 ms, 2.00 s; '—' when absent.
+  const micros = us => {
+    if (us === null || us === undefined) return '—';
+    const n = Number(us) || 0;
+    if (n < 1000) return n + ' µs';
+    if (n < 1e6) return (n / 1000).toFixed(n < 1e4 ? 2 : n < 1e5 ? 1 : 0) + ' ms';
+    return (n / 1e6).toFixed(2) + ' s';
+  };
+  // One end's address as users read it: its DNS name when this host's DNS traffic gave one (the
+  // address stays on hover and as a secondary line), else the address; with the port.
+  function endpoint(e) {
+    const host = e.addr.includes(':') ? '[' + e.addr + ']' : e.addr;
+    const port = e.port !== null && e.port !== undefined ? ':' + e.port : '';
+    const label = (e.name || host) + port;
+    const main = e.local ? el('span', { class: 'addr', title: e.name ? host + port : null }, label)
+      : link('remote', e.addr, label);
+    if (!e.name) return main;
+    if (!e.local) main.setAttribute('title', host + port);
+    return el('span', { class: 'named', dataset: { addr: e.addr } }, main, ' ', el('small', { class: 'addr muted' }, host));
+  }
   const duration = ms => {
     const s = Math.round((Number(ms) || 0) / 1000);
     if (s < 60) return s + ' s';
@@ -364,7 +384,7 @@ const FL = (() => {
   }
 
   return {
-    get, set, range, endsNow, shared, api, csvUrl, bytes, rate, total, num, time, duration,
-    el, link, table, notices, fail, chart, slot, timeSeriesOption, start, refresh,
+    get, set, range, endsNow, shared, api, csvUrl, bytes, rate, total, num, time, duration, micros,
+    el, link, endpoint, table, notices, fail, chart, slot, timeSeriesOption, start, refresh,
   };
 })();

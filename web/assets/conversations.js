@@ -3,7 +3,8 @@
 // the range ends at now.
 'use strict';
 
-const SORTS = ['bytes', 'bytes_c2s', 'bytes_s2c', 'packets', 'packets_c2s', 'packets_s2c', 'duration', 'first_seen', 'last_seen', 'records'];
+const SORTS = ['bytes', 'bytes_c2s', 'bytes_s2c', 'packets', 'packets_c2s', 'packets_s2c', 'duration', 'first_seen', 'last_seen', 'records',
+  'rtt', 'rtt_max', 'connect', 'retransmits', 'resets', 'errors', 'dns_latency'];
 const SIZES = [25, 50, 100, 250, 1000];
 
 function end(e) {
@@ -16,11 +17,27 @@ function end(e) {
     if (parts.length && typeof w !== 'string') parts.push(' · ');
     parts.push(w);
   }
-  const addr = (e.addr.includes(':') ? '[' + e.addr + ']' : e.addr) + (e.port !== null ? ':' + e.port : '');
   const nat = e.nat_addr ? ' (NAT ' + e.nat_addr + (e.nat_port !== null && e.nat_port !== undefined ? ':' + e.nat_port : '') + ')' : '';
   return FL.el('div', { class: 'end' },
-    e.local ? FL.el('span', { class: 'addr' }, addr) : FL.link('remote', e.addr, addr), nat,
+    FL.endpoint(e), nat,
     parts.length ? FL.el('div', { class: 'who' }, parts) : null);
+}
+
+// RTT: the mean over the range, min–max on hover.
+function rtt(r) {
+  if (r.rtt_avg_us === null) return '—';
+  return FL.el('span', { class: 'rtt', title: 'min ' + FL.micros(r.rtt_min_us) + ' · max ' + FL.micros(r.rtt_max_us), dataset: { v: r.rtt_avg_us } },
+    FL.micros(r.rtt_avg_us));
+}
+
+// Connect: the latency, or the failure (refused, timeout, unreachable, reset).
+function connect(r) {
+  if (r.connect_error) return FL.el('span', { class: 'bad connect-error' }, r.connect_error);
+  return r.connect_us === null ? '—' : FL.el('span', { class: 'connect', dataset: { v: r.connect_us } }, FL.micros(r.connect_us));
+}
+
+function count(cls, v, title) {
+  return FL.el('span', { class: cls + (v > 0 ? ' bad' : ''), title, dataset: { v } }, FL.num(v));
 }
 
 function split(r) {
@@ -66,6 +83,11 @@ FL.start('conversations', async () => {
         { title: 's→c', num: true, sort: 'bytes_s2c', cell: r => FL.el('span', { class: 's2c-bytes', dataset: { v: r.bytes_s2c } }, FL.bytes(r.bytes_s2c)) },
         { title: 'packets', num: true, sort: 'packets', cell: r => FL.num(r.packets_c2s + r.packets_s2c) },
         { title: 'duration', num: true, sort: 'duration', cell: r => FL.duration(r.duration_ms) },
+        { title: 'RTT', num: true, sort: 'rtt', cell: rtt },
+        { title: 'connect', num: true, sort: 'connect', cell: connect },
+        { title: 'retrans', num: true, sort: 'retransmits', cell: r => count('retransmits', r.retransmits_c2s + r.retransmits_s2c, 'c→s ' + r.retransmits_c2s + ' · s→c ' + r.retransmits_s2c) },
+        { title: 'resets', num: true, sort: 'resets', cell: r => count('resets', r.resets_c2s + r.resets_s2c, 'c→s ' + r.resets_c2s + ' · s→c ' + r.resets_s2c) },
+        { title: 'errors', num: true, sort: 'errors', cell: r => count('errors', r.errors, r.dns_errors ? 'DNS errors ' + r.dns_errors : null) },
         { title: 'last seen', sort: 'last_seen', cell: r => r.last_seen.replace('T', ' ').replace(/\.\d+Z$/, 'Z') },
       ],
       rows: c.rows,
@@ -73,7 +95,10 @@ FL.start('conversations', async () => {
         FL.el('span', { id: 'total-bytes', dataset: { v: t.bytes_c2s + t.bytes_s2c } }, FL.bytes(t.bytes_c2s + t.bytes_s2c)),
         FL.el('span', { id: 'total-c2s', dataset: { v: t.bytes_c2s } }, FL.bytes(t.bytes_c2s)),
         FL.el('span', { id: 'total-s2c', dataset: { v: t.bytes_s2c } }, FL.bytes(t.bytes_s2c)),
-        FL.num(t.packets_c2s + t.packets_s2c), '', ''],
+        FL.num(t.packets_c2s + t.packets_s2c), '', '', '',
+        FL.el('span', { id: 'total-connect-errors' }, FL.num(t.connect_errors) + ' failed'),
+        FL.el('span', { id: 'total-retransmits' }, FL.num(t.retransmits)),
+        FL.el('span', { id: 'total-resets' }, FL.num(t.resets)), '', ''],
       empty: 'No conversations match.',
     }));
   FL.notices(c.notices);

@@ -9,11 +9,10 @@ function endCell(e) {
   if (e.user !== null || e.uid !== null) who.push(FL.link('user', e.user !== null ? e.user : String(e.uid)));
   if (e.process) who.push(FL.link('process', e.process));
   if (e.container) who.push(FL.link('container', e.container));
-  const addr = e.addr + (e.port !== null ? ':' + e.port : '');
   const parts = [];
   who.forEach((w, i) => { if (i) parts.push(' · '); parts.push(w); });
   return FL.el('div', { class: 'end' },
-    e.local ? FL.el('span', {}, addr) : FL.link('remote', e.addr, addr),
+    FL.endpoint(e),
     parts.length ? FL.el('div', { class: 'who' }, parts) : null);
 }
 
@@ -64,6 +63,8 @@ FL.start('entity', async () => {
         { title: 'server', cell: c => endCell(c.server) },
         { title: 'bytes c→s', num: true, cell: c => FL.bytes(c.bytes_c2s) },
         { title: 'bytes s→c', num: true, cell: c => FL.bytes(c.bytes_s2c) },
+        { title: 'RTT', num: true, cell: c => FL.micros(c.rtt_avg_us) },
+        { title: 'errors', num: true, cell: c => c.connect_error ? FL.el('span', { class: 'bad' }, c.connect_error) : FL.num(c.errors) },
         { title: 'last seen', cell: c => c.last_seen },
       ],
       rows: (e.conversations && e.conversations.rows) || [],

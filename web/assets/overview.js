@@ -17,6 +17,23 @@ function topTable(kind, ans, id) {
   });
 }
 
+// The conversations that go worst: slowest by mean RTT, most errors (retransmits, resets, failed
+// connects, DNS errors); each end named as in the conversation list.
+function worstTable(id, ans, keep, value) {
+  const end = e => FL.el('div', { class: 'end' }, FL.endpoint(e),
+    e.process ? FL.el('div', { class: 'who' }, FL.link('process', e.process)) : null);
+  return FL.table({
+    id,
+    cols: [
+      { title: 'client', cell: r => end(r.client) },
+      { title: 'server', cell: r => end(r.server) },
+      value,
+    ],
+    rows: ans.rows.filter(keep),
+    empty: 'Nothing in this range.',
+  });
+}
+
 function health(h) {
   const lost = h.losses.filter(l => l.value > 0);
   const total = h.losses.reduce((a, l) => a + (Number(l.value) || 0), 0);
@@ -46,6 +63,10 @@ FL.start('overview', async () => {
     FL.api('top', { dims: 'proto', top: 10 }),
     FL.api('health', Object.assign(FL.range(), { points: 2 }), true).catch(e => ({ error: e })),
   ]);
+  const [slowest, failing] = await Promise.all([
+    FL.api('conversations', { sort: 'rtt', order: 'desc', limit: 10 }),
+    FL.api('conversations', { sort: 'errors', order: 'desc', limit: 10 }),
+  ]);
   // The live rate: the last complete bucket of the whole.
   const n = series.times.length;
   const i = Math.max(0, n - 2);
@@ -71,6 +92,12 @@ FL.start('overview', async () => {
       FL.el('section', { class: 'card' }, FL.el('h2', {}, 'Top processes'), topTable('process', processes, 'top-processes')),
       FL.el('section', { class: 'card' }, FL.el('h2', {}, 'Top users'), topTable('user', users, 'top-users')),
       FL.el('section', { class: 'card' }, FL.el('h2', {}, 'Protocols'), protoNode, topTable('proto', protos, 'protocols-table')),
+      FL.el('section', { class: 'card' }, FL.el('h2', {}, 'Slowest'),
+        worstTable('slowest', slowest, r => r.rtt_avg_us !== null,
+          { title: 'RTT', num: true, cell: r => FL.el('span', { class: 'rtt', title: 'max ' + FL.micros(r.rtt_max_us), dataset: { v: r.rtt_avg_us } }, FL.micros(r.rtt_avg_us)) })),
+      FL.el('section', { class: 'card' }, FL.el('h2', {}, 'Most errors'),
+        worstTable('most-errors', failing, r => r.errors > 0,
+          { title: 'errors', num: true, cell: r => FL.el('span', { class: 'errors', dataset: { v: r.errors } }, FL.num(r.errors), r.connect_error ? ' (' + r.connect_error + ')' : '') })),
       FL.el('section', { class: 'card' }, FL.el('h2', {}, 'Collector health'),
         h.error ? FL.fail('health', h.error) : health(h))));
   chartNode.setAttribute('aria-label', 'Traffic over time by ' + by);

@@ -3,7 +3,8 @@
 //! traffic and names that need escaping; and a busy host of any size.
 
 use flowlens_correlator::record::{
-    format_rfc3339, tcp_flags_text, ConversationRecord, Endpoint, ProcessAttribution,
+    format_rfc3339, tcp_flags_text, ConversationRecord, ConversationSignals, Endpoint,
+    ProcessAttribution,
 };
 
 /// 64-hex container id from a short tag.
@@ -110,6 +111,12 @@ pub const S: i64 = 1_000_000_000;
 ///   198.51.100.5:22 from interval 3 on, a uid without a name (4242) on udp/53;
 /// - ICMP echo from `ping` (root), forwarded traffic with no local end,
 ///   and a container without a name (short id label).
+///
+/// Golden signals and names (docs/schema.md): `api`'s peer is named `api.partner.example`, its RTT
+/// grows with the interval (mean `200·k` µs over `k` samples), it retransmits one segment per
+/// interval and the server resets once (interval 2); `curl`'s peer is `files.example`, each connect
+/// takes `1500 + 10·i` µs except interval 4's, refused; the resolver's queries take 300 µs (max 400)
+/// and every even interval has an NXDOMAIN.
 pub fn small_host(start: i64, intervals: u32) -> Vec<Vec<ConversationRecord>> {
     let web = || owner(100, "nginx", 33, Some("www-data"), Some(("web", "web")));
     let db = || owner(200, "postgres", 999, Some("postgres"), Some(("db", "db")));
@@ -218,6 +225,31 @@ pub fn small_host(start: i64, intervals: u32) -> Vec<Vec<ConversationRecord>> {
         v[2].client.nat_addr = Some("198.51.100.77".into());
         v[2].client.nat_port = Some(61_000);
         v[2].nat = Some("snat".into());
+        v[2].server.name = Some("api.partner.example".into());
+        v[2].signals = ConversationSignals {
+            rtt_min_us: Some(100 * k),
+            rtt_avg_us: Some(200 * k),
+            rtt_max_us: Some(300 * k),
+            rtt_samples: k,
+            retransmits_c2s: 1,
+            resets_s2c: u64::from(i == 1),
+            ..Default::default()
+        };
+        v[3].server.name = Some("files.example".into());
+        if i == 4 {
+            v[3].signals.connect_error = Some("refused".into());
+        } else {
+            v[3].signals.connect_us = Some(1500 + 10 * u64::from(i));
+        }
+        v[4].signals = ConversationSignals {
+            dns_queries: 2,
+            dns_responses: 2,
+            dns_latency_avg_us: Some(300),
+            dns_latency_max_us: Some(400),
+            dns_latency_samples: 2,
+            dns_nxdomain: u64::from(i % 2 == 0),
+            ..Default::default()
+        };
         if i >= 3 {
             v.push(record(
                 ts,

@@ -13,7 +13,7 @@ use std::{
 
 use flowlens_correlator::record::{ConversationRecord, Endpoint};
 use flowlens_query::fact::{
-    container_label, field_text, tag_label, user_label, Conv, Counts, Owner, Side,
+    container_label, field_text, tag_label, user_label, Conv, ConvSignals, Counts, Owner, Side,
 };
 
 /// Bytes an interned entry costs besides its text (map entry, slot, Arc header).
@@ -181,7 +181,7 @@ impl Owners {
 }
 
 /// One conversation record, compact.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Rec {
     ts: i64,
     first_seen: i64,
@@ -203,6 +203,10 @@ struct Rec {
     nat: u32,
     client_nat: (u32, Option<u16>),
     server_nat: (u32, Option<u16>),
+    /// DNS names of the ends (0: unknown).
+    names: (u32, u32),
+    /// Golden signals, boxed: most records of a busy host have none, and they then cost one pointer.
+    signals: Option<Box<ConvSignals>>,
 }
 
 /// Counters of the live window.
@@ -234,6 +238,8 @@ pub struct LiveWindow {
     cap_bytes: usize,
     inserted: u64,
     evicted_early: u64,
+    /// Records holding boxed signals (for the memory estimate).
+    boxed_signals: usize,
 }
 
 impl LiveWindow {
@@ -247,15 +253,22 @@ impl LiveWindow {
             cap_bytes,
             inserted: 0,
             evicted_early: 0,
+            boxed_signals: 0,
         }
     }
 
     /// Estimated memory in use.
     pub fn bytes(&self) -> usize {
         self.recs.capacity() * size_of::<Rec>()
+            + self.boxed_signals * size_of::<ConvSignals>()
             + self.syms.bytes
             + self.syms.slots.capacity() * size_of::<Option<(Arc<str>, u32)>>()
             + self.owners.len() * (size_of::<OwnerRec>() * 2 + 32)
+    }
+
+    fn name(&mut self, e: &Endpoint) -> u32 {
+        self.syms
+            .intern(&field_text(e.name.as_deref().unwrap_or("")))
     }
 
     fn side(&mut self, e: &Endpoint) -> (IpAddr, u32, u32) {
@@ -322,7 +335,12 @@ impl LiveWindow {
                         .intern(&field_text(r.server.nat_addr.as_deref().unwrap_or(""))),
                     r.server.nat_port,
                 ),
+                names: (self.name(&r.client), self.name(&r.server)),
+                signals: Some(ConvSignals::from_record(&r.signals))
+                    .filter(|s| !s.is_empty())
+                    .map(Box::new),
             };
+            self.boxed_signals += usize::from(rec.signals.is_some());
             // Keep the deque sorted by time (records of an interval share it).
             match self.recs.back() {
                 Some(b) if b.ts > rec.ts => {
@@ -353,6 +371,7 @@ impl LiveWindow {
 
     fn pop_front(&mut self) {
         if let Some(r) = self.recs.pop_front() {
+            self.boxed_signals -= usize::from(r.signals.is_some());
             for s in [
                 r.client_text,
                 r.server_text,
@@ -361,6 +380,8 @@ impl LiveWindow {
                 r.nat,
                 r.client_nat.0,
                 r.server_nat.0,
+                r.names.0,
+                r.names.1,
             ] {
                 self.syms.release(s);
             }
@@ -407,6 +428,7 @@ impl LiveWindow {
                     owner: self.owner(r.client_owner),
                     nat_addr: opt(r.client_nat.0),
                     nat_port: r.client_nat.1,
+                    name: opt(r.names.0),
                 },
                 server: Side {
                     addr: r.server_addr,
@@ -415,6 +437,7 @@ impl LiveWindow {
                     owner: self.owner(r.server_owner),
                     nat_addr: opt(r.server_nat.0),
                     nat_port: r.server_nat.1,
+                    name: opt(r.names.1),
                 },
                 c2s: Counts {
                     bytes: r.c2s.0,
@@ -428,6 +451,7 @@ impl LiveWindow {
                 last_seen: r.last_seen,
                 tcp_flags: r.tcp_flags,
                 nat: opt(r.nat),
+                signals: r.signals.as_deref().copied().unwrap_or_default(),
             };
             f(&conv);
         }

@@ -232,6 +232,171 @@ impl Scenario<'_> {
         }
     }
 
+    /// The golden signals of the conversation list, against an oracle computed here from the records:
+    /// sorted by RTT, by connect latency and by errors; RTT recombined over the range by samples; the
+    /// refused connect on its process; names on the ends; the totals; the CSV columns.
+    async fn signals(&self) {
+        #[derive(Default)]
+        struct Oracle {
+            rtt_sum: u64,
+            rtt_n: u64,
+            rtt_min: Option<u64>,
+            rtt_max: Option<u64>,
+            connect_us: Option<u64>,
+            connect_error: Option<String>,
+            errors: u64,
+        }
+        type Key = (String, u16, String, u16, i64);
+        let mut by: BTreeMap<Key, Oracle> = BTreeMap::new();
+        let (mut retransmits, mut resets, mut refused, mut dns_errors) = (0, 0, 0, 0);
+        for r in &self.records {
+            let s = &r.signals;
+            let key = (
+                r.client.addr.clone(),
+                r.client.port,
+                r.server.addr.clone(),
+                r.server.port,
+                r.first_seen_unix_ns,
+            );
+            let o = by.entry(key).or_default();
+            if let Some(avg) = s.rtt_avg_us {
+                o.rtt_sum += avg * s.rtt_samples;
+                o.rtt_n += s.rtt_samples;
+            }
+            o.rtt_min = o.rtt_min.into_iter().chain(s.rtt_min_us).min();
+            o.rtt_max = o.rtt_max.max(s.rtt_max_us);
+            o.connect_us = o.connect_us.max(s.connect_us);
+            if s.connect_error.is_some() {
+                o.connect_error = s.connect_error.clone();
+                refused += 1;
+            }
+            o.errors += s.tcp_errors() + s.dns_errors();
+            retransmits += s.retransmits_c2s + s.retransmits_s2c;
+            resets += s.resets_c2s + s.resets_s2c;
+            dns_errors += s.dns_errors();
+        }
+        let key_of = |row: &Value| -> (String, u64, String) {
+            (
+                row["client"]["addr"].as_str().unwrap_or("").to_owned(),
+                row["client"]["port"].as_u64().unwrap_or(0),
+                row["server"]["addr"].as_str().unwrap_or("").to_owned(),
+            )
+        };
+        let oracle_key = |k: &Key| (k.0.clone(), u64::from(k.1), k.2.clone());
+
+        // Slowest: the largest mean RTT over the whole range, recombined by samples.
+        let (slow_key, slow) = by
+            .iter()
+            .filter(|(_, o)| o.rtt_n > 0)
+            .max_by_key(|(_, o)| o.rtt_sum / o.rtt_n)
+            .expect("a conversation with RTT samples");
+        let v = ok(self.app, &self.u("/api/conversations", "sort=rtt&limit=2")).await;
+        let top = &v["rows"][0];
+        assert_eq!(key_of(top), oracle_key(slow_key), "{v}");
+        assert_eq!(top["rtt_avg_us"], slow.rtt_sum / slow.rtt_n, "{v}");
+        assert_eq!(
+            (top["rtt_min_us"].as_u64(), top["rtt_max_us"].as_u64()),
+            (slow.rtt_min, slow.rtt_max)
+        );
+        assert_eq!(top["server"]["name"], "api.partner.example", "{v}");
+        assert_eq!(top["server"]["addr"], "198.51.100.20");
+        assert_eq!(top["client"]["name"], Value::Null);
+
+        // Most errors: the three conversations with errors, in order (13, 6, 1 by construction).
+        let mut want: Vec<_> = by
+            .iter()
+            .filter(|(_, o)| o.errors > 0)
+            .map(|(k, o)| (o.errors, oracle_key(k)))
+            .collect();
+        want.sort_by(|a, b| b.0.cmp(&a.0));
+        assert_eq!(want.len(), 3, "errors on api, the resolver and one curl");
+        let v = ok(
+            self.app,
+            &self.u("/api/conversations", "sort=errors&limit=3"),
+        )
+        .await;
+        let got: Vec<_> = v["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| (r["errors"].as_u64().unwrap_or(0), key_of(r)))
+            .collect();
+        assert_eq!(got, want, "{v}");
+        let failed = &v["rows"][2];
+        assert_eq!(failed["connect_error"], "refused", "{v}");
+        assert_eq!(failed["client"]["process"], "curl");
+        assert_eq!(failed["server"]["name"], "files.example");
+        assert_eq!(failed["connect_us"], Value::Null);
+        assert_eq!(
+            (
+                v["totals"]["retransmits"].as_u64(),
+                v["totals"]["resets"].as_u64()
+            ),
+            (Some(retransmits), Some(resets))
+        );
+        assert_eq!(
+            (
+                v["totals"]["connect_errors"].as_u64(),
+                v["totals"]["dns_errors"].as_u64()
+            ),
+            (Some(refused), Some(dns_errors))
+        );
+
+        // Slowest connect.
+        let (ck, co) = by
+            .iter()
+            .filter(|(_, o)| o.connect_us.is_some())
+            .max_by_key(|(_, o)| o.connect_us)
+            .expect("a connect");
+        let v = ok(
+            self.app,
+            &self.u("/api/conversations", "sort=connect&limit=1"),
+        )
+        .await;
+        assert_eq!(key_of(&v["rows"][0]), oracle_key(ck), "{v}");
+        assert_eq!(v["rows"][0]["connect_us"].as_u64(), co.connect_us);
+
+        // Ascending RTT: conversations without samples first, then increasing means.
+        let v = ok(
+            self.app,
+            &self.u("/api/conversations", "sort=rtt&order=asc&limit=1000"),
+        )
+        .await;
+        let means: Vec<i64> = v["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r["rtt_avg_us"].as_i64().unwrap_or(-1))
+            .collect();
+        assert!(means.windows(2).all(|w| w[0] <= w[1]), "{means:?}");
+
+        let (_, _, csv) = get_raw(
+            self.app,
+            &self.u("/api/conversations", "format=csv&sort=rtt"),
+            &[],
+        )
+        .await;
+        let mut lines = csv.split("\r\n");
+        let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+        let first: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+        // Counted from the end: the process name of this row has a quoted comma.
+        let col = |name: &str| {
+            header.iter().position(|h| *h == name).map(|i| {
+                first
+                    .len()
+                    .checked_sub(header.len() - i)
+                    .and_then(|j| first.get(j).copied())
+            })
+        };
+        assert_eq!(
+            col("server_name"),
+            Some(Some("api.partner.example")),
+            "{csv}"
+        );
+        let mean = (slow.rtt_sum / slow.rtt_n).to_string();
+        assert_eq!(col("rtt_avg_us"), Some(Some(mean.as_str())), "{csv}");
+    }
+
     /// Every endpoint answers the scenario's questions exactly.
     pub async fn every_endpoint(&self) {
         let ends = ends(&self.records);
@@ -521,6 +686,7 @@ impl Scenario<'_> {
         let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
         assert_eq!(lines.len(), keys.len() + 1, "{csv}");
         assert!(csv.contains("\"py \"\"th'on\"\",=x\""), "quoted CSV: {csv}");
+        self.signals().await;
 
         // Topology: the edge between two containers, exact.
         let v = ok(self.app, &self.u("/api/topology", "expand=host:node-1")).await;
