@@ -76,6 +76,14 @@ def rate_series(title, query, unit="Bps", links=None):
     return p
 
 
+def latency_series(title, query, unit="µs"):
+    """A mean latency over time: not stacked (latencies do not add), gaps where nothing was sampled."""
+    p = rate_series(title, query, unit=unit)
+    p["fieldConfig"]["defaults"]["custom"] = {"drawStyle": "line", "fillOpacity": 0, "stacking": {"mode": "none"},
+                                             "spanNulls": False}
+    return p
+
+
 def table(title, query, links=None, unit="bytes"):
     p = {
         "type": "table",
@@ -120,11 +128,56 @@ def to_explorer(kind, value_expr):
     return link(f"Open in the web explorer", f"${{explorer}}/{kind}/{value_expr}")
 
 
+def top_named(n, where):
+    """Top n peers by bytes with the peer's DNS name (the rollup's `peer_name`, when this host resolved it)."""
+    return ('SELECT top("b", "peer", ' + str(n) + ') AS "bytes", "peer", "name" FROM '
+            '(SELECT sum("bytes") AS "b", last("peer_name") AS "name" FROM "flow_rollup" WHERE ' + where +
+            ' AND $timeFilter GROUP BY "peer")')
+
+
 def top(field_sum, tags, n, measurement, where, alias="bytes"):
     """Top n groups by a summed counter over the whole time range, ranked by InfluxDB."""
     tag_list = ", ".join(f'"{t}"' for t in tags)
     return (f'SELECT top("b", {tag_list}, {n}) AS "{alias}", {tag_list} FROM '
             f'(SELECT {field_sum} AS "b" FROM "{measurement}" WHERE {where} AND $timeFilter GROUP BY {tag_list})')
+
+
+# Golden signals (docs/schema.md, flow_rollup): averages recombined from sums, never averaged again.
+RTT_MEAN = 'sum("rtt_sum_us") / sum("rtt_samples")'
+RTT_BY_TIME = ('SELECT ' + RTT_MEAN + ' FROM "flow_rollup" WHERE {where} AND "direction" = \'out\' AND $timeFilter '
+               'GROUP BY time($__interval), {by} fill(none)')
+
+
+def slowest(tags, n, where):
+    """Top n groups by mean RTT over the range (sum of samples over their count), ranked by InfluxDB."""
+    tag_list = ", ".join(f'"{t}"' for t in tags)
+    return (f'SELECT top("rtt", {tag_list}, {n}) AS "rtt_mean_us", {tag_list}, "rtt_max_us", "samples" FROM '
+            f'(SELECT {RTT_MEAN} AS "rtt", max("rtt_max_us") AS "rtt_max_us", sum("rtt_samples") AS "samples" '
+            f'FROM "flow_rollup" WHERE {where} AND "direction" = \'out\' AND $timeFilter GROUP BY {tag_list})')
+
+
+def errors_table(tags, where):
+    """TCP errors of each group's conversations (both directions) and failed connects; a group with none has
+    no row (a sum of absent fields is no value, and a computed total would be null where one is absent)."""
+    tag_list = ", ".join(f'"{t}"' for t in tags)
+    return ('SELECT sum("retransmits") AS "retransmits", sum("resets") AS "resets", sum("connect_errors") AS "connect_errors" '
+            f'FROM "flow_rollup" WHERE {where} AND $timeFilter GROUP BY {tag_list}')
+
+
+def dns_table(where):
+    return ('SELECT sum("dns_queries") AS "queries", sum("dns_responses") AS "responses", '
+            'sum("dns_latency_sum_us") / sum("dns_latency_samples") AS "latency_mean_us", max("dns_latency_max_us") AS "latency_max_us", '
+            'sum("dns_nxdomain") AS "nxdomain", sum("dns_servfail") AS "servfail", sum("dns_refused") AS "refused", '
+            'sum("dns_unanswered") AS "unanswered" FROM "flow_rollup" WHERE ' + where +
+            ' AND "direction" = \'out\' AND $timeFilter GROUP BY "comm", "container"')
+
+
+def signal_table(title, query, links=None):
+    """A table of counts and microseconds (not bytes)."""
+    t = table(title, query, links=links, unit="none")
+    t["fieldConfig"]["overrides"].append(
+        {"matcher": {"id": "byRegexp", "options": "_us$"}, "properties": [{"id": "unit", "value": "µs"}]})
+    return t
 
 
 ROLLUP_RATE = 'SELECT sum("bytes") * 1000 / $__interval_ms FROM "flow_rollup" WHERE {where} AND $timeFilter GROUP BY time($__interval), {by} fill(0)'
@@ -156,6 +209,7 @@ TALKER_LINKS = cell_links([
     ("username", "flowlens-user", "username", "user"),
 ])
 REMOTE_LINKS = {"peer": [to_explorer("remote", "${__value.raw}")]}
+PROCESS_CELL_LINKS = cell_links([("comm", "flowlens-process", "comm", "process")])
 
 
 def dashboard(uid, title, variables, rows):
@@ -195,10 +249,14 @@ def overview():
          rate_series("Traffic by user (sent + received)", ROLLUP_RATE.format(where=HOST, by='"username"'), links=USER_LINKS)],
         [table("Top talkers (container, process, user)", top('sum("bytes")', ["container", "comm", "username"], 10, "flow_rollup", HOST), links=TALKER_LINKS),
          pie("Protocol mix", f'SELECT {FLOW_BYTES} AS "bytes" FROM "flow" WHERE {HOST} AND $timeFilter GROUP BY "proto"')],
-        [table("Top remote endpoints", top('sum("bytes")', ["peer"], 10, "flow_rollup", f"\"peer_local\" = 'false' AND {HOST}"), links=REMOTE_LINKS),
+        [table("Top remote endpoints", top_named(10, f"\"peer_local\" = 'false' AND {HOST}"), links=REMOTE_LINKS),
          table("Traffic per server port", top(FLOW_BYTES, ["server_port"], 10, "flow", "\"server_port\" != '' AND " + HOST))],
         [rate_series("Traffic per interface", 'SELECT sum("bytes") * 1000 / $__interval_ms FROM "flow_iface" WHERE ' + HOST + ' AND $timeFilter GROUP BY time($__interval), "iface" fill(0)'),
          rate_series("Collector: data lost, by reason (per second)", 'SELECT sum("lost") * 1000 / $__interval_ms FROM "flowlens_self" WHERE ' + HOST + ' AND $timeFilter GROUP BY time($__interval), "reason" fill(0)', unit="short")],
+        [latency_series("Round-trip time by process (mean)", RTT_BY_TIME.format(where=HOST, by='"comm"')),
+         signal_table("Slowest processes (mean RTT)", slowest(["comm", "container"], 10, HOST), links=PROCESS_CELL_LINKS)],
+        [signal_table("TCP errors by process (retransmits, resets, failed connects)", errors_table(["comm", "container"], HOST), links=PROCESS_CELL_LINKS),
+         signal_table("DNS health by process", dns_table(HOST), links=PROCESS_CELL_LINKS)],
     ])
 
 
@@ -225,6 +283,8 @@ def process():
         [table("Containers running the process", top('sum("bytes")', ["container", "username"], 20, "flow_rollup", w),
                links=cell_links([("container", "flowlens-container", "container", "container"), ("username", "flowlens-user", "username", "user")])),
          rate_series("Connections (conversations per second, by role)", 'SELECT sum("conversations") * 1000 / $__interval_ms FROM "flow_rollup" WHERE ' + w + " AND \"direction\" = 'out' AND $timeFilter GROUP BY time($__interval), \"role\" fill(0)", unit="short")],
+        [latency_series("Round-trip time to its peers (mean)", RTT_BY_TIME.format(where=w, by='"peer"')),
+         signal_table("Errors by peer (retransmits, resets, failed connects)", errors_table(["peer", "server_port"], w), links=REMOTE_LINKS)],
     ])
 
 
@@ -255,14 +315,17 @@ def conversations():
     cv = var("container", 'SHOW TAG VALUES FROM "flow" WITH KEY IN ("client_container_name", "server_container_name") WHERE ' + HOST, "Container")
     q = ('SELECT "client_addr", "client_port", "client_comm", "client_user", "client_container_name", '
          '"server_addr", "server_port", "server_comm", "server_user", "server_container_name", "proto", '
-         '"bytes_c2s", "bytes_s2c", "packets_c2s", "packets_s2c", "client_evidence", "ifaces" '
+         '"bytes_c2s", "bytes_s2c", "packets_c2s", "packets_s2c", "client_name", "server_name", "rtt_avg_us", "connect_us", '
+         '"connect_error", "retransmits_c2s", "retransmits_s2c", "resets_c2s", "resets_s2c", "client_evidence", "ifaces" '
          'FROM "flow" WHERE ' + w + ' AND $timeFilter ORDER BY time DESC LIMIT 1000')
     t = table("Conversations (latest 1000 records; one row per conversation per export interval)", q,
               links=cell_links([("client_comm", "flowlens-process", "comm", "process"), ("server_comm", "flowlens-process", "comm", "process"),
                                 ("client_user", "flowlens-user", "username", "user"), ("server_user", "flowlens-user", "username", "user")]))
     t["fieldConfig"]["overrides"] += [
         {"matcher": {"id": "byRegexp", "options": "^(client|server)_port$|^packets"}, "properties": [{"id": "unit", "value": "none"}]},
-        {"matcher": {"id": "byRegexp", "options": "^(client|server)_(addr|comm|user|container_name)$|^proto$|^client_evidence$|^ifaces$"}, "properties": [{"id": "unit", "value": "string"}]},
+        {"matcher": {"id": "byRegexp", "options": "^(client|server)_(addr|comm|user|container_name|name)$|^proto$|^client_evidence$|^ifaces$|^connect_error$"}, "properties": [{"id": "unit", "value": "string"}]},
+        {"matcher": {"id": "byRegexp", "options": "_us$"}, "properties": [{"id": "unit", "value": "µs"}]},
+        {"matcher": {"id": "byRegexp", "options": "^(retransmits|resets)_"}, "properties": [{"id": "unit", "value": "none"}]},
     ]
     t["gridPos"] = None
     d = dashboard("flowlens-conversations", "flowlens / Conversations", [cv], [
@@ -311,6 +374,10 @@ SELECT sum("bytes") FROM "flow_rollup" WHERE $timeFilter GROUP BY "comm"
 SELECT sum("bytes") FROM "flow_rollup" WHERE $timeFilter GROUP BY "username"
 -- Who talks to 10.0.0.7 (by process and user)?
 SELECT sum("bytes") FROM "flow_rollup" WHERE "peer" = '10.0.0.7' AND $timeFilter GROUP BY "comm", "username", "container"
+-- Mean round-trip time per process (recombined from sums: never average the averages)
+SELECT sum("rtt_sum_us") / sum("rtt_samples") AS "rtt_mean_us" FROM "flow_rollup" WHERE "direction" = 'out' AND $timeFilter GROUP BY "comm"
+-- Failed connects, retransmits and resets per container
+SELECT sum("connect_errors") AS "connect_errors", sum("retransmits") AS "retransmits", sum("resets") AS "resets" FROM "flow_rollup" WHERE $timeFilter GROUP BY "container"
 -- What was lost, by reason
 SELECT sum("lost") FROM "flowlens_self" WHERE $timeFilter GROUP BY "reason"
 ```

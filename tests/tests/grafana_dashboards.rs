@@ -92,7 +92,15 @@ fn dashboards_are_valid_and_use_the_provisioned_data_source() {
                 let q = t["query"].as_str().expect("query");
                 assert!(q.contains("$timeFilter"), "{}: {q}", d.uid);
                 assert!(!q.contains("derivative"), "counters are deltas: {q}");
-                if p["type"] == "timeseries" {
+                if p["type"] == "timeseries" && p["fieldConfig"]["defaults"]["unit"] == "µs" {
+                    // A latency: the mean recombined from the rollup's sum and count, never a mean of means.
+                    assert!(
+                        q.contains("GROUP BY time($__interval)")
+                            && q.contains("sum(\"rtt_sum_us\") / sum(\"rtt_samples\")")
+                            && !q.contains("mean("),
+                        "a mean latency is sum over count per interval: {q}"
+                    );
+                } else if p["type"] == "timeseries" {
                     assert!(
                         q.contains("GROUP BY time($__interval)") && q.contains("/ $__interval_ms"),
                         "a rate is the sum per interval divided by it: {q}"

@@ -435,7 +435,177 @@ fn check_panel(
                 Totals::from([(vec![w.remote.clone()], udp_l3(&REMOTE_DATAGRAMS))]),
                 "{ctx}: the one remote endpoint, exact bytes"
             );
-            check_table(ctx, table_rows(res, &["peer"], "bytes"), &want, 10)
+            check_table(ctx, table_rows(res, &["peer"], "bytes"), &want, 10);
+            // The peer's DNS name beside it (the scenario's remote endpoint was never resolved).
+            let names: BTreeMap<String, Option<String>> = ends
+                .iter()
+                .map(|e| (e.tags["peer"].clone(), e.sig.peer_name.clone()))
+                .collect();
+            for s in res {
+                for r in &s.rows {
+                    let peer = r["peer"].as_str().unwrap_or("");
+                    assert_eq!(
+                        r.get("name").and_then(Value::as_str).map(str::to_owned),
+                        names[peer],
+                        "{ctx}"
+                    );
+                }
+            }
+        }
+        (_, t) if t.starts_with("Round-trip time") => {
+            // The mean RTT of each group and bucket, recombined from sums.
+            let k = if t.contains("peers") { "peer" } else { "comm" };
+            let mut want: BTreeMap<(String, i64), (i64, i64)> = BTreeMap::new();
+            for e in ends.iter().filter(|e| e.sig.rtt_n > 0) {
+                let bucket =
+                    e.ts.div_euclid(INTERVAL_S * 1_000_000_000) * INTERVAL_S * 1_000_000_000;
+                let m = want.entry((e.tags[k].clone(), bucket)).or_default();
+                m.0 += e.sig.rtt_sum;
+                m.1 += e.sig.rtt_n;
+            }
+            let mut got: BTreeMap<(String, i64), f64> = BTreeMap::new();
+            for s in res {
+                for r in &s.rows {
+                    if let Some(v) = r
+                        .iter()
+                        .find(|(c, _)| *c != "time")
+                        .and_then(|(_, v)| v.as_f64())
+                    {
+                        got.insert(
+                            (s.tags.get(k).cloned().unwrap_or_default(), n(&r["time"])),
+                            v,
+                        );
+                    }
+                }
+            }
+            assert_eq!(
+                got.keys().collect::<Vec<_>>(),
+                want.keys().collect::<Vec<_>>(),
+                "{ctx}"
+            );
+            for (key, (sum, cnt)) in &want {
+                assert!(
+                    same_mean(got[key], *sum as f64 / *cnt as f64),
+                    "{ctx}: {key:?} {} vs {sum}/{cnt}",
+                    got[key]
+                );
+            }
+        }
+        (_, "Slowest processes (mean RTT)") => {
+            let mut want: BTreeMap<Vec<String>, (i64, i64, i64)> = BTreeMap::new();
+            for e in ends.iter().filter(|e| e.sig.rtt_n > 0) {
+                let m = want.entry(key(&["comm", "container"])(e)).or_default();
+                m.0 += e.sig.rtt_sum;
+                m.1 += e.sig.rtt_n;
+                m.2 = m.2.max(e.sig.rtt_max.unwrap_or(0));
+            }
+            let got = grouped_rows(
+                res,
+                &["comm", "container"],
+                &["rtt_mean_us", "rtt_max_us", "samples"],
+            );
+            assert_eq!(got.len(), want.len().min(10), "{ctx}: {got:?}");
+            let means: Vec<f64> = got.iter().map(|(_, v)| v[0].unwrap_or(-1.0)).collect();
+            assert!(
+                means.windows(2).all(|w| w[0] >= w[1]),
+                "{ctx}: slowest first: {means:?}"
+            );
+            for (k, v) in &got {
+                let (sum, cnt, max) = want[k];
+                assert!(
+                    same_mean(v[0].unwrap_or(-1.0), sum as f64 / cnt as f64),
+                    "{ctx}: {k:?}"
+                );
+                assert_eq!(
+                    (v[1], v[2]),
+                    (Some(max as f64), Some(cnt as f64)),
+                    "{ctx}: {k:?}"
+                );
+            }
+        }
+        (_, t) if t.contains("errors by") || t.starts_with("Errors by") => {
+            let keys: &[&str] = if t.starts_with("Errors by peer") {
+                &["peer", "server_port"]
+            } else {
+                &["comm", "container"]
+            };
+            let mut want: BTreeMap<Vec<String>, [i64; 3]> = BTreeMap::new();
+            for e in &ends {
+                let m = want.entry(key(keys)(e)).or_default();
+                m[0] += e.sig.retransmits;
+                m[1] += e.sig.resets;
+                m[2] += e.sig.connect_errors;
+            }
+            want.retain(|_, v| v.iter().any(|x| *x != 0));
+            let got: BTreeMap<Vec<String>, [i64; 3]> =
+                grouped_rows(res, keys, &["retransmits", "resets", "connect_errors"])
+                    .into_iter()
+                    .map(|(k, v)| (k, [0, 1, 2].map(|i| v[i].unwrap_or(0.0) as i64)))
+                    .filter(|(_, v)| v.iter().any(|x| *x != 0))
+                    .collect();
+            assert_eq!(got, want, "{ctx}");
+        }
+        (_, "DNS health by process") => {
+            let mut want: BTreeMap<Vec<String>, (Sig, i64)> = BTreeMap::new();
+            for e in &ends {
+                let (m, max) = want.entry(key(&["comm", "container"])(e)).or_default();
+                m.dns_queries += e.sig.dns_queries;
+                m.dns_responses += e.sig.dns_responses;
+                m.dns_lat_sum += e.sig.dns_lat_sum;
+                m.dns_lat_n += e.sig.dns_lat_n;
+                *max = (*max).max(e.sig.dns_lat_max.unwrap_or(0));
+                for i in 0..4 {
+                    m.dns_errors[i] += e.sig.dns_errors[i];
+                }
+            }
+            want.retain(|_, (m, _)| {
+                m.dns_queries + m.dns_responses + m.dns_errors.iter().sum::<i64>() > 0
+            });
+            let cols = [
+                "queries",
+                "responses",
+                "latency_mean_us",
+                "latency_max_us",
+                "nxdomain",
+                "servfail",
+                "refused",
+                "unanswered",
+            ];
+            let got: Vec<_> = grouped_rows(res, &["comm", "container"], &cols)
+                .into_iter()
+                .filter(|(_, v)| v.iter().any(|x| x.is_some_and(|x| x != 0.0)))
+                .collect();
+            assert_eq!(
+                got.iter().map(|(k, _)| k.clone()).collect::<BTreeSet<_>>(),
+                want.keys().cloned().collect::<BTreeSet<_>>(),
+                "{ctx}"
+            );
+            for (k, v) in &got {
+                let (m, max) = &want[k];
+                let z = |x: Option<f64>| x.unwrap_or(0.0) as i64;
+                assert_eq!(
+                    [z(v[0]), z(v[1]), z(v[4]), z(v[5]), z(v[6]), z(v[7])],
+                    [
+                        m.dns_queries,
+                        m.dns_responses,
+                        m.dns_errors[0],
+                        m.dns_errors[1],
+                        m.dns_errors[2],
+                        m.dns_errors[3]
+                    ],
+                    "{ctx}: {k:?}"
+                );
+                if m.dns_lat_n > 0 {
+                    assert!(
+                        same_mean(
+                            v[2].unwrap_or(-1.0),
+                            m.dns_lat_sum as f64 / m.dns_lat_n as f64
+                        ),
+                        "{ctx}: {k:?}"
+                    );
+                    assert_eq!(z(v[3]), *max, "{ctx}: {k:?}");
+                }
+            }
         }
         (_, "Traffic per server port") => {
             let want = flow_by(&["server_port"], &bytes);

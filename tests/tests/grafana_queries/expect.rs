@@ -22,6 +22,65 @@ pub struct End {
     pub tags: BTreeMap<&'static str, String>,
     pub sent: i64,
     pub recv: i64,
+    /// The record's interval end, Unix ns.
+    pub ts: i64,
+    pub sig: Sig,
+}
+
+/// The golden signals of one local end, summed as the rollup sums them (docs/schema.md, `flow_rollup`).
+#[derive(Clone, Debug, Default)]
+pub struct Sig {
+    pub rtt_sum: i64,
+    pub rtt_n: i64,
+    pub rtt_max: Option<i64>,
+    /// Both directions (the `out` and the `in` point together).
+    pub retransmits: i64,
+    pub resets: i64,
+    pub connect_errors: i64,
+    pub dns_queries: i64,
+    pub dns_responses: i64,
+    pub dns_lat_sum: i64,
+    pub dns_lat_n: i64,
+    pub dns_lat_max: Option<i64>,
+    /// nxdomain, servfail, refused, unanswered.
+    pub dns_errors: [i64; 4],
+    pub peer_name: Option<String>,
+}
+
+impl Sig {
+    fn of(r: &Value, other: &Value) -> Sig {
+        let avg = |k: &str, n: &str| match (r[k].as_i64(), n_of(&r[n])) {
+            (Some(a), n) if n > 0 => (a * n, n),
+            _ => (0, 0),
+        };
+        let (rtt_sum, rtt_n) = avg("rtt_avg_us", "rtt_samples");
+        let (dns_lat_sum, dns_lat_n) = avg("dns_latency_avg_us", "dns_latency_samples");
+        Sig {
+            rtt_sum,
+            rtt_n,
+            rtt_max: r["rtt_max_us"].as_i64(),
+            retransmits: n_of(&r["retransmits_c2s"]) + n_of(&r["retransmits_s2c"]),
+            resets: n_of(&r["resets_c2s"]) + n_of(&r["resets_s2c"]),
+            connect_errors: i64::from(r["connect_error"].is_string()),
+            dns_queries: n_of(&r["dns_queries"]),
+            dns_responses: n_of(&r["dns_responses"]),
+            dns_lat_sum,
+            dns_lat_n,
+            dns_lat_max: r["dns_latency_max_us"].as_i64(),
+            dns_errors: [
+                "dns_nxdomain",
+                "dns_servfail",
+                "dns_refused",
+                "dns_unanswered",
+            ]
+            .map(|k| n_of(&r[k])),
+            peer_name: other["name"].as_str().map(str::to_owned),
+        }
+    }
+}
+
+fn n_of(v: &Value) -> i64 {
+    v.as_i64().unwrap_or(0)
 }
 
 pub fn label(e: &Value) -> String {
@@ -85,6 +144,8 @@ pub fn ends(records: &[Value]) -> Vec<End> {
                 tags,
                 sent: n(&r[sent]),
                 recv: n(&r[recv]),
+                ts: n(&r["ts_unix_ns"]),
+                sig: Sig::of(r, o),
             });
         }
     }
@@ -233,4 +294,39 @@ pub fn check_table(what: &str, got: Vec<(Vec<String>, i64)>, want: &Totals, n: u
     let as_set = |v: &[(Vec<String>, i64)]| v.iter().cloned().collect::<BTreeSet<_>>();
     assert_eq!(as_set(&got), as_set(&expect), "{what}");
     assert!(!got.is_empty(), "{what}: empty");
+}
+
+/// Rows of a grouped statement by group: the group's key from the series tags or the row's columns,
+/// then the named columns as numbers (null: `None`), in InfluxDB's row order.
+pub fn grouped_rows(
+    res: &[Series],
+    keys: &[&str],
+    cols: &[&str],
+) -> Vec<(Vec<String>, Vec<Option<f64>>)> {
+    let mut out = Vec::new();
+    for s in res {
+        for r in &s.rows {
+            let k = keys
+                .iter()
+                .map(|k| match (s.tags.get(*k), r.get(*k)) {
+                    (Some(t), _) => t.clone(),
+                    (None, Some(Value::String(v))) => v.clone(),
+                    (None, Some(Value::Null) | None) => String::new(),
+                    (None, Some(v)) => v.to_string(),
+                })
+                .collect();
+            out.push((
+                k,
+                cols.iter()
+                    .map(|c| r.get(*c).and_then(Value::as_f64))
+                    .collect(),
+            ));
+        }
+    }
+    out
+}
+
+/// Whether two means agree (InfluxDB divides in floating point).
+pub fn same_mean(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-6 * a.abs().max(1.0)
 }
