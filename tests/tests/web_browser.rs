@@ -11,6 +11,9 @@
 //! the flowlens host; the console has no errors. Screenshots are kept in
 //! target/tmp/browser-artifacts/<test>/. Then the same pages against
 //! `flowlens web` reading the InfluxDB that `flowlens run` filled.
+//! The golden signals too: a refused connect shows `refused` in the error column and the overview's
+//! "Most errors" for the process that tried (its pid); a server found through a real dnsmasq shows the
+//! resolved name (the address on hover and beside it).
 //! Needs root: `cargo build -p flowlens-collector && cargo test -p flowlens-tests --test web_browser -- --test-threads=1`
 
 use std::{
@@ -26,7 +29,7 @@ use flowlens_tests::{
     browser::{artifact_dir, get_json, Driver, Session},
     cmd,
     netns::{bridged, Bridged},
-    scenario, ArtifactDir, FakeContainer, Flowlens, Place, NOBODY,
+    scenario, ArtifactDir, FakeContainer, Flowlens, Place, Proc, NOBODY,
 };
 use serde_json::{json, Value};
 
@@ -54,6 +57,194 @@ fn traffic(net: &Bridged, a: &FakeContainer, b: &FakeContainer) -> (u16, u16) {
         p.wait_success();
     }
     (ab, ha)
+}
+
+// ---- the golden signals: a refused connect and a name resolved by dnsmasq --
+
+const SIG_AGENT: &str = r#"
+import signal, socket, struct, sys
+signal.alarm(60)
+def say(*a): print(*a, flush=True)
+mode = sys.argv[1]
+if mode == 'refused':
+    s = socket.socket(); s.bind(('0.0.0.0', 0)); say('PORT', s.getsockname()[1])
+    try:
+        s.connect((sys.argv[2], int(sys.argv[3]))); sys.exit('connected to a closed port')
+    except ConnectionRefusedError:
+        say('REFUSED')
+elif mode == 'srv':
+    ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((sys.argv[2], int(sys.argv[3]))); ls.listen(1); say('READY')
+    c, _ = ls.accept(); c.sendall(b's' * 3000); c.close(); say('DONE')
+elif mode == 'resolve':
+    server, name, port = sys.argv[2], sys.argv[3], int(sys.argv[4])
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
+    q = struct.pack('>HHHHHH', 0x4242, 0x0100, 1, 0, 0, 0)
+    q += b''.join(bytes([len(l)]) + l.encode() for l in name.split('.')) + b'\0' + struct.pack('>HH', 1, 1)
+    u.sendto(q, (server, 53)); r, _ = u.recvfrom(4096)
+    if r[3] & 0x0f or struct.unpack('>H', r[6:8])[0] == 0: sys.exit('no answer')
+    s = socket.create_connection((socket.inet_ntoa(r[-4:]), port))
+    say('CONNECTED', s.getsockname()[1])
+    while s.recv(65536): pass
+    s.close()
+"#;
+
+fn sig_agent(place: Place<'_>, uid: Option<u32>, args: &[&str]) -> Proc {
+    let py = agent::python();
+    let mut argv = vec![py.as_str(), "-c", SIG_AGENT];
+    argv.extend_from_slice(args);
+    Proc::spawn(place, uid, &argv)
+}
+
+/// The signal traffic's expectations.
+#[derive(Debug)]
+struct Signals {
+    /// pid and client port of the refused connect (host, nobody) to B:5007.
+    refused: (u32, u16),
+    /// Client port of the connection to `web.fltest` (B:5008) after resolving it at B's dnsmasq.
+    named: u16,
+    /// B's address.
+    b_addr: String,
+}
+
+const NAME: &str = "web.fltest";
+
+/// A refused connect to B's closed port 5007, then `web.fltest` resolved at a dnsmasq in B and
+/// connected to on 5008; waits until flowlens's records show both.
+fn signal_traffic(net: &Bridged, b: &FakeContainer, dir: &Path, jsonl: &Path) -> Signals {
+    let b_addr = net.b.peer_v4.to_string();
+    let mut refused = sig_agent(Place::Host, Some(NOBODY), &["refused", &b_addr, "5007"]);
+    let rport: u16 = refused.expect_line("PORT")[0].parse().expect("port");
+    refused.expect_line("REFUSED");
+    refused.wait_success();
+    let pidfile = format!("--pid-file={}", dir.join("dnsmasq.pid").display());
+    let (listen, address) = (
+        format!("--listen-address={b_addr}"),
+        format!("--address=/{NAME}/{b_addr}"),
+    );
+    let _dnsmasq = Proc::spawn(
+        Place::In(b),
+        None,
+        &[
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--user=root",
+            &listen,
+            "--local=/fltest/",
+            &address,
+            &pidfile,
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let mut srv = sig_agent(Place::In(b), Some(NOBODY), &["srv", &b_addr, "5008"]);
+    srv.expect_line("READY");
+    let mut cli = sig_agent(
+        Place::Host,
+        Some(NOBODY),
+        &["resolve", &b_addr, NAME, "5008"],
+    );
+    let named: u16 = cli.expect_line("CONNECTED")[0].parse().expect("port");
+    cli.wait_success();
+    srv.wait_success();
+    let sig = Signals {
+        refused: (refused.pid, rport),
+        named,
+        b_addr,
+    };
+    let mut last = String::new();
+    let seen = cmd::wait_until(Duration::from_secs(30), || {
+        let recs = flowlens_tests::flowlens::read_jsonl(jsonl);
+        let of = |port: u16, sport: u64| {
+            recs.iter()
+                .filter(|r| r["client"]["port"] == port && r["server"]["port"] == sport)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let (r, n) = (of(rport, 5007), of(named, 5008));
+        last = format!("{r:?}\n{n:?}");
+        r.iter()
+            .any(|r| r["connect_error"] == "refused" && r["client"]["pid"] == sig.refused.0)
+            && !n.is_empty()
+            && n.iter().all(|r| r["server"]["name"] == NAME)
+    });
+    assert!(
+        seen,
+        "the records never showed the refused connect and the name:\n{last}"
+    );
+    sig
+}
+
+/// The conversation list's error column and the overview's "Most errors" show the refused connect on the
+/// process that tried; the named server shows its name with the address beside it and on hover.
+fn check_signal_pages(drv: &Driver, base: &str, sig: &Signals, shots: &Path) {
+    let mut s = drv.session();
+    let f = enc(&format!("server_port = 5007 AND port = {}", sig.refused.1));
+    s.goto(&format!(
+        "{base}/conversations?from=now-15m&sort=errors&filter={f}"
+    ));
+    rendered(&s, 1);
+    s.wait_for(
+        "the refused connect",
+        LONG,
+        "return document.querySelectorAll('#conversations tbody tr .connect-error').length === 1",
+        &[],
+    );
+    let got = s.exec(
+        "const tr = document.querySelector('#conversations tbody tr'); return [tr.querySelector('.connect-error').innerText, tr.cells[1].innerText, document.querySelector('#total-connect-errors').innerText]",
+        &[],
+    );
+    assert_eq!(got[0], "refused", "{got}");
+    let client = got[1].as_str().unwrap_or("");
+    assert!(
+        client.contains(&format!("({})", sig.refused.0)) && client.contains("nobody"),
+        "the refused connect is on the client process {} of nobody: {got}",
+        sig.refused.0
+    );
+    assert_eq!(got[2], "1 failed", "{got}");
+    s.screenshot(&shots.join("conversations-refused.png"));
+
+    s.goto(&format!("{base}/?from=now-15m&filter={f}"));
+    rendered(&s, 1);
+    let rows = s.exec(ROWS, &[json!("#most-errors")]);
+    let row = &rows[0];
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    assert_eq!(row[2], "1 (refused)", "{rows}");
+    assert!(
+        row[0]
+            .as_str()
+            .unwrap_or("")
+            .contains(&sig.refused.1.to_string()),
+        "{rows}"
+    );
+    s.screenshot(&shots.join("overview-most-errors.png"));
+
+    let f = enc(&format!("server_port = 5008 AND port = {}", sig.named));
+    s.goto(&format!(
+        "{base}/conversations?from=now-15m&sort=rtt&filter={f}"
+    ));
+    rendered(&s, 1);
+    s.wait_for(
+        "the named conversation",
+        LONG,
+        "return document.querySelectorAll('#conversations tbody tr').length === 1",
+        &[],
+    );
+    let got = s.exec(
+        "const c = document.querySelector('#conversations tbody tr').cells[2]; const n = c.querySelector('.named'); return n ? [n.firstChild.innerText, n.firstChild.getAttribute('title'), n.querySelector('small.addr').innerText, n.dataset.addr] : [c.innerText]",
+        &[],
+    );
+    let at = format!("{}:5008", sig.b_addr);
+    assert_eq!(
+        got,
+        json!([format!("{NAME}:5008"), at, sig.b_addr, sig.b_addr]),
+        "the server shows its name, the address beside it and on hover"
+    );
+    s.screenshot(&shots.join("conversations-named.png"));
+    assert_local(&mut s, base);
 }
 
 fn web_base(log: &str) -> Option<String> {
@@ -445,6 +636,7 @@ fn explorer_pages_in_chromium_against_flowlens_run() {
         let ports = traffic(&net, &a, &b);
         let subnet = format!("{}/24", Ipv4Addr::from(u32::from(net.a.peer_v4) & !0xff));
         let e = settle(&base, &fl.jsonl, ports, &subnet);
+        let sig = signal_traffic(&net, &b, art.path(), &fl.jsonl);
         let drv = Driver::start();
         let bv4 = IpAddr::V4(net.b.peer_v4);
         let more = || {
@@ -463,6 +655,7 @@ fn explorer_pages_in_chromium_against_flowlens_run() {
             &shots,
             Some(&more),
         );
+        check_signal_pages(&drv, &base, &sig, &shots);
         let (_, log) = fl.stop_with_log();
         assert!(!log.contains("ERROR"), "{log}");
     });
@@ -548,6 +741,7 @@ fn explorer_pages_in_chromium_against_flowlens_web_over_influxdb() {
         let ports = traffic(&net, &a, &b);
         let subnet = format!("{}/24", Ipv4Addr::from(u32::from(net.a.peer_v4) & !0xff));
         let e = settle(&base, &fl.jsonl, ports, &subnet);
+        let sig = signal_traffic(&net, &b, art.path(), &fl.jsonl);
         let jsonl = fl.jsonl.clone();
         let (_, log) = fl.stop_with_log();
         assert!(!log.contains("ERROR"), "{log}");
@@ -557,5 +751,6 @@ fn explorer_pages_in_chromium_against_flowlens_web_over_influxdb() {
         let (_web, wbase) = WebOnly::start(art.path(), &influx.url());
         let drv = Driver::start();
         check_pages(&drv, &wbase, &e, &a.id[..12], &b.id[..12], &shots, None);
+        check_signal_pages(&drv, &wbase, &sig, &shots);
     });
 }
