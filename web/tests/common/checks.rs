@@ -308,7 +308,7 @@ impl Scenario<'_> {
             .filter(|(_, o)| o.errors > 0)
             .map(|(k, o)| (o.errors, oracle_key(k)))
             .collect();
-        want.sort_by(|a, b| b.0.cmp(&a.0));
+        want.sort_by_key(|w| std::cmp::Reverse(w.0));
         assert_eq!(want.len(), 3, "errors on api, the resolver and one curl");
         let v = ok(
             self.app,
