@@ -101,6 +101,8 @@ fn sig_agent(place: Place<'_>, uid: Option<u32>, args: &[&str]) -> Proc {
 struct Signals {
     /// pid and client port of the refused connect (host, nobody) to B:5007.
     refused: (u32, u16),
+    /// Its errors in the records: the failed connect and the RST that refused it.
+    refused_errors: u64,
     /// Client port of the connection to `web.fltest` (B:5008) after resolving it at B's dnsmasq.
     named: u16,
     /// B's address.
@@ -150,8 +152,9 @@ fn signal_traffic(net: &Bridged, b: &FakeContainer, dir: &Path, jsonl: &Path) ->
     let named: u16 = cli.expect_line("CONNECTED")[0].parse().expect("port");
     cli.wait_success();
     srv.wait_success();
-    let sig = Signals {
+    let mut sig = Signals {
         refused: (refused.pid, rport),
+        refused_errors: 0,
         named,
         b_addr,
     };
@@ -175,6 +178,24 @@ fn signal_traffic(net: &Bridged, b: &FakeContainer, dir: &Path, jsonl: &Path) ->
         seen,
         "the records never showed the refused connect and the name:\n{last}"
     );
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    sig.refused_errors = flowlens_tests::flowlens::read_jsonl(jsonl)
+        .iter()
+        .filter(|r| r["client"]["port"] == rport && r["server"]["port"] == 5007)
+        .map(|r| {
+            [
+                "retransmits_c2s",
+                "retransmits_s2c",
+                "resets_c2s",
+                "resets_s2c",
+            ]
+            .iter()
+            .map(|k| n(&r[*k]))
+            .sum::<u64>()
+                + u64::from(r["connect_error"].is_string())
+        })
+        .sum();
+    assert!(sig.refused_errors >= 1, "the failed connect is an error");
     sig
 }
 
@@ -212,7 +233,11 @@ fn check_signal_pages(drv: &Driver, base: &str, sig: &Signals, shots: &Path) {
     let rows = s.exec(ROWS, &[json!("#most-errors")]);
     let row = &rows[0];
     assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
-    assert_eq!(row[2], "1 (refused)", "{rows}");
+    assert_eq!(
+        row[2],
+        format!("{} (refused)", sig.refused_errors),
+        "{rows}"
+    );
     assert!(
         row[0]
             .as_str()
