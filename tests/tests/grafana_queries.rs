@@ -122,11 +122,16 @@ fn every_panel_and_variable_query_returns_what_the_traffic_implies() {
 /// keyword used as a name, like the rollup's old `user`, fails to parse); the ones about the scenario's
 /// kind of traffic return rows.
 fn check_doc_examples(influx: &Influxd, time_filter: &str, w: &World, records: &[Value]) {
-    // The scenario's clean TCP has no errors: an example about them may be empty, but only if the records
-    // agree.
-    let errors: i64 = ends(records)
+    // The scenario's clean TCP has no errors and its UDP on 5353 is not DNS: an example about them may be
+    // empty, but only if the records agree.
+    let all = ends(records);
+    let errors: i64 = all
         .iter()
         .map(|e| e.sig.retransmits + e.sig.resets + e.sig.connect_errors)
+        .sum();
+    let dns: i64 = all
+        .iter()
+        .map(|e| e.sig.dns_queries + e.sig.dns_responses)
         .sum();
     let mut n = 0;
     for doc in ["docs/queries.md", "docs/schema.md"] {
@@ -152,7 +157,8 @@ fn check_doc_examples(influx: &Influxd, time_filter: &str, w: &World, records: &
                     let foreign = ["nginx", "curl", "10.0.0.7", "'other'"]
                         .iter()
                         .any(|x| l.contains(x))
-                        || (errors == 0 && l.contains("\"connect_errors\""));
+                        || (errors == 0 && l.contains("\"connect_errors\""))
+                        || (dns == 0 && l.contains("\"dns_queries\""));
                     assert!(
                         foreign || !rows.is_empty(),
                         "{doc}: no rows for an example that should have some:\n  {q}"

@@ -284,7 +284,12 @@ pub fn top_n(want: &Totals, n: usize) -> Vec<(Vec<String>, i64)> {
     v
 }
 
-pub fn check_table(what: &str, got: Vec<(Vec<String>, i64)>, want: &Totals, n: usize) {
+pub fn check_table(what: &str, mut got: Vec<(Vec<String>, i64)>, want: &Totals, n: usize) {
+    // A conversation can have a record without a byte (a failed connect, or an RTT sample of a socket on
+    // an interface that is not watched, such as the collector's own InfluxDB connection): InfluxDB lists
+    // its group with 0, the oracle (totals without zeros) does not. Zero rows rank nothing; every row
+    // with traffic must still match exactly.
+    got.retain(|(k, v)| *v != 0 || want.contains_key(k));
     let expect = top_n(want, n);
     let values: Vec<i64> = got.iter().map(|(_, v)| *v).collect();
     assert!(
