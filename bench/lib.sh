@@ -28,6 +28,18 @@ veth_down() {
 	ip netns del "$1" 2>/dev/null || true
 }
 
+# flowlens_bg LOG FLAG...: `flowlens run FLAG...` in the background (FL_PID), its log in LOG, until its
+# first interval. LOG is emptied here, before the start: the redirection happens in the background job,
+# maybe after wait_exported read a previous run's log.
+flowlens_bg() {
+	local log=$1
+	shift
+	: >"$log"
+	FLOWLENS_LOG=info $BIN/flowlens run "$@" >/dev/null 2>"$log" &
+	FL_PID=$!
+	wait_exported $FL_PID "$log"
+}
+
 # wait_exported PID LOG: until the collector PID logged its first interval.
 wait_exported() {
 	for _ in $(seq 100); do

@@ -44,10 +44,7 @@ sleep 1
 
 start_flowlens() {
 	: >"$TMP/records.jsonl"
-	FLOWLENS_LOG=info $BIN/flowlens run --no-web --iface $H --export-interval 1s --jsonl "$TMP/records.jsonl" \
-		--host bench >/dev/null 2>"$TMP/flowlens.log" &
-	FL_PID=$!
-	wait_exported $FL_PID "$TMP/flowlens.log"
+	flowlens_bg "$TMP/flowlens.log" --no-web --iface $H --export-interval 1s --jsonl "$TMP/records.jsonl" --host bench
 }
 stop_flowlens() { kill -INT "$FL_PID"; wait "$FL_PID" || true; FL_PID=""; }
 cpu_ticks() { awk '{print $14+$15}' /proc/$1/stat; }

@@ -39,13 +39,7 @@ sleep 1
 iperf3 -s -B $HIP -p 5301 -D -I "$TMP/iperf.pid" >/dev/null; sleep 0.3; IPERF_PID=$(cat "$TMP/iperf.pid")
 
 start_flowlens() { # $@: extra flags
-	# Emptied here, not only by the redirection below: that happens in the
-	# background job, maybe after wait_exported read the previous run's log.
-	: >"$TMP/flowlens.log"
-	FLOWLENS_LOG=info $BIN/flowlens run --no-web --iface $H --export-interval 1s --jsonl /dev/null \
-		--host bench "$@" >/dev/null 2>"$TMP/flowlens.log" &
-	FL_PID=$!
-	wait_exported $FL_PID "$TMP/flowlens.log"
+	flowlens_bg "$TMP/flowlens.log" --no-web --iface $H --export-interval 1s --jsonl /dev/null --host bench "$@"
 }
 stop_flowlens() { kill -INT "$FL_PID"; wait "$FL_PID" || true; FL_PID=""; }
 cpu_ticks() { awk '{print $14+$15}' /proc/$1/stat; }
