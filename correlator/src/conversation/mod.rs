@@ -17,18 +17,17 @@
 //! first; others get their final record at the next export), so new traffic
 //! is still reported.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::nat::{NatIndex, NatLink};
-use crate::owners::{shrink, OwnerIndex};
+use crate::owners::OwnerIndex;
 use crate::paths::{KernelEntry, ReadWindow, PATH_MARGIN_NS};
 use crate::record::{format_rfc3339, ConversationRecord};
 
+mod map;
 mod render;
 mod signals;
 mod state;
@@ -36,6 +35,7 @@ mod state;
 use crate::types::{
     FlowObservation, FlowTuple, Hook, Lookup, NatEvent, Role, SocketOwnerEvent, TcpStateChange,
 };
+use map::ConvMap;
 use render::{attribute, build_record, key_has_ports, ExportCtx};
 use signals::SignalState;
 pub use signals::SignalStats;
@@ -182,9 +182,9 @@ pub enum NatJoin {
 #[derive(Debug)]
 pub struct ConversationTable {
     config: TableConfig,
-    /// Boxed: the map's buckets (up to twice the entries, at its power-of-two
-    /// capacity) hold a key and a pointer, not the whole conversation.
-    conversations: HashMap<ConvKey, Box<Conversation>>,
+    /// Boxed, by the key each holds: the map's buckets (up to twice the
+    /// entries, at its power-of-two capacity) hold a pointer alone.
+    conversations: ConvMap,
     /// Conversations that ended before their last record was built (a reused
     /// tuple, a late NAT join, evicted early with unexported counters).
     finished: Vec<(ConvKey, Conversation)>,
@@ -217,7 +217,7 @@ impl ConversationTable {
     pub fn new(config: TableConfig) -> Self {
         Self {
             config,
-            conversations: HashMap::new(),
+            conversations: ConvMap::default(),
             finished: Vec::new(),
             owners: OwnerIndex::new(config.max_sockets),
             nat: NatIndex::new(config.max_conversations),
@@ -281,10 +281,9 @@ impl ConversationTable {
             }
         }
         let prev = self.prev_read_ns;
-        let conv = match self.conversations.entry(key) {
-            Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => v.insert(Box::new(Conversation::new(obs, link))),
-        };
+        let conv = self
+            .conversations
+            .get_or_insert_with(&key, || Conversation::new(key, obs, link));
         conv.observe(obs, place, prev);
     }
 
@@ -299,7 +298,7 @@ impl ConversationTable {
         let mut order: Vec<(bool, u64, ConvKey)> = self
             .conversations
             .iter()
-            .map(|(k, c)| (c.has_news() || c.pending, c.last_seen_ns, *k))
+            .map(|c| (c.has_news() || c.pending, c.last_seen_ns, c.key))
             .collect();
         // Conversations with unexported counters wait in `finished` for their
         // record: at most as many as the table holds.
@@ -367,23 +366,22 @@ impl ConversationTable {
             if !whole {
                 self.stats.nat_joined_late += 1;
             }
-            let real = self.conversations.entry(link.real).or_insert_with(|| {
-                Box::new(Conversation {
-                    nat: Some(Arc::clone(link)),
-                    ..old.successor(old.last_seen_ns, false)
-                })
+            let real = self.conversations.get_or_insert_with(&link.real, || {
+                let mut c = old.successor(old.last_seen_ns, false);
+                c.key = link.real;
+                c
             });
             real.nat = Some(Arc::clone(link));
-            real.entries.retain(|e| e.wire == 0);
+            real.entries.retain(|e| e.wire() == 0);
             for e in &old.entries {
-                let t = wire.tuple(usize::from(e.wire_sender));
+                let t = wire.tuple(usize::from(e.wire_sender()));
                 let (sender, w, ws) = link.place(&t);
                 let mut n = KernelEntry::new(
                     u8::from(sender == 1),
                     w,
                     u8::from(ws == 1),
                     e.ifindex,
-                    e.hook,
+                    e.hook(),
                 );
                 n.last = e.last;
                 n.last_seen_ns = e.last_seen_ns;
@@ -396,7 +394,7 @@ impl ConversationTable {
             }
             if whole {
                 real.first_seen_ns = real.first_seen_ns.min(old.first_seen_ns).max(1);
-                real.since_ns = real.since_ns.min(old.since_ns);
+                real.set_since_ns(real.since_ns().min(old.since_ns()));
                 real.tcp_flags |= old.tcp_flags;
                 continue;
             }
@@ -498,8 +496,8 @@ impl ConversationTable {
         keys.extend(
             self.conversations
                 .iter()
-                .filter(|(k, c)| c.pending || c.has_news() || self.signals.has_pending(k))
-                .map(|(k, _)| *k),
+                .filter(|c| c.pending || c.has_news() || self.signals.has_pending(&c.key))
+                .map(|c| c.key),
         );
         keys.sort_unstable();
         let mut records = Vec::with_capacity(keys.len());
@@ -574,17 +572,17 @@ impl ConversationTable {
         let idle = self.config.idle_timeout_ns;
         let evicted = &mut self.evicted_flows;
         let mut n = 0u64;
-        self.conversations.retain(|key, c| {
+        self.conversations.retain(|c| {
             // Unexported counters (waiting for an owner) go out first.
             if now_ns.saturating_sub(c.last_seen_ns) <= idle || c.has_news() || c.pending {
                 return true;
             }
-            evicted.extend(c.kernel_keys(key));
+            evicted.extend(c.kernel_keys(&c.key));
             n += 1;
             false
         });
         self.stats.conversations_evicted += n;
-        shrink(&mut self.conversations);
+        self.conversations.shrink();
         if self.scratch.capacity() > 4 * self.scratch.len().max(1024) {
             self.scratch.shrink_to(2 * self.scratch.len());
         }
@@ -652,7 +650,7 @@ fn reuse_of(
         } else {
             old.exact || old.role == Role::Client
         };
-        let after = started.max(now.took_over_ns) > conv.first_seen_ns.max(conv.since_ns);
+        let after = started.max(now.took_over_ns) > conv.first_seen_ns.max(conv.since_ns());
         let between = takeovers.after(old.took_over_ns);
         (fresh && after).then_some((
             started.min(now.since_ns).max(now.took_over_ns),
@@ -742,11 +740,14 @@ mod tests {
     fn per_conversation_sizes_stay_within_the_memory_budget() {
         use std::mem::size_of;
         // BENCHMARKS.md ("Memory per conversation") rests on these: a map
-        // bucket is a key and a pointer, a conversation keeps two kernel
-        // entries inline, signals and take-over histories live beside it.
-        assert!(size_of::<(ConvKey, Box<Conversation>)>() <= 56);
-        assert!(size_of::<Conversation>() <= 416);
-        assert!(size_of::<KernelEntry>() <= 80);
+        // bucket is a pointer (the key lives in the conversation), a
+        // conversation keeps two kernel entries inline, signals, take-over
+        // histories and rare state (moved paths, a reused tuple) beside it.
+        // Conversation's owner references (`owners.rs`) are counted apart.
+        let owners = size_of::<[Option<crate::owners::Attribution>; 2]>();
+        assert_eq!(size_of::<Box<Conversation>>(), 8, "a map bucket");
+        assert!(size_of::<Conversation>() - owners <= 328);
+        assert!(size_of::<KernelEntry>() <= 72);
     }
 
     #[test]

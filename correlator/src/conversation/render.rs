@@ -36,6 +36,7 @@ pub(crate) fn attribute(
     count_merged: bool,
 ) -> u64 {
     let mut merged = 0;
+    let start = conv.first_seen_ns.max(conv.since_ns());
     for side in 0..2 {
         let remote = conv.seen_as(key, 1 - side);
         match &mut conv.owners[side] {
@@ -46,7 +47,6 @@ pub(crate) fn attribute(
                 }
             }
             slot @ None => {
-                let start = conv.first_seen_ns.max(conv.since_ns);
                 // A socket that closed before the conversation began is an earlier
                 // connection's on the same tuple (its successor's events may be late).
                 let found = owners

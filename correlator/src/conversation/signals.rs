@@ -323,10 +323,10 @@ impl ConversationTable {
                 initiator: false,
                 responder: false,
             };
-            let mut conv = Conversation::new(&obs, link);
+            let mut conv = Conversation::new(key, &obs, link);
             // The connecting socket is the client, whatever its owner event says.
             conv.set_client(end, Evidence::Socket);
-            self.conversations.insert(key, Box::new(conv));
+            self.conversations.insert_new(Box::new(conv));
         }
     }
 

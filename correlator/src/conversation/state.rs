@@ -74,13 +74,18 @@ impl ConvKey {
 /// one interface, the common case), on the heap beyond.
 pub(crate) type KernelEntries = SmallVec<[KernelEntry; 2]>;
 
+/// A conversation: one connection. Kept compact (the table holds one per
+/// conversation, boxed): what only some conversations need (counts of closed
+/// path epochs, a reused tuple's start) lives in `rare`, allocated when used.
 #[derive(Debug)]
 pub(crate) struct Conversation {
+    /// Its key in the table.
+    pub key: ConvKey,
     pub entries: KernelEntries,
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
-    /// Per sender.
-    pub paths: [PathCount; 2],
+    /// Per sender: the current path epoch's count.
+    paths: PathCount,
     /// Per sender: counted at the last export.
     pub exported: [Counters; 2],
     pub tcp_flags: u8,
@@ -93,18 +98,35 @@ pub(crate) struct Conversation {
     pub nat: Option<Arc<NatLink>>,
     /// Entries hold reads not yet counted.
     pub pending: bool,
+    rare: Option<Box<RareState>>,
+}
+
+/// What few conversations need: allocated on first use.
+#[derive(Clone, Copy, Debug, Default)]
+struct RareState {
+    /// Per sender: the counts of closed path epochs (the traffic moved paths).
+    closed: [Counters; 2],
     /// Started on a tuple an earlier connection used: kernel times before
     /// this are that connection's.
-    pub since_ns: u64,
+    since_ns: u64,
 }
 
 impl Conversation {
-    pub fn new(obs: &FlowObservation, nat: Option<Arc<NatLink>>) -> Self {
+    pub fn new(key: ConvKey, obs: &FlowObservation, nat: Option<Arc<NatLink>>) -> Self {
+        Self::blank(key, (obs.first_seen_ns, obs.last_seen_ns), nat)
+    }
+
+    fn blank(
+        key: ConvKey,
+        (first_seen_ns, last_seen_ns): (u64, u64),
+        nat: Option<Arc<NatLink>>,
+    ) -> Self {
         Self {
+            key,
             entries: KernelEntries::new(),
-            first_seen_ns: obs.first_seen_ns,
-            last_seen_ns: obs.last_seen_ns,
-            paths: [PathCount::default(); 2],
+            first_seen_ns,
+            last_seen_ns,
+            paths: PathCount::default(),
             exported: [Counters::default(); 2],
             tcp_flags: 0,
             initiator: [false; 2],
@@ -113,8 +135,26 @@ impl Conversation {
             client: None,
             nat,
             pending: false,
-            since_ns: 0,
+            rare: None,
         }
+    }
+
+    /// Started on a tuple an earlier connection used: kernel times before
+    /// this are that connection's (0: the tuple's first connection).
+    pub fn since_ns(&self) -> u64 {
+        self.rare.as_ref().map_or(0, |r| r.since_ns)
+    }
+
+    pub fn set_since_ns(&mut self, ns: u64) {
+        if ns != self.since_ns() {
+            self.rare.get_or_insert_default().since_ns = ns;
+        }
+    }
+
+    fn closed(&self) -> [Counters; 2] {
+        self.rare
+            .as_ref()
+            .map_or([Counters::default(); 2], |r| r.closed)
     }
 
     /// The conversation of the next connection on the same tuple, from `at_ns`:
@@ -125,9 +165,7 @@ impl Conversation {
             .entries
             .iter_mut()
             .map(|e| {
-                let mut n = KernelEntry::new(e.sender, e.wire, e.wire_sender, e.ifindex, e.hook);
-                n.last = e.last;
-                n.last_seen_ns = e.last_seen_ns;
+                let mut n = e.renewed();
                 if take_pending && !e.pending.is_zero() {
                     n.pending = e.pending;
                     n.pending_from_ns = e.pending_from_ns.max(at_ns);
@@ -137,30 +175,27 @@ impl Conversation {
             })
             .collect::<KernelEntries>();
         let pending = entries.iter().any(|e| !e.pending.is_zero());
-        Self {
+        let seen = (at_ns.max(self.first_seen_ns), self.last_seen_ns.max(at_ns));
+        let mut next = Self {
             entries,
-            first_seen_ns: at_ns.max(self.first_seen_ns),
-            last_seen_ns: self.last_seen_ns.max(at_ns),
-            paths: [PathCount::default(); 2],
-            exported: [Counters::default(); 2],
-            tcp_flags: 0,
-            initiator: [false; 2],
-            responder: [false; 2],
-            owners: [None, None],
-            client: None,
-            nat: self.nat.clone(),
             pending,
-            since_ns: at_ns,
-        }
+            ..Self::blank(self.key, seen, self.nat.clone())
+        };
+        next.set_since_ns(at_ns);
+        next
     }
 
     pub fn observe(&mut self, obs: &FlowObservation, place: (usize, u8, usize), prev_read_ns: u64) {
         let (sender, wire, wire_sender) = place;
         let (s8, ws8) = (u8::from(sender == 1), u8::from(wire_sender == 1));
         let pos = self.entries.iter().position(|e| {
-            e.wire == wire && e.wire_sender == ws8 && e.ifindex == obs.ifindex && e.hook == obs.hook
+            e.wire() == wire
+                && e.wire_sender() == ws8
+                && e.ifindex == obs.ifindex
+                && e.hook() == obs.hook
         });
         let fresh = pos.is_none();
+        let since_ns = self.since_ns();
         let idx = pos.unwrap_or_else(|| {
             self.entries
                 .push(KernelEntry::new(s8, wire, ws8, obs.ifindex, obs.hook));
@@ -173,7 +208,7 @@ impl Conversation {
             packets: obs.packets,
             bytes: obs.bytes,
         };
-        let first = obs.first_seen_ns.max(self.since_ns);
+        let first = obs.first_seen_ns.max(since_ns);
         e.read(cur, first, obs.last_seen_ns, fresh, prev_read_ns);
         self.pending |= !e.pending.is_zero();
         // Once a record carried it, first_seen stays: it names the conversation
@@ -181,13 +216,13 @@ impl Conversation {
         let reported = self.exported.iter().any(|c| !c.is_zero());
         if obs.first_seen_ns != 0
             && !reported
-            && obs.first_seen_ns >= self.since_ns
+            && obs.first_seen_ns >= since_ns
             && (self.first_seen_ns == 0 || obs.first_seen_ns < self.first_seen_ns)
         {
             self.first_seen_ns = obs.first_seen_ns;
         }
         self.last_seen_ns = self.last_seen_ns.max(obs.last_seen_ns);
-        if self.since_ns == 0 {
+        if since_ns == 0 {
             // Flags accumulate per kernel entry: a successor cannot tell its own.
             self.tcp_flags |= obs.tcp_flags;
             self.initiator[sender] |= obs.initiator;
@@ -200,15 +235,26 @@ impl Conversation {
         if !self.pending {
             return 0;
         }
+        let mut closed = self.closed();
         let moved = (0..2u8)
-            .map(|s| self.paths[usize::from(s)].resolve(&mut self.entries, s, w))
+            .map(|s| {
+                let c = &mut closed[usize::from(s)];
+                self.paths.resolve(&mut self.entries, s, w, c)
+            })
             .sum();
+        if closed != self.closed() {
+            self.rare.get_or_insert_default().closed = closed;
+        }
         self.pending = self.entries.iter().any(|e| !e.pending.is_zero());
         moved
     }
 
     pub fn counted(&self, sender: usize) -> Counters {
-        self.paths[sender].counted()
+        let closed = self
+            .rare
+            .as_ref()
+            .map_or_else(Counters::default, |r| r.closed[sender]);
+        self.paths.counted(sender, closed)
     }
 
     /// Whether a record carried any of its counts already.
@@ -233,8 +279,8 @@ impl Conversation {
         key: &'a ConvKey,
     ) -> impl Iterator<Item = (FlowTuple, u32, Hook)> + 'a {
         self.entries.iter().map(move |e| {
-            let wk = self.nat.as_ref().map_or(key, |n| n.wire_key(e.wire));
-            (wk.tuple(usize::from(e.wire_sender)), e.ifindex, e.hook)
+            let wk = self.nat.as_ref().map_or(key, |n| n.wire_key(e.wire()));
+            (wk.tuple(usize::from(e.wire_sender())), e.ifindex, e.hook())
         })
     }
 
