@@ -4,7 +4,7 @@
 //! pointer (56 B), and hashbrown keeps up to twice the entries' buckets (its
 //! power-of-two capacity, ≤ 7/8 full): ~73 B per conversation at 100k, ~119 B
 //! just past a power of two. Here a bucket is the pointer alone (8 B); the
-//! key lives once, in the conversation.
+//! key lives once, in the conversation (packed: 38 B).
 
 use std::hash::BuildHasher;
 use std::hash::RandomState;
@@ -12,9 +12,9 @@ use std::hash::RandomState;
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
-use super::state::{ConvKey, Conversation};
+use super::state::{ConvKey, Conversation, PackedKey};
 
-/// Conversations by key; the key is the conversation's own `key` field.
+/// Conversations by key; the key is the conversation's own.
 #[derive(Debug, Default)]
 pub(crate) struct ConvMap {
     table: HashTable<Box<Conversation>>,
@@ -22,8 +22,10 @@ pub(crate) struct ConvMap {
 }
 
 impl ConvMap {
-    fn hash(&self, key: &ConvKey) -> u64 {
-        self.hasher.hash_one(key)
+    /// The key as stored, and its hash.
+    fn hash(&self, key: &ConvKey) -> (PackedKey, u64) {
+        let k = PackedKey::from(key);
+        (k, self.hasher.hash_one(k))
     }
 
     pub fn len(&self) -> usize {
@@ -31,19 +33,20 @@ impl ConvMap {
     }
 
     pub fn contains_key(&self, key: &ConvKey) -> bool {
-        self.table.find(self.hash(key), |c| c.key == *key).is_some()
+        let (k, hash) = self.hash(key);
+        self.table.find(hash, |c| *c.packed_key() == k).is_some()
     }
 
     pub fn get_mut(&mut self, key: &ConvKey) -> Option<&mut Conversation> {
-        let hash = self.hash(key);
+        let (k, hash) = self.hash(key);
         self.table
-            .find_mut(hash, |c| c.key == *key)
+            .find_mut(hash, |c| *c.packed_key() == k)
             .map(|c| &mut **c)
     }
 
     pub fn remove(&mut self, key: &ConvKey) -> Option<Box<Conversation>> {
-        let hash = self.hash(key);
-        let found = self.table.find_entry(hash, |c| c.key == *key).ok()?;
+        let (k, hash) = self.hash(key);
+        let found = self.table.find_entry(hash, |c| *c.packed_key() == k).ok()?;
         Some(found.remove().0)
     }
 
@@ -54,16 +57,18 @@ impl ConvMap {
         key: &ConvKey,
         make: impl FnOnce() -> Conversation,
     ) -> &mut Conversation {
-        let hash = self.hash(key);
+        let (k, hash) = self.hash(key);
         let hasher = &self.hasher;
-        let entry = self
-            .table
-            .entry(hash, |c| c.key == *key, |c| hasher.hash_one(&c.key));
+        let entry = self.table.entry(
+            hash,
+            |c| *c.packed_key() == k,
+            |c| hasher.hash_one(c.packed_key()),
+        );
         match entry {
             Entry::Occupied(o) => o.into_mut(),
             Entry::Vacant(v) => {
                 let conv = Box::new(make());
-                debug_assert_eq!(conv.key, *key);
+                debug_assert_eq!(*conv.packed_key(), k);
                 v.insert(conv).into_mut()
             }
         }
@@ -71,11 +76,11 @@ impl ConvMap {
 
     /// Adds a conversation whose key is not in the map.
     pub fn insert_new(&mut self, conv: Box<Conversation>) {
-        debug_assert!(!self.contains_key(&conv.key));
-        let hash = self.hash(&conv.key);
+        debug_assert!(!self.contains_key(&conv.key()));
         let hasher = &self.hasher;
+        let hash = hasher.hash_one(conv.packed_key());
         self.table
-            .insert_unique(hash, conv, |c| hasher.hash_one(&c.key));
+            .insert_unique(hash, conv, |c| hasher.hash_one(c.packed_key()));
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Conversation> {
@@ -93,7 +98,7 @@ impl ConvMap {
         if capacity > FLOOR && capacity / 4 > len {
             let hasher = &self.hasher;
             self.table
-                .shrink_to((2 * len).max(FLOOR), |c| hasher.hash_one(&c.key));
+                .shrink_to((2 * len).max(FLOOR), |c| hasher.hash_one(c.packed_key()));
         }
     }
 }
@@ -127,26 +132,26 @@ mod tests {
         let mut m = ConvMap::default();
         for port in 1000..5000 {
             let c = conv(port);
-            let key = c.key;
+            let key = c.key();
             assert!(!m.contains_key(&key));
             let got = m.get_or_insert_with(&key, || c);
             got.tcp_flags = 2;
         }
         assert_eq!(m.len(), 4000);
-        let k = conv(1234).key;
+        let k = conv(1234).key();
         assert_eq!(m.get_mut(&k).map(|c| c.tcp_flags), Some(2));
         // Present: `make` is not called.
         m.get_or_insert_with(&k, || unreachable!()).tcp_flags = 3;
-        assert_eq!(m.remove(&k).map(|c| (c.key, c.tcp_flags)), Some((k, 3)));
+        assert_eq!(m.remove(&k).map(|c| (c.key(), c.tcp_flags)), Some((k, 3)));
         assert!(m.remove(&k).is_none() && m.get_mut(&k).is_none());
         m.insert_new(Box::new(conv(1234)));
         assert!(m.contains_key(&k));
-        m.retain(|c| c.key.ends[0].1 < 1100);
+        m.retain(|c| c.key().ends[0].1 < 1100);
         assert_eq!(m.len(), 100);
         let before = m.table.capacity();
         m.shrink();
         assert!(m.table.capacity() < before);
-        assert!((1000..1100).all(|p| m.contains_key(&conv(p).key)));
+        assert!((1000..1100).all(|p| m.contains_key(&conv(p).key())));
         assert_eq!(m.iter().count(), 100);
     }
 }

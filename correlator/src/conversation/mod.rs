@@ -298,7 +298,7 @@ impl ConversationTable {
         let mut order: Vec<(bool, u64, ConvKey)> = self
             .conversations
             .iter()
-            .map(|c| (c.has_news() || c.pending, c.last_seen_ns, c.key))
+            .map(|c| (c.has_news() || c.pending(), c.last_seen_ns, c.key()))
             .collect();
         // Conversations with unexported counters wait in `finished` for their
         // record: at most as many as the table holds.
@@ -368,7 +368,7 @@ impl ConversationTable {
             }
             let real = self.conversations.get_or_insert_with(&link.real, || {
                 let mut c = old.successor(old.last_seen_ns, false);
-                c.key = link.real;
+                c.set_key(&link.real);
                 c
             });
             real.nat = Some(Arc::clone(link));
@@ -388,7 +388,9 @@ impl ConversationTable {
                 if whole {
                     n.pending = e.value.plus(e.pending);
                     n.pending_from_ns = old.first_seen_ns;
-                    real.pending |= !n.pending.is_zero();
+                    if !n.pending.is_zero() {
+                        real.set_pending(true);
+                    }
                 }
                 real.entries.push(n);
             }
@@ -496,8 +498,8 @@ impl ConversationTable {
         keys.extend(
             self.conversations
                 .iter()
-                .filter(|c| c.pending || c.has_news() || self.signals.has_pending(&c.key))
-                .map(|c| c.key),
+                .filter(|c| c.pending() || c.has_news() || self.signals.has_pending(&c.key()))
+                .map(|c| c.key()),
         );
         keys.sort_unstable();
         let mut records = Vec::with_capacity(keys.len());
@@ -508,7 +510,7 @@ impl ConversationTable {
                 continue;
             };
             // A new connection on the tuple (it brought packets) ends the old one's conversation.
-            if conv.pending {
+            if conv.pending() {
                 if let Some(old) = reuse_of(&self.owners, &mut self.stats, key, conv) {
                     self.finished.push((*key, old));
                 }
@@ -574,10 +576,11 @@ impl ConversationTable {
         let mut n = 0u64;
         self.conversations.retain(|c| {
             // Unexported counters (waiting for an owner) go out first.
-            if now_ns.saturating_sub(c.last_seen_ns) <= idle || c.has_news() || c.pending {
+            if now_ns.saturating_sub(c.last_seen_ns) <= idle || c.has_news() || c.pending() {
                 return true;
             }
-            evicted.extend(c.kernel_keys(&c.key));
+            let key = c.key();
+            evicted.extend(c.kernel_keys(&key));
             n += 1;
             false
         });
@@ -727,6 +730,42 @@ mod tests {
     }
 
     #[test]
+    fn a_packed_key_unpacks_to_the_same_key() {
+        use std::net::Ipv6Addr;
+        let v6 = |s: &str| (s.parse::<IpAddr>().unwrap(), 443);
+        let mapped = IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
+        for (a, b) in [
+            (ep(1, 40000), ep(2, 80)),
+            (ep(255, 65535), (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
+            (v6("fd00::1"), v6("2001:db8::ffff:1")),
+            (ep(1, 5), v6("::1")),
+            ((mapped, 7), ep(1, 7)),
+            ((IpAddr::V6(Ipv6Addr::UNSPECIFIED), 1), ep(0, 1)),
+        ] {
+            for proto in [1, 6, 17, 58, 255] {
+                let k = ConvKey::of(&FlowTuple::new(proto, a, b)).0;
+                let p = state::PackedKey::from(&k);
+                assert_eq!(p.unpack(), k);
+                let other = ConvKey::of(&FlowTuple::new(proto, a, (b.0, b.1 ^ 1))).0;
+                assert_ne!(state::PackedKey::from(&other), p);
+            }
+        }
+        // An IPv4 address and the IPv6 one it maps to stay apart (tuples
+        // normalise them; a key built otherwise keeps what it was given).
+        let k4 = ConvKey {
+            proto: 6,
+            ends: [ep(1, 7), ep(2, 7)],
+        };
+        let k6 = ConvKey {
+            proto: 6,
+            ends: [(mapped, 7), ep(2, 7)],
+        };
+        let (p4, p6) = (state::PackedKey::from(&k4), state::PackedKey::from(&k6));
+        assert_ne!(p4, p6);
+        assert_eq!((p4.unpack(), p6.unpack()), (k4, k6));
+    }
+
+    #[test]
     fn ports_rule() {
         let k = |a, b| ConvKey::of(&FlowTuple::new(17, a, b)).0;
         // 10.0.0.1:40000 <-> 10.0.0.2:53: the :53 side (index 1) is the server.
@@ -746,7 +785,7 @@ mod tests {
         // Conversation's owner references (`owners.rs`) are counted apart.
         let owners = size_of::<[Option<crate::owners::Attribution>; 2]>();
         assert_eq!(size_of::<Box<Conversation>>(), 8, "a map bucket");
-        assert!(size_of::<Conversation>() - owners <= 328);
+        assert!(size_of::<Conversation>() - owners <= 312);
         assert!(size_of::<KernelEntry>() <= 72);
     }
 

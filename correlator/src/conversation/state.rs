@@ -1,5 +1,6 @@
 //! One conversation's state: its key, kernel entries, counts, owners.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
@@ -70,6 +71,109 @@ impl ConvKey {
     }
 }
 
+/// A [`ConvKey`] in 38 bytes instead of 42, as the table stores one per
+/// conversation: addresses in 16 bytes (IPv4 in the first 4), which end is
+/// IPv6 in a flag byte, ports as bytes (no padding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PackedKey {
+    proto: u8,
+    /// Bit `i`: `ends[i]` is IPv6.
+    v6: u8,
+    addrs: [[u8; 16]; 2],
+    ports: [[u8; 2]; 2],
+}
+
+impl From<&ConvKey> for PackedKey {
+    fn from(k: &ConvKey) -> Self {
+        let mut p = Self {
+            proto: k.proto,
+            v6: 0,
+            addrs: [[0; 16]; 2],
+            ports: [k.ends[0].1.to_ne_bytes(), k.ends[1].1.to_ne_bytes()],
+        };
+        for (i, (ip, _)) in k.ends.iter().enumerate() {
+            match ip {
+                IpAddr::V4(a) => p.addrs[i][..4].copy_from_slice(&a.octets()),
+                IpAddr::V6(a) => {
+                    p.addrs[i] = a.octets();
+                    p.v6 |= 1 << i;
+                }
+            }
+        }
+        p
+    }
+}
+
+impl PackedKey {
+    pub fn unpack(&self) -> ConvKey {
+        let end = |i: usize| {
+            let a = self.addrs[i];
+            let ip = if self.v6 & (1 << i) != 0 {
+                IpAddr::from(a)
+            } else {
+                IpAddr::from([a[0], a[1], a[2], a[3]])
+            };
+            (ip, u16::from_ne_bytes(self.ports[i]))
+        };
+        ConvKey {
+            proto: self.proto,
+            ends: [end(0), end(1)],
+        }
+    }
+}
+
+/// Per end: sent a SYN (or echo request) / a SYN+ACK (or echo reply); reads
+/// pending; the client once decided. One byte.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ConvFlags(u8);
+
+impl ConvFlags {
+    const PENDING: u8 = 1 << 4;
+    const CLIENT_SHIFT: u8 = 5;
+
+    fn initiator(self) -> [bool; 2] {
+        [self.0 & 1 != 0, self.0 & 2 != 0]
+    }
+
+    fn responder(self) -> [bool; 2] {
+        [self.0 & 4 != 0, self.0 & 8 != 0]
+    }
+
+    fn mark(&mut self, sender: usize, initiator: bool, responder: bool) {
+        let s = u8::from(sender == 1);
+        self.0 |= u8::from(initiator) << s | u8::from(responder) << (2 + s);
+    }
+
+    fn pending(self) -> bool {
+        self.0 & Self::PENDING != 0
+    }
+
+    fn set_pending(&mut self, pending: bool) {
+        self.0 = self.0 & !Self::PENDING | if pending { Self::PENDING } else { 0 };
+    }
+
+    /// 0: undecided; else 1 + 3 × side + evidence.
+    fn client(self) -> Option<(u8, Evidence)> {
+        let code = self.0 >> Self::CLIENT_SHIFT;
+        let evidence = match code.checked_sub(1)? % 3 {
+            0 => Evidence::Socket,
+            1 => Evidence::Handshake,
+            _ => Evidence::Ports,
+        };
+        Some((u8::from(code > 3), evidence))
+    }
+
+    fn set_client(&mut self, side: u8, evidence: Evidence) {
+        let e = match evidence {
+            Evidence::Socket => 0,
+            Evidence::Handshake => 1,
+            Evidence::Ports => 2,
+        };
+        let code = 1 + 3 * (side & 1) + e;
+        self.0 = self.0 & ((1 << Self::CLIENT_SHIFT) - 1) | code << Self::CLIENT_SHIFT;
+    }
+}
+
 /// A conversation's kernel entries: inline up to two (one per direction on
 /// one interface, the common case), on the heap beyond.
 pub(crate) type KernelEntries = SmallVec<[KernelEntry; 2]>;
@@ -80,7 +184,7 @@ pub(crate) type KernelEntries = SmallVec<[KernelEntry; 2]>;
 #[derive(Debug)]
 pub(crate) struct Conversation {
     /// Its key in the table.
-    pub key: ConvKey,
+    key: PackedKey,
     pub entries: KernelEntries,
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
@@ -89,15 +193,12 @@ pub(crate) struct Conversation {
     /// Per sender: counted at the last export.
     pub exported: [Counters; 2],
     pub tcp_flags: u8,
-    pub initiator: [bool; 2],
-    pub responder: [bool; 2],
+    /// Handshake flags per end, whether entries hold reads not yet counted,
+    /// the client index (0 or 1) once proven by sockets or handshake.
+    flags: ConvFlags,
     pub owners: [Option<Attribution>; 2],
-    /// Client index (0 or 1), once proven by sockets or handshake.
-    pub client: Option<(u8, Evidence)>,
     /// The translation, when connection tracking reported one.
     pub nat: Option<Arc<NatLink>>,
-    /// Entries hold reads not yet counted.
-    pub pending: bool,
     rare: Option<Box<RareState>>,
 }
 
@@ -122,21 +223,40 @@ impl Conversation {
         nat: Option<Arc<NatLink>>,
     ) -> Self {
         Self {
-            key,
+            key: PackedKey::from(&key),
             entries: KernelEntries::new(),
             first_seen_ns,
             last_seen_ns,
             paths: PathCount::default(),
             exported: [Counters::default(); 2],
             tcp_flags: 0,
-            initiator: [false; 2],
-            responder: [false; 2],
+            flags: ConvFlags::default(),
             owners: [None, None],
-            client: None,
             nat,
-            pending: false,
             rare: None,
         }
+    }
+
+    /// Its key in the table.
+    pub fn key(&self) -> ConvKey {
+        self.key.unpack()
+    }
+
+    pub fn packed_key(&self) -> &PackedKey {
+        &self.key
+    }
+
+    pub fn set_key(&mut self, key: &ConvKey) {
+        self.key = PackedKey::from(key);
+    }
+
+    /// Entries hold reads not yet counted.
+    pub fn pending(&self) -> bool {
+        self.flags.pending()
+    }
+
+    pub fn set_pending(&mut self, pending: bool) {
+        self.flags.set_pending(pending);
     }
 
     /// Started on a tuple an earlier connection used: kernel times before
@@ -178,9 +298,9 @@ impl Conversation {
         let seen = (at_ns.max(self.first_seen_ns), self.last_seen_ns.max(at_ns));
         let mut next = Self {
             entries,
-            pending,
-            ..Self::blank(self.key, seen, self.nat.clone())
+            ..Self::blank(self.key(), seen, self.nat.clone())
         };
+        next.set_pending(pending);
         next.set_since_ns(at_ns);
         next
     }
@@ -210,7 +330,9 @@ impl Conversation {
         };
         let first = obs.first_seen_ns.max(since_ns);
         e.read(cur, first, obs.last_seen_ns, fresh, prev_read_ns);
-        self.pending |= !e.pending.is_zero();
+        if !e.pending.is_zero() {
+            self.set_pending(true);
+        }
         // Once a record carried it, first_seen stays: it names the conversation
         // (a reused tuple's conversations differ by it).
         let reported = self.exported.iter().any(|c| !c.is_zero());
@@ -225,14 +347,13 @@ impl Conversation {
         if since_ns == 0 {
             // Flags accumulate per kernel entry: a successor cannot tell its own.
             self.tcp_flags |= obs.tcp_flags;
-            self.initiator[sender] |= obs.initiator;
-            self.responder[sender] |= obs.responder;
+            self.flags.mark(sender, obs.initiator, obs.responder);
         }
     }
 
     /// Counts pending reads; returns how many times the traffic moved paths.
     pub fn resolve(&mut self, w: ReadWindow) -> u64 {
-        if !self.pending {
+        if !self.pending() {
             return 0;
         }
         let mut closed = self.closed();
@@ -245,7 +366,8 @@ impl Conversation {
         if closed != self.closed() {
             self.rare.get_or_insert_default().closed = closed;
         }
-        self.pending = self.entries.iter().any(|e| !e.pending.is_zero());
+        let pending = self.entries.iter().any(|e| !e.pending.is_zero());
+        self.set_pending(pending);
         moved
     }
 
@@ -286,7 +408,7 @@ impl Conversation {
 
     /// The client index: sockets, then handshake (both kept once found), then ports.
     pub fn decide_client(&mut self, key: &ConvKey) -> (usize, Evidence) {
-        if let Some((side, evidence)) = self.client {
+        if let Some((side, evidence)) = self.flags.client() {
             return (usize::from(side), evidence);
         }
         let by_socket = (0..2).find_map(|side| match self.owners[side].as_ref()?.role {
@@ -310,7 +432,7 @@ impl Conversation {
 
     /// Keeps `side` (0 or 1) as the client for good.
     pub fn set_client(&mut self, side: usize, evidence: Evidence) {
-        self.client = Some((u8::from(side == 1), evidence));
+        self.flags.set_client(u8::from(side == 1), evidence);
     }
 
     fn by_handshake(&self) -> Option<usize> {
@@ -319,7 +441,8 @@ impl Conversation {
             [false, true] => Some(1),
             _ => None,
         };
-        one(self.initiator).or_else(|| one(self.responder).map(|server| 1 - server))
+        let f = self.flags;
+        one(f.initiator()).or_else(|| one(f.responder()).map(|server| 1 - server))
     }
 }
 
@@ -332,4 +455,38 @@ pub(crate) fn client_by_ports(key: &ConvKey) -> usize {
         usize::from(b.0 < a.0)
     };
     1 - server
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_keep_each_part() {
+        let evidences = [Evidence::Socket, Evidence::Handshake, Evidence::Ports];
+        for side in 0..2u8 {
+            for evidence in evidences {
+                let mut f = ConvFlags::default();
+                assert_eq!(f.client(), None);
+                f.mark(1, true, false);
+                f.mark(0, false, true);
+                f.set_pending(true);
+                f.set_client(1 - side, Evidence::Ports);
+                f.set_client(side, evidence);
+                assert_eq!(f.client(), Some((side, evidence)));
+                assert_eq!(
+                    (f.initiator(), f.responder()),
+                    ([false, true], [true, false])
+                );
+                assert!(f.pending());
+                f.set_pending(false);
+                assert!(!f.pending());
+                assert_eq!(f.client(), Some((side, evidence)));
+                assert_eq!(
+                    (f.initiator(), f.responder()),
+                    ([false, true], [true, false])
+                );
+            }
+        }
+    }
 }
