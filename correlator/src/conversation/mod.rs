@@ -785,7 +785,7 @@ mod tests {
         // Conversation's owner references (`owners.rs`) are counted apart.
         let owners = size_of::<[Option<crate::owners::Attribution>; 2]>();
         assert_eq!(size_of::<Box<Conversation>>(), 8, "a map bucket");
-        assert!(size_of::<Conversation>() - owners <= 312);
+        assert!(size_of::<Conversation>() - owners <= 280);
         assert!(size_of::<KernelEntry>() <= 72);
     }
 

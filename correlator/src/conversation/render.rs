@@ -73,7 +73,7 @@ pub(crate) fn attribute(
     merged
 }
 
-/// Decides and renders one conversation; advances its exported counters.
+/// Decides and renders one conversation; its news become reported.
 pub(crate) fn build_record(
     key: &ConvKey,
     conv: &mut Conversation,
@@ -82,9 +82,8 @@ pub(crate) fn build_record(
 ) -> ConversationRecord {
     let (client, evidence) = conv.decide_client(key);
     let server = 1 - client;
-    let delta = |s: usize| conv.counted(s).minus(conv.exported[s]);
-    let (c2s, s2c) = (delta(client), delta(server));
-    conv.exported = [conv.counted(0), conv.counted(1)];
+    let news = conv.take_news();
+    let (c2s, s2c) = (news[client], news[server]);
     let endpoint = |side: usize| {
         let process = conv.owners[side].as_ref().map(|a| {
             let p = &a.identity.process;

@@ -180,7 +180,8 @@ pub(crate) type KernelEntries = SmallVec<[KernelEntry; 2]>;
 
 /// A conversation: one connection. Kept compact (the table holds one per
 /// conversation, boxed): what only some conversations need (counts of closed
-/// path epochs, a reused tuple's start) lives in `rare`, allocated when used.
+/// path epochs, a reused tuple's start, counts not yet carried by a record)
+/// lives in `rare`, allocated when used.
 #[derive(Debug)]
 pub(crate) struct Conversation {
     /// Its key in the table.
@@ -190,8 +191,6 @@ pub(crate) struct Conversation {
     pub last_seen_ns: u64,
     /// Per sender: the current path epoch's count.
     paths: PathCount,
-    /// Per sender: counted at the last export.
-    pub exported: [Counters; 2],
     pub tcp_flags: u8,
     /// Handshake flags per end, whether entries hold reads not yet counted,
     /// the client index (0 or 1) once proven by sockets or handshake.
@@ -207,6 +206,10 @@ pub(crate) struct Conversation {
 struct RareState {
     /// Per sender: the counts of closed path epochs (the traffic moved paths).
     closed: [Counters; 2],
+    /// Per sender: counted since the last record (from a resolution to the
+    /// record that carries it; longer only while the record waits for an
+    /// owner). What records carried so far is the count minus this.
+    news: [Counters; 2],
     /// Started on a tuple an earlier connection used: kernel times before
     /// this are that connection's.
     since_ns: u64,
@@ -228,7 +231,6 @@ impl Conversation {
             first_seen_ns,
             last_seen_ns,
             paths: PathCount::default(),
-            exported: [Counters::default(); 2],
             tcp_flags: 0,
             flags: ConvFlags::default(),
             owners: [None, None],
@@ -335,7 +337,7 @@ impl Conversation {
         }
         // Once a record carried it, first_seen stays: it names the conversation
         // (a reused tuple's conversations differ by it).
-        let reported = self.exported.iter().any(|c| !c.is_zero());
+        let reported = self.has_news_reported();
         if obs.first_seen_ns != 0
             && !reported
             && obs.first_seen_ns >= since_ns
@@ -356,6 +358,7 @@ impl Conversation {
         if !self.pending() {
             return 0;
         }
+        let counted_before = [self.counted(0), self.counted(1)];
         let mut closed = self.closed();
         let moved = (0..2u8)
             .map(|s| {
@@ -365,6 +368,14 @@ impl Conversation {
             .sum();
         if closed != self.closed() {
             self.rare.get_or_insert_default().closed = closed;
+        }
+        let counted = [self.counted(0), self.counted(1)];
+        if counted != counted_before {
+            // Counts only grow: what they grew by is news for the next record.
+            let r = self.rare.get_or_insert_default();
+            for s in 0..2 {
+                r.news[s] = r.news[s].plus(counted[s].minus(counted_before[s]));
+            }
         }
         let pending = self.entries.iter().any(|e| !e.pending.is_zero());
         self.set_pending(pending);
@@ -381,11 +392,32 @@ impl Conversation {
 
     /// Whether a record carried any of its counts already.
     pub fn has_news_reported(&self) -> bool {
-        self.exported.iter().any(|c| !c.is_zero())
+        let news = self.news();
+        (0..2).any(|s| self.counted(s) != news[s])
     }
 
+    /// Whether it counted anything no record carried yet.
     pub fn has_news(&self) -> bool {
-        (0..2).any(|s| self.counted(s) != self.exported[s])
+        self.news().iter().any(|c| !c.is_zero())
+    }
+
+    /// Per sender: counted since the last record.
+    fn news(&self) -> [Counters; 2] {
+        self.rare
+            .as_ref()
+            .map_or([Counters::default(); 2], |r| r.news)
+    }
+
+    /// Per sender: counted since the last record, now carried by one.
+    pub fn take_news(&mut self) -> [Counters; 2] {
+        let Some(r) = self.rare.as_mut() else {
+            return [Counters::default(); 2];
+        };
+        let news = std::mem::take(&mut r.news);
+        if r.closed == [Counters::default(); 2] && r.since_ns == 0 {
+            self.rare = None;
+        }
+        news
     }
 
     /// How end `side` is seen by the other end (its own address without NAT).
