@@ -623,7 +623,7 @@ impl ConversationTable {
 fn unowned_local(owners: &OwnerIndex, key: &ConvKey, conv: &Conversation) -> bool {
     key_has_ports(key.proto)
         && (0..2).any(|s| {
-            conv.owners[s].is_none()
+            conv.owners.get(s).is_none()
                 && (owners.is_local(key.ends[s].0) || owners.is_local(conv.seen_as(key, s).0))
         })
 }
@@ -638,26 +638,26 @@ fn reuse_of(
     conv: &mut Conversation,
 ) -> Option<Conversation> {
     let at = (0..2).find_map(|side| {
-        let old = conv.owners[side].as_ref()?;
-        let (now, takeovers) =
-            owners.find(key.proto, key.ends[side], conv.seen_as(key, 1 - side))?;
-        if now.cookie == old.cookie {
+        let old = conv.owners.get(side)?;
+        let now = owners.find(key.proto, key.ends[side], conv.seen_as(key, 1 - side))?;
+        let (takeovers, now) = (now.takeovers, now.owner);
+        if now.cookie() == old.cookie() {
             return None;
         }
         // TCP: a connection established while we watched (not the same socket
         // found twice, from /proc and from the kernel). UDP: a client's new socket.
-        let started = owners.started_ns(now.cookie)?;
+        let started = owners.started_ns(now.cookie())?;
         let tcp = key.proto == crate::types::proto::TCP;
         let fresh = if tcp {
-            old.exact
+            old.exact()
         } else {
-            old.exact || old.role == Role::Client
+            old.exact() || conv.owners.role(side) == Some(Role::Client)
         };
-        let after = started.max(now.took_over_ns) > conv.first_seen_ns.max(conv.since_ns());
-        let between = takeovers.after(old.took_over_ns);
+        let after = started.max(now.took_over_ns()) > conv.first_seen_ns.max(conv.since_ns());
+        let between = takeovers.after(old.took_over_ns());
         (fresh && after).then_some((
-            started.min(now.since_ns).max(now.took_over_ns),
-            old.cookie,
+            started.min(now.since_ns()).max(now.took_over_ns()),
+            old.cookie(),
             between,
         ))
     });
@@ -783,9 +783,11 @@ mod tests {
         // conversation keeps two kernel entries inline, signals, take-over
         // histories and rare state (moved paths, a reused tuple) beside it.
         // Conversation's owner references (`owners.rs`) are counted apart.
-        let owners = size_of::<[Option<crate::owners::Attribution>; 2]>();
+        let owners = size_of::<crate::owners::EndOwners>();
         assert_eq!(size_of::<Box<Conversation>>(), 8, "a map bucket");
         assert!(size_of::<Conversation>() - owners <= 280);
+        // Its owners: a shared record and a role per end (24 B, was 2 × 40).
+        assert!(size_of::<Conversation>() <= 304);
         assert!(size_of::<KernelEntry>() <= 72);
     }
 

@@ -39,35 +39,34 @@ pub(crate) fn attribute(
     let start = conv.first_seen_ns.max(conv.since_ns());
     for side in 0..2 {
         let remote = conv.seen_as(key, 1 - side);
-        match &mut conv.owners[side] {
+        match conv.owners.get(side) {
             Some(a) => {
                 // Keep the identity for good; refresh the role while the socket is tracked.
-                if let Some(role) = owners.role_of(a.cookie) {
-                    a.role = role;
+                if let Some(role) = owners.role_of(a.cookie()) {
+                    conv.owners.set_role(side, role);
                 }
             }
-            slot @ None => {
+            None => {
                 // A socket that closed before the conversation began is an earlier
                 // connection's on the same tuple (its successor's events may be late).
-                let found = owners
-                    .find(key.proto, key.ends[side], remote)
-                    .filter(|(a, _)| {
-                        owners
-                            .closed_ns(a.cookie)
-                            .is_none_or(|c| c.saturating_add(PATH_MARGIN_NS) >= start)
-                    });
-                if let Some((a, takeovers)) = found {
+                let found = owners.find(key.proto, key.ends[side], remote).filter(|f| {
+                    owners
+                        .closed_ns(f.owner.cookie())
+                        .is_none_or(|c| c.saturating_add(PATH_MARGIN_NS) >= start)
+                });
+                if let Some(f) = found {
                     if count_merged {
                         // Sockets that took the tuple over after the conversation's first
                         // packet: earlier connections' packets are in it too.
-                        merged = merged.max(takeovers.after(start.saturating_add(PATH_MARGIN_NS)));
+                        merged =
+                            merged.max(f.takeovers.after(start.saturating_add(PATH_MARGIN_NS)));
                     }
-                    *slot = Some(a);
+                    conv.owners.set(side, f.owner, f.role);
                 }
             }
         }
-        if let Some(a) = &conv.owners[side] {
-            owners.touch(a.cookie, now_ns);
+        if let Some(a) = conv.owners.get(side) {
+            owners.touch(a.cookie(), now_ns);
         }
     }
     merged
@@ -85,10 +84,10 @@ pub(crate) fn build_record(
     let news = conv.take_news();
     let (c2s, s2c) = (news[client], news[server]);
     let endpoint = |side: usize| {
-        let process = conv.owners[side].as_ref().map(|a| {
-            let p = &a.identity.process;
-            let exe = owners.exe_of(p.pid, a.since_ns);
-            ProcessAttribution::new(&a.identity, exe, ctx.lookup)
+        let process = conv.owners.get(side).map(|a| {
+            let p = &a.identity().process;
+            let exe = owners.exe_of(p.pid, a.since_ns());
+            ProcessAttribution::new(a.identity(), exe, ctx.lookup)
         });
         let mut end = Endpoint::new(key.ends[side], process);
         if let Some(n) = conv.nat.as_ref().filter(|n| n.translated(side)) {

@@ -290,8 +290,8 @@ impl ConversationTable {
         }
         self.signals.effects = effects;
         for (addr, name, proto, querier, server) in std::mem::take(&mut self.signals.unresolved) {
-            if let Some(a) = self.owners.find(proto, querier, server) {
-                let p = &a.0.identity.process;
+            if let Some(f) = self.owners.find(proto, querier, server) {
+                let p = &f.owner.identity().process;
                 let asker = Asker {
                     pid: p.pid,
                     cgroup_id: cgroup_hash(p.cgroup_path.as_deref()),

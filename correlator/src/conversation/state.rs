@@ -6,7 +6,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use crate::nat::NatLink;
-use crate::owners::{Addr, Attribution};
+use crate::owners::{Addr, EndOwners};
 use crate::paths::{Counters, KernelEntry, PathCount, ReadWindow};
 use crate::types::{FlowObservation, FlowTuple, Hook, Role};
 
@@ -195,7 +195,7 @@ pub(crate) struct Conversation {
     /// Handshake flags per end, whether entries hold reads not yet counted,
     /// the client index (0 or 1) once proven by sockets or handshake.
     flags: ConvFlags,
-    pub owners: [Option<Attribution>; 2],
+    pub owners: EndOwners,
     /// The translation, when connection tracking reported one.
     pub nat: Option<Arc<NatLink>>,
     rare: Option<Box<RareState>>,
@@ -233,7 +233,7 @@ impl Conversation {
             paths: PathCount::default(),
             tcp_flags: 0,
             flags: ConvFlags::default(),
-            owners: [None, None],
+            owners: EndOwners::default(),
             nat,
             rare: None,
         }
@@ -443,7 +443,7 @@ impl Conversation {
         if let Some((side, evidence)) = self.flags.client() {
             return (usize::from(side), evidence);
         }
-        let by_socket = (0..2).find_map(|side| match self.owners[side].as_ref()?.role {
+        let by_socket = (0..2).find_map(|side| match self.owners.role(side)? {
             Role::Client => Some(side),
             Role::Server => Some(1 - side),
             Role::Unknown => None,

@@ -9,8 +9,11 @@
 //! a local address but no owner is a socket whose owner event is missing or
 //! not there yet, or an end without a socket (RST to a closed port).
 
+mod index;
+mod local;
+mod record;
+
 use std::borrow::Borrow;
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -18,6 +21,9 @@ use std::sync::Arc;
 
 use crate::cgroup::{parse_container, ContainerRef};
 use crate::types::{normalize_ip, ProcessIdentity, Role, SocketOwnerEvent, TcpStateChange};
+use index::{OwnerTable, TupleIndex};
+use local::LocalAddrs;
+pub(crate) use record::{EndOwners, Owner};
 
 /// An address and a port.
 pub(crate) type Addr = (IpAddr, u16);
@@ -59,24 +65,6 @@ impl Borrow<ProcessIdentity> for Interned {
     }
 }
 
-/// What a conversation side keeps of its owner.
-#[derive(Clone, Debug)]
-pub(crate) struct Attribution {
-    /// The socket.
-    pub cookie: u64,
-    /// The role last known for the socket.
-    pub role: Role,
-    /// Who.
-    pub identity: Arc<OwnerIdentity>,
-    /// When the socket's owner event was seen (CLOCK_MONOTONIC ns).
-    pub since_ns: u64,
-    /// Found by its full tuple (a connected socket), not by its local half.
-    pub exact: bool,
-    /// When this socket took the tuple (or half) over from another socket
-    /// (CLOCK_MONOTONIC ns; 0: it was the first).
-    pub took_over_ns: u64,
-}
-
 /// Take-overs of an index key remembered (to count connections that ran
 /// within one read interval).
 pub(crate) const TAKEOVERS: usize = 4;
@@ -94,24 +82,15 @@ impl Takeovers {
     }
 }
 
+/// The owner `OwnerIndex::find` found for an end.
 #[derive(Debug)]
-struct Owner {
-    proto: u8,
-    local: Addr,
-    remote: Option<Addr>,
-    role: Role,
-    identity: Arc<OwnerIdentity>,
-    /// When the owner event behind `identity` was seen.
-    since_ns: u64,
-    last_ref_ns: u64,
-    /// When the TCP socket reached CLOSE: no new conversation can start on it.
-    closed_ns: Option<u64>,
-    /// When its TCP connection was established (a state change from
-    /// SYN_SENT or SYN_RECV), i.e. it is a connection that started while
-    /// flowlens ran.
-    established_ns: Option<u64>,
-    /// Its first owner event.
-    first_ns: u64,
+pub(crate) struct Found {
+    /// The socket's record as it is now.
+    pub owner: Arc<Owner>,
+    /// The role known for the socket now.
+    pub role: Role,
+    /// The take-overs of the tuple (or half) it was found by.
+    pub takeovers: Takeovers,
 }
 
 /// A state change that came before its owner event.
@@ -143,98 +122,6 @@ struct ProcessExe {
 type FullKey = (u8, Addr, Addr);
 type HalfKey = (u8, Addr);
 
-/// The socket an index key points to, and when it took the key over from
-/// another socket (0: it was the first).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Slot {
-    cookie: u64,
-    took_over_ns: u64,
-}
-
-/// Index keys -> sockets. The take-over history lives beside the slots, only
-/// for keys another socket took over (a reused port): most never are.
-#[derive(Debug)]
-struct SlotIndex<K> {
-    slots: HashMap<K, Slot>,
-    /// The latest take-overs of a key, newest first (0: none).
-    history: HashMap<K, [u64; TAKEOVERS]>,
-}
-
-impl<K> Default for SlotIndex<K> {
-    fn default() -> Self {
-        Self {
-            slots: HashMap::new(),
-            history: HashMap::new(),
-        }
-    }
-}
-
-impl<K: Hash + Eq + Copy> SlotIndex<K> {
-    fn get(&self, key: &K) -> Option<(Slot, Takeovers)> {
-        let slot = *self.slots.get(key)?;
-        let history = self.history.get(key).copied().unwrap_or([0; TAKEOVERS]);
-        Some((slot, Takeovers(history)))
-    }
-
-    /// Points `key` at `cookie`, remembering when it was taken from another socket.
-    fn take_over(&mut self, key: K, cookie: u64, ts_ns: u64) {
-        match self.slots.entry(key) {
-            Entry::Vacant(v) => {
-                v.insert(Slot {
-                    cookie,
-                    took_over_ns: 0,
-                });
-            }
-            Entry::Occupied(mut o) if o.get().cookie != cookie => {
-                *o.get_mut() = Slot {
-                    cookie,
-                    took_over_ns: ts_ns,
-                };
-                let h = self.history.entry(key).or_insert([0; TAKEOVERS]);
-                h.rotate_right(1);
-                h[0] = ts_ns;
-            }
-            Entry::Occupied(_) => {}
-        }
-    }
-
-    /// The connection of `cookie`, which holds `key`, began at `t_ns`: earlier
-    /// than its take-over was recorded (a server's accept() came later).
-    fn began_at(&mut self, key: &K, cookie: u64, t_ns: u64) {
-        let Some(slot) = self.slots.get_mut(key) else {
-            return;
-        };
-        if slot.cookie != cookie || slot.took_over_ns <= t_ns {
-            return;
-        }
-        if let Some(h) = self.history.get_mut(key) {
-            if h[0] == slot.took_over_ns {
-                h[0] = t_ns;
-            }
-        }
-        slot.took_over_ns = t_ns;
-    }
-
-    fn remove_if(&mut self, key: &K, cookie: u64) {
-        if self.slots.get(key).is_some_and(|s| s.cookie == cookie) {
-            self.slots.remove(key);
-            self.history.remove(key);
-        }
-    }
-
-    /// Keeps the keys of sockets still tracked.
-    fn retain_owned<V>(&mut self, owners: &HashMap<u64, V>) {
-        self.slots.retain(|_, s| owners.contains_key(&s.cookie));
-        let slots = &self.slots;
-        self.history.retain(|k, _| slots.contains_key(k));
-    }
-
-    fn shrink(&mut self) {
-        shrink(&mut self.slots);
-        shrink(&mut self.history);
-    }
-}
-
 /// Counters of the owner table.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct OwnerCounters {
@@ -248,14 +135,12 @@ pub(crate) struct OwnerCounters {
 /// Socket owners and the indexes to find them from a conversation endpoint.
 #[derive(Debug, Default)]
 pub(crate) struct OwnerIndex {
-    /// Boxed: the map's buckets (up to twice the owners) hold a pointer, not the owner.
-    owners: HashMap<u64, Box<Owner>>,
-    full: SlotIndex<FullKey>,
-    half: SlotIndex<HalfKey>,
+    owners: OwnerTable,
+    full: TupleIndex<FullKey>,
+    half: TupleIndex<HalfKey>,
     pending: HashMap<u64, PendingState>,
     processes: HashMap<u32, ProcessExe>,
-    /// Local addresses -> when a socket last used them.
-    local_addrs: HashMap<IpAddr, u64>,
+    local_addrs: LocalAddrs,
     /// Identities in use by owners or conversations (swept in `expire`).
     identities: HashSet<Interned>,
     max_sockets: usize,
@@ -283,7 +168,7 @@ impl OwnerIndex {
 
     /// Whether sockets of this host use `ip` (normalised).
     pub fn is_local(&self, ip: IpAddr) -> bool {
-        self.local_addrs.contains_key(&ip)
+        self.local_addrs.contains(ip)
     }
 
     fn learn_local(&mut self, ip: IpAddr, ts_ns: u64) {
@@ -291,14 +176,7 @@ impl OwnerIndex {
             return;
         }
         // Bounded like the owners: an address is only added by an owner event or a state change.
-        let full = self.local_addrs.len() >= self.max_sockets;
-        match self.local_addrs.get_mut(&ip) {
-            Some(t) => *t = (*t).max(ts_ns),
-            None if full => {}
-            None => {
-                self.local_addrs.insert(ip, ts_ns);
-            }
-        }
+        self.local_addrs.learn(ip, ts_ns, self.max_sockets);
     }
 
     /// Stores or updates the owner of `ev.cookie`.
@@ -310,16 +188,14 @@ impl OwnerIndex {
             process.exe = self.exe_of(process.pid, ev.ts_ns).map(str::to_owned);
         }
         let identity = self.intern(process);
-        if let Some(owner) = self.owners.get_mut(&ev.cookie) {
+        if let Some(owner) = self.owners.make_mut(ev.cookie) {
             // Another event for the same socket (e.g. fd passed on): newest owner wins,
             // but never trade a more complete tuple for a less complete one.
-            owner.identity = identity;
-            owner.since_ns = ev.ts_ns;
-            owner.last_ref_ns = owner.last_ref_ns.max(ev.ts_ns);
-            if ev.role != Role::Unknown {
-                owner.role = ev.role;
-            }
-            if ev.local.1 != 0 && (ev.remote.is_some() || owner.remote.is_none()) {
+            owner.set_identity(identity, ev.ts_ns);
+            owner.touch(ev.ts_ns);
+            owner.learn_role(ev.role);
+            let bound = owner.remote().is_none();
+            if ev.local.1 != 0 && (ev.remote.is_some() || bound) {
                 self.retuple(ev.cookie, ev.local, ev.remote, ev.ts_ns);
             }
             return;
@@ -328,18 +204,9 @@ impl OwnerIndex {
             self.counters.sockets_dropped += 1;
             return;
         }
-        let owner = Owner {
-            proto: ev.proto,
-            local: ev.local,
-            remote: ev.remote,
-            role: ev.role,
-            identity,
-            since_ns: ev.ts_ns,
-            last_ref_ns: ev.ts_ns,
-            closed_ns: None,
-            established_ns: None,
-            first_ns: ev.ts_ns,
-        };
+        let owner = Owner::new(
+            ev.cookie, ev.proto, ev.local, ev.remote, ev.role, identity, ev.ts_ns,
+        );
         // The tuple was taken over when the connection began (a server's
         // accept() may return long after its handshake).
         let began = self
@@ -347,13 +214,17 @@ impl OwnerIndex {
             .get(&ev.cookie)
             .and_then(|p| p.established_ns)
             .map_or(ev.ts_ns, |t| t.min(ev.ts_ns));
-        self.index(ev.cookie, &owner, began);
-        self.owners.insert(ev.cookie, Box::new(owner));
+        self.owners.insert(owner);
+        self.index(ev.cookie, began);
         if let Some(p) = self.pending.remove(&ev.cookie) {
             self.apply_state(p.change, p.role);
-            if let Some(o) = self.owners.get_mut(&ev.cookie) {
-                o.closed_ns = o.closed_ns.or(p.closed_ns);
-                o.established_ns = o.established_ns.or(p.established_ns);
+            if let Some(o) = self.owners.get(ev.cookie) {
+                if let Some(t) = p.closed_ns {
+                    o.close(t);
+                }
+                if let Some(t) = p.established_ns {
+                    o.establish(t);
+                }
             }
         }
     }
@@ -380,7 +251,7 @@ impl OwnerIndex {
         let ev = ev.normalized();
         self.learn_local(ev.local.0, ev.ts_ns);
         let role = ev.implied_role();
-        if self.owners.contains_key(&ev.cookie) {
+        if self.owners.contains(ev.cookie) {
             self.apply_state(ev, role);
             return;
         }
@@ -417,21 +288,24 @@ impl OwnerIndex {
     }
 
     fn apply_state(&mut self, ev: TcpStateChange, role: Role) {
-        let Some(owner) = self.owners.get_mut(&ev.cookie) else {
+        let Some(owner) = self.owners.get(ev.cookie) else {
             return;
         };
-        owner.last_ref_ns = owner.last_ref_ns.max(ev.ts_ns);
-        if role != Role::Unknown {
-            owner.role = role;
+        owner.touch(ev.ts_ns);
+        owner.learn_role(role);
+        if let Some(t) = closed_at(&ev) {
+            owner.close(t);
         }
-        owner.closed_ns = owner.closed_ns.or(closed_at(&ev));
-        if let (None, Some(t)) = (owner.established_ns, established_at(&ev)) {
-            owner.established_ns = Some(t);
+        if let (false, Some(t)) = (owner.established(), established_at(&ev)) {
+            owner.establish(t);
             // The tuple was taken over when the connection began, not when the
             // owner event (a server's accept()) came.
-            if let Some(r) = owner.remote {
-                self.full
-                    .began_at(&(owner.proto, owner.local, r), ev.cookie, t);
+            if let Some(key) = owner.full_key() {
+                if let Some(t) = self.full.began_at(&self.owners, &key, ev.cookie, t) {
+                    if let Some(o) = self.owners.make_mut(ev.cookie) {
+                        o.set_took_over(t);
+                    }
+                }
             }
         }
         // A listener's change has no remote; anything without a local port is not bound yet.
@@ -439,97 +313,100 @@ impl OwnerIndex {
             return;
         }
         let remote = (ev.remote.1 != 0 || !ev.remote.0.is_unspecified()).then_some(ev.remote);
-        if (owner.local, owner.remote) != (ev.local, remote) && remote.is_some() {
+        let Some(owner) = self.owners.get(ev.cookie) else {
+            return;
+        };
+        if (owner.local(), owner.remote()) != (ev.local, remote) && remote.is_some() {
             self.retuple(ev.cookie, ev.local, remote, ev.ts_ns);
         }
     }
 
     /// Moves an owner to a new tuple, keeping the indexes in step.
     fn retuple(&mut self, cookie: u64, local: Addr, remote: Option<Addr>, ts_ns: u64) {
-        let Some(owner) = self.owners.get_mut(&cookie) else {
+        let Some(owner) = self.owners.get(cookie) else {
             return;
         };
-        if (owner.local, owner.remote) == (local, remote) {
+        if (owner.local(), owner.remote()) == (local, remote) {
             return;
         }
-        let (proto, old_local, old_remote) = (owner.proto, owner.local, owner.remote);
-        owner.local = local;
-        owner.remote = remote;
-        match old_remote {
-            Some(r) => self.full.remove_if(&(proto, old_local, r), cookie),
-            None => self.half.remove_if(&(proto, old_local), cookie),
+        // Out of the indexes before the record's tuple changes (they hash by it).
+        match owner.full_key() {
+            Some(key) => self.full.remove_if(&self.owners, &key, cookie),
+            None => self.half.remove_if(&self.owners, &owner.half_key(), cookie),
         }
-        if let Some(owner) = self.owners.get(&cookie) {
-            index_into(&mut self.full, &mut self.half, cookie, owner, ts_ns);
+        if let Some(owner) = self.owners.make_mut(cookie) {
+            owner.set_tuple(local, remote);
         }
+        self.index(cookie, ts_ns);
     }
 
-    fn index(&mut self, cookie: u64, owner: &Owner, ts_ns: u64) {
-        index_into(&mut self.full, &mut self.half, cookie, owner, ts_ns);
+    /// Indexes the owner of `cookie` by its tuple (or local half).
+    fn index(&mut self, cookie: u64, ts_ns: u64) {
+        let Some(o) = self.owners.get(cookie) else {
+            return;
+        };
+        if o.local().1 == 0 {
+            // connect() before bind: wait for the state change to tell the port.
+            return;
+        }
+        let took_over = match o.full_key() {
+            Some(key) => self.full.take_over(&self.owners, key, cookie, ts_ns),
+            None => self
+                .half
+                .take_over(&self.owners, o.half_key(), cookie, ts_ns),
+        };
+        if let Some(t) = took_over.filter(|&t| t != o.took_over_ns()) {
+            if let Some(o) = self.owners.make_mut(cookie) {
+                o.set_took_over(t);
+            }
+        }
     }
 
     /// The owner of the local end `local` of a conversation with `remote`:
     /// exact tuple first, then the local half (unconnected UDP, listeners),
     /// wildcard addresses included.
-    pub fn find(&self, proto: u8, local: Addr, remote: Addr) -> Option<(Attribution, Takeovers)> {
+    pub fn find(&self, proto: u8, local: Addr, remote: Addr) -> Option<Found> {
         let (addr, port) = local;
         let any_same = unspecified_like(addr);
         let any_v6 = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
-        let exact = self
+        let o = &self.owners;
+        let (cookie, takeovers) = self
             .full
-            .get(&(proto, local, remote))
-            .or_else(|| self.full.get(&(proto, (any_same, port), remote)));
-        let ((slot, takeovers), exact) = match exact {
-            Some(s) => (s, true),
-            None => (
-                self.half
-                    .get(&(proto, local))
-                    .or_else(|| self.half.get(&(proto, (any_same, port))))
-                    // A dual-stack `::` socket also receives IPv4.
-                    .or_else(|| self.half.get(&(proto, (any_v6, port))))?,
-                false,
-            ),
-        };
-        let owner = self.owners.get(&slot.cookie)?;
-        Some((
-            Attribution {
-                cookie: slot.cookie,
-                role: owner.role,
-                identity: Arc::clone(&owner.identity),
-                since_ns: owner.since_ns,
-                exact,
-                took_over_ns: slot.took_over_ns,
-            },
+            .get(o, &(proto, local, remote))
+            .or_else(|| self.full.get(o, &(proto, (any_same, port), remote)))
+            .or_else(|| self.half.get(o, &(proto, local)))
+            .or_else(|| self.half.get(o, &(proto, (any_same, port))))
+            // A dual-stack `::` socket also receives IPv4.
+            .or_else(|| self.half.get(o, &(proto, (any_v6, port))))?;
+        let owner = self.owners.get(cookie)?;
+        Some(Found {
+            role: owner.role(),
+            owner: Arc::clone(owner),
             takeovers,
-        ))
+        })
     }
 
     /// When the socket's connection began while flowlens watched: a TCP
     /// connection's establishment, a UDP socket's first event.
     pub fn started_ns(&self, cookie: u64) -> Option<u64> {
-        let o = self.owners.get(&cookie)?;
-        if o.proto == crate::types::proto::TCP {
-            o.established_ns
-        } else {
-            Some(o.first_ns)
-        }
+        self.owners.get(cookie)?.started_ns()
     }
 
     /// When the TCP socket closed, if it did.
     pub fn closed_ns(&self, cookie: u64) -> Option<u64> {
-        self.owners.get(&cookie)?.closed_ns
+        self.owners.get(cookie)?.closed_ns()
     }
 
     /// The current role of a socket, if still tracked.
     pub fn role_of(&self, cookie: u64) -> Option<Role> {
-        self.owners.get(&cookie).map(|o| o.role)
+        self.owners.get(cookie).map(|o| o.role())
     }
 
     /// Marks a socket (and its address) as referenced by a live conversation.
     pub fn touch(&mut self, cookie: u64, now_ns: u64) {
-        if let Some(o) = self.owners.get_mut(&cookie) {
-            o.last_ref_ns = o.last_ref_ns.max(now_ns);
-            let ip = o.local.0;
+        if let Some(o) = self.owners.get(cookie) {
+            o.touch(now_ns);
+            let ip = o.local().0;
             self.learn_local(ip, now_ns);
         }
     }
@@ -571,12 +448,9 @@ impl OwnerIndex {
     /// parked for `pending_ns`, exited processes and local addresses unused for
     /// longer than `grace_ns`.
     pub fn expire(&mut self, now_ns: u64, grace_ns: u64, closed_grace_ns: u64, pending_ns: u64) {
-        let before = self.owners.len();
-        self.owners.retain(|_, o| match o.closed_ns {
-            Some(closed) => now_ns.saturating_sub(closed) <= closed_grace_ns.min(grace_ns),
-            None => now_ns.saturating_sub(o.last_ref_ns) <= grace_ns,
-        });
-        let evicted = before - self.owners.len();
+        let evicted = self
+            .owners
+            .retain(|o| !o.expired(now_ns, grace_ns, closed_grace_ns));
         if evicted > 0 {
             self.counters.owners_evicted += evicted as u64;
             self.full.retain_owned(&self.owners);
@@ -590,34 +464,15 @@ impl OwnerIndex {
             p.exited_ns
                 .is_none_or(|t| now_ns.saturating_sub(t) <= grace_ns)
         });
-        self.local_addrs
-            .retain(|_, t| now_ns.saturating_sub(*t) <= grace_ns);
+        self.local_addrs.expire(now_ns, grace_ns);
         // Identities no owner and no conversation holds any more.
         self.identities.retain(|i| Arc::strong_count(&i.0) > 1);
-        shrink(&mut self.owners);
-        self.full.shrink();
-        self.half.shrink();
+        self.owners.shrink();
+        self.full.shrink(&self.owners);
+        self.half.shrink(&self.owners);
         shrink(&mut self.pending);
         shrink(&mut self.processes);
-        shrink(&mut self.local_addrs);
         shrink_set(&mut self.identities);
-    }
-}
-
-fn index_into(
-    full: &mut SlotIndex<FullKey>,
-    half: &mut SlotIndex<HalfKey>,
-    cookie: u64,
-    o: &Owner,
-    ts_ns: u64,
-) {
-    if o.local.1 == 0 {
-        // connect() before bind: wait for the state change to tell the port.
-        return;
-    }
-    match o.remote {
-        Some(r) => full.take_over((o.proto, o.local, r), cookie, ts_ns),
-        None => half.take_over((o.proto, o.local), cookie, ts_ns),
     }
 }
 
@@ -673,12 +528,23 @@ mod tests {
         }
     }
 
-    fn find(ix: &OwnerIndex, port: u16) -> Attribution {
+    fn find(ix: &OwnerIndex, port: u16) -> Arc<Owner> {
         let local = (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), port);
         let remote = (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 443);
         match ix.find(6, local, remote) {
-            Some((a, _)) => a,
+            Some(f) => f.owner,
             None => panic!("no owner for port {port}"),
+        }
+    }
+
+    fn change(cookie: u64, port: u16, old_state: u8, new_state: u8, ts_ns: u64) -> TcpStateChange {
+        TcpStateChange {
+            cookie,
+            local: (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), port),
+            remote: (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 443),
+            old_state,
+            new_state,
+            ts_ns,
         }
     }
 
@@ -690,18 +556,18 @@ mod tests {
         ix.insert(event(3, 101, 40003, 30));
         assert_eq!(ix.identities_len(), 2);
         let (a, b, c) = (find(&ix, 40001), find(&ix, 40002), find(&ix, 40003));
-        assert!(Arc::ptr_eq(&a.identity, &b.identity));
-        assert!(!Arc::ptr_eq(&a.identity, &c.identity));
+        assert!(Arc::ptr_eq(a.identity(), b.identity()));
+        assert!(!Arc::ptr_eq(a.identity(), c.identity()));
         // Each socket keeps its own owner event time.
-        assert_eq!((a.since_ns, b.since_ns, c.since_ns), (10, 20, 30));
+        assert_eq!((a.since_ns(), b.since_ns(), c.since_ns()), (10, 20, 30));
         assert_eq!(
-            a.identity
+            a.identity()
                 .container
                 .as_ref()
                 .map(|c| (c.runtime, c.id.as_str())),
             Some(("docker", ID))
         );
-        assert_eq!(c.identity.process.pid, 101);
+        assert_eq!(c.identity().process.pid, 101);
         drop((b, c));
         // Every owner forgotten; a conversation still holds pid 100's identity.
         ix.expire(10_000, 100, 100, 100);
@@ -709,34 +575,138 @@ mod tests {
         assert_eq!(ix.identities_len(), 1);
         // A new socket of the same process gets the identity still held.
         ix.insert(event(4, 100, 40004, 10_000));
-        assert!(Arc::ptr_eq(&find(&ix, 40004).identity, &a.identity));
+        assert!(Arc::ptr_eq(find(&ix, 40004).identity(), a.identity()));
         drop(a);
         ix.expire(20_000, 100, 100, 100);
         assert_eq!(ix.identities_len(), 0);
     }
 
     #[test]
-    fn take_over_history_only_for_keys_taken_over_and_gone_with_them() {
-        let mut ix: SlotIndex<u32> = SlotIndex::default();
-        ix.take_over(1, 10, 100);
-        ix.take_over(1, 10, 150);
-        assert!(ix.history.is_empty());
+    fn a_record_given_to_a_conversation_never_changes_after() {
+        use crate::types::tcp_state::{ESTABLISHED, SYN_SENT};
+        let mut ix = OwnerIndex::new(16);
+        // A server socket's accept() (owner event) after another socket held the tuple.
+        ix.insert(event(1, 100, 40001, 10));
+        ix.insert(event(2, 100, 40001, 500));
+        let given = find(&ix, 40001);
+        assert_eq!((given.cookie(), given.took_over_ns()), (2, 500));
+        // Its handshake ended earlier than the owner event: the take-over moves back
+        // for the table, not for the record already given.
+        ix.state_change(change(2, 40001, SYN_SENT, ESTABLISHED, 300));
+        assert_eq!(find(&ix, 40001).took_over_ns(), 300);
+        assert_eq!(given.took_over_ns(), 500);
+        // The fd passed to another process: newest owner wins in the table only.
+        ix.insert(event(2, 101, 40001, 600));
+        let now = find(&ix, 40001);
+        assert_eq!((now.identity().process.pid, now.since_ns()), (101, 600));
+        assert_eq!((given.identity().process.pid, given.since_ns()), (100, 500));
+        // Role and references are the table's (no copy made for them).
+        assert_eq!(ix.role_of(2), Some(Role::Client));
+        assert_eq!(ix.started_ns(2), Some(300));
+        // Retupled to another port: the old record keeps its tuple, the new one is found.
+        let mut moved = change(2, 40002, ESTABLISHED, ESTABLISHED, 700);
+        moved.old_state = ESTABLISHED;
+        ix.state_change(moved);
+        assert!(ix
+            .find(6, ev_local(40001), ev_remote())
+            .is_none_or(|f| f.owner.cookie() != 2));
+        let moved = find(&ix, 40002);
         assert_eq!(
-            ix.get(&1).map(|(s, t)| (s.took_over_ns, t.0)),
-            Some((0, [0; 4]))
+            (moved.cookie(), moved.took_over_ns(), moved.exact()),
+            (2, 0, true)
         );
-        ix.take_over(1, 11, 200);
-        ix.take_over(1, 12, 300);
-        ix.began_at(&1, 12, 250);
-        let (slot, t) = ix.get(&1).expect("slot");
+        assert_eq!(given.local(), ev_local(40001));
+        assert_eq!(moved.local(), ev_local(40002));
+    }
+
+    fn ev_local(port: u16) -> Addr {
+        (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), port)
+    }
+
+    fn ev_remote() -> Addr {
+        (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 443)
+    }
+
+    #[test]
+    fn take_over_history_only_for_keys_taken_over_and_gone_with_them() {
+        use crate::types::tcp_state::{CLOSE, ESTABLISHED, SYN_SENT};
+        let mut ix = OwnerIndex::new(16);
+        ix.insert(event(10, 100, 40001, 100));
+        ix.insert(event(10, 100, 40001, 150));
+        assert_eq!(ix.full.history_len(), 0);
+        let f = ix.find(6, ev_local(40001), ev_remote()).expect("owner");
+        assert_eq!((f.owner.took_over_ns(), f.takeovers.0), (0, [0; 4]));
+        ix.insert(event(11, 100, 40001, 200));
+        ix.insert(event(12, 100, 40001, 300));
+        ix.state_change(change(12, 40001, SYN_SENT, ESTABLISHED, 250));
+        let f = ix.find(6, ev_local(40001), ev_remote()).expect("owner");
         assert_eq!(
-            (slot.cookie, slot.took_over_ns, t.0),
+            (f.owner.cookie(), f.owner.took_over_ns(), f.takeovers.0),
             (12, 250, [250, 200, 0, 0])
         );
-        assert_eq!(t.after(199), 2);
-        ix.remove_if(&1, 11);
-        assert!(ix.get(&1).is_some(), "held by another socket");
-        ix.remove_if(&1, 12);
-        assert!(ix.get(&1).is_none() && ix.history.is_empty());
+        assert_eq!(f.takeovers.after(199), 2);
+        assert_eq!((ix.full.len(), ix.full.history_len()), (1, 1));
+        // Socket 11 leaves the tuple (it closed and expires): the key stays 12's.
+        ix.state_change(change(11, 40001, ESTABLISHED, CLOSE, 260));
+        ix.expire(400, 1_000, 100, 1_000);
+        assert_eq!(ix.sockets_tracked(), 2);
+        assert_eq!(find(&ix, 40001).cookie(), 12);
+        ix.expire(2_000, 1_000, 100, 1_000);
+        assert!(ix.find(6, ev_local(40001), ev_remote()).is_none());
+        assert_eq!((ix.full.len(), ix.full.history_len()), (0, 0));
+    }
+
+    #[test]
+    fn a_closed_socket_expires_by_its_close_whatever_touched_it_after() {
+        use crate::types::tcp_state::{CLOSE, ESTABLISHED};
+        let mut ix = OwnerIndex::new(16);
+        ix.insert(event(1, 100, 40001, 10));
+        ix.state_change(change(1, 40001, ESTABLISHED, CLOSE, 20));
+        ix.state_change(change(1, 40001, CLOSE, CLOSE, 30));
+        ix.touch(1, 900);
+        assert_eq!(ix.closed_ns(1), Some(20));
+        // Closed grace 100 from 20; the touch at 900 does not keep it.
+        ix.expire(121, 10_000, 100, 10_000);
+        assert_eq!(ix.sockets_tracked(), 0);
+        // Not closed: the last reference counts.
+        ix.insert(event(2, 100, 40002, 10));
+        ix.touch(2, 900);
+        ix.expire(1_000, 100, 1, 10_000);
+        assert_eq!((ix.sockets_tracked(), ix.closed_ns(2)), (1, None));
+    }
+
+    #[test]
+    fn ipv6_and_mixed_tuples_are_kept_exactly() {
+        let mut ix = OwnerIndex::new(16);
+        let v6 = |last: u16| IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, last));
+        let mut ev = event(1, 100, 40001, 10);
+        ev.local = (v6(1), 40001);
+        ev.remote = Some((v6(2), 443));
+        ix.insert(ev.clone());
+        let f = ix.find(6, (v6(1), 40001), (v6(2), 443)).expect("v6 owner");
+        assert_eq!(
+            (f.owner.local(), f.owner.remote()),
+            ((v6(1), 40001), Some((v6(2), 443)))
+        );
+        // A dual-stack listener on `::` receives IPv4 too.
+        ev.cookie = 2;
+        ev.local = (IpAddr::V6(Ipv6Addr::UNSPECIFIED), 8080);
+        ev.remote = None;
+        ix.insert(ev);
+        let f = ix
+            .find(6, ev_local(8080), ev_remote())
+            .expect("dual-stack listener");
+        assert_eq!((f.owner.cookie(), f.owner.exact()), (2, false));
+        assert!(ix.is_local(v6(1)) && !ix.is_local(v6(2)));
+        assert!(!ix.is_local(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))));
+    }
+
+    #[test]
+    fn owner_records_stay_small() {
+        use std::mem::size_of;
+        // BENCHMARKS.md ("owner side"): a record (+16 B of reference counts) fits
+        // glibc's 96-B chunk; a conversation keeps a pointer and a role per end.
+        assert!(size_of::<Owner>() <= 72);
+        assert!(size_of::<EndOwners>() <= 24);
     }
 }
