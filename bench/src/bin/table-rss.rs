@@ -3,11 +3,16 @@
 //! filling; and a soak (`--soak=SECONDS`): churning conversations through a
 //! table at its caps, sampling RSS, which must stay flat.
 //!
-//! `table-rss [--sizes=10000,100000,1000000] [--signals=none,rtt] [--soak=180] [--smoke]`.
+//! `table-rss [--sizes=10000,100000,1000000] [--signals=none,rtt] [--soak=180]
+//! [--local-addrs=16|N|all] [--smoke]`.
 //! Each size runs in a fresh child process so sizes do not share a heap.
 //! `--signals`: `none`, conversations carry no golden signals (most real
 //! ones); `rtt`, every conversation's client socket reported an RTT sample
 //! before the export (what TCP conversations carry each interval).
+//! `--local-addrs`: how many local addresses the client sockets share (ports
+//! vary): 16 by default (a node with a handful of addresses); `all` gives every
+//! socket its own address, the owner table's worst case (no real host has
+//! one address per connection).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -19,7 +24,7 @@ use flowlens_correlator::{ConversationTable, TableConfig};
 #[path = "../../../correlator/benches/common/mod.rs"]
 mod common;
 
-use common::{client, feed, server, StaticLookup, S, UNIX0};
+use common::{server, Clients, StaticLookup, S, UNIX0};
 
 fn config(n: u64) -> TableConfig {
     TableConfig {
@@ -32,11 +37,11 @@ fn config(n: u64) -> TableConfig {
 /// Child mode: fill a table with `n` conversations (each with an RTT sample
 /// when `rtt`), print "before table after active records" (KiB: empty, the
 /// table alone, with one export's records).
-fn fill(n: u64, rtt: bool) {
+fn fill(n: u64, rtt: bool, clients: Clients) {
     let before = rss_kib("self").unwrap_or(0);
     let mut t = ConversationTable::new(config(n));
     let n32 = u32::try_from(n).unwrap_or(u32::MAX);
-    feed(&mut t, 0, n32, 10, 2);
+    clients.feed(&mut t, 0, n32, 10, 2);
     if rtt {
         for i in 0..n32 {
             let sample = RttStats {
@@ -46,7 +51,7 @@ fn fill(n: u64, rtt: bool) {
                 max_us: 250,
             };
             let signal = TcpSignal {
-                local: client(i),
+                local: clients.client(i),
                 remote: server(),
                 retransmits: 0,
                 rtt: sample,
@@ -68,7 +73,7 @@ fn fill(n: u64, rtt: bool) {
 /// Child mode: a burst of `n` conversations (cap raised to hold them), then
 /// every one evicted (idle); print "before peak after_eviction active" (KiB).
 /// Three bursts in a row: the last one's numbers.
-fn burst(n: u64) {
+fn burst(n: u64, clients: Clients) {
     let before = rss_kib("self").unwrap_or(0);
     let mut t = ConversationTable::new(TableConfig {
         idle_timeout_ns: 2 * S,
@@ -81,7 +86,7 @@ fn burst(n: u64) {
     let (mut peak, mut after) = (0, 0);
     for round in 0..3u64 {
         let t0 = 1 + round * 10;
-        feed(&mut t, round as u32 * n32, (round as u32 + 1) * n32, 10, t0);
+        clients.feed(&mut t, round as u32 * n32, (round as u32 + 1) * n32, 10, t0);
         let records = t.export(
             (t0 + 1) * S,
             UNIX0 + i128::from((t0 + 1) * S),
@@ -113,7 +118,7 @@ fn burst(n: u64) {
 }
 
 /// Child mode: churn through a table capped at `cap` for `secs`; print "t rss" samples.
-fn soak(cap: u64, secs: u64) {
+fn soak(cap: u64, secs: u64, clients: Clients) {
     let mut t = ConversationTable::new(TableConfig {
         idle_timeout_ns: 2 * S,
         owner_grace_ns: 2 * S,
@@ -128,7 +133,7 @@ fn soak(cap: u64, secs: u64) {
     while start.elapsed() < Duration::from_secs(secs) {
         // Simulated time: one "second" per tick; new conversations every tick,
         // old ones idle out after 2 ticks, so the table stays near cap/2.
-        feed(&mut t, next, next.wrapping_add(per_tick), 10, tick);
+        clients.feed(&mut t, next, next.wrapping_add(per_tick), 10, tick);
         next = next.wrapping_add(per_tick);
         let records = t.export(tick * S, UNIX0 + i128::from(tick * S), "h", &StaticLookup);
         std::hint::black_box(records);
@@ -153,19 +158,37 @@ fn child(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `--local-addrs`: `all` (each client socket its own address) or a count (default 16).
+fn clients_arg() -> anyhow::Result<(Clients, String)> {
+    let v = arg_value("local-addrs").unwrap_or_else(|| "16".to_owned());
+    if v == "all" {
+        return Ok((Clients::OWN_ADDRESS, v));
+    }
+    match v.replace('_', "").parse::<u32>() {
+        Ok(n) if n > 0 => Ok((Clients { addrs: Some(n) }, v)),
+        _ => anyhow::bail!("--local-addrs: {v:?} is neither a count > 0 nor \"all\""),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    let (clients, local_addrs) = clients_arg()?;
     if let Some(n) = arg_value("child-fill") {
-        fill(n.parse()?, arg_value("rtt").is_some());
+        fill(n.parse()?, arg_value("rtt").is_some(), clients);
         return Ok(());
     }
     if let Some(n) = arg_value("child-burst") {
-        burst(n.parse()?);
+        burst(n.parse()?, clients);
         return Ok(());
     }
     if let Some(secs) = arg_value("child-soak") {
-        soak(arg_u64("cap", 100_000), secs.parse()?);
+        soak(arg_u64("cap", 100_000), secs.parse()?, clients);
         return Ok(());
     }
+    let addrs_arg = format!("--local-addrs={local_addrs}");
+    let addrs_text = match clients.addrs {
+        Some(n) => format!("client sockets on {n} local addresses"),
+        None => "each client socket its own local address".to_owned(),
+    };
     let smoke = smoke_requested();
     let sizes: Vec<u64> = arg_value("sizes")
         .unwrap_or_else(|| {
@@ -196,7 +219,7 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .flat_map(|n| signals.iter().map(move |s| (*n, s.as_str())))
     {
-        let mut args = vec![format!("--child-fill={n}")];
+        let mut args = vec![format!("--child-fill={n}"), addrs_arg.clone()];
         let carried = match signals {
             "none" => "no signals",
             "rtt" => {
@@ -217,7 +240,7 @@ fn main() -> anyhow::Result<()> {
         let per = |kib: u64| kib.saturating_sub(before) as f64 * 1024.0 / active.max(1) as f64;
         rows.push(Row {
             section: "memory",
-            case: format!("ConversationTable, {n} concurrent conversations + owners, {carried} (+ {records} records of one export)"),
+            case: format!("ConversationTable, {n} concurrent conversations + owners, {carried}, {addrs_text} (+ {records} records of one export)"),
             value: format!(
                 "{:.1} MiB RSS ({:.1} MiB before the export)",
                 after as f64 / 1024.0,
@@ -237,7 +260,7 @@ fn main() -> anyhow::Result<()> {
     }
     let burst_n = arg_u64("burst", if smoke { 10_000 } else { 300_000 });
     if burst_n > 0 {
-        let out = child(&[&format!("--child-burst={burst_n}")])?;
+        let out = child(&[&format!("--child-burst={burst_n}"), &addrs_arg])?;
         let v: Vec<u64> = out
             .split_whitespace()
             .filter_map(|s| s.parse().ok())
@@ -248,7 +271,7 @@ fn main() -> anyhow::Result<()> {
         let kept = after.saturating_sub(before) as f64 / peak.saturating_sub(before).max(1) as f64;
         rows.push(Row {
             section: "memory",
-            case: format!("burst of {burst_n} conversations, all evicted ({active} left), third burst in a row"),
+            case: format!("burst of {burst_n} conversations, all evicted ({active} left), third burst in a row, {addrs_text}"),
             value: format!("{:.1} MiB RSS after eviction", after as f64 / 1024.0),
             baseline: format!("peak {:.1} MiB, empty process {:.1} MiB", peak as f64 / 1024.0, before as f64 / 1024.0),
             ratio: format!("{:.2} of the burst's memory kept", kept),
@@ -259,6 +282,7 @@ fn main() -> anyhow::Result<()> {
         let out = child(&[
             &format!("--child-soak={soak_secs}"),
             &format!("--cap={soak_cap}"),
+            &addrs_arg,
         ])?;
         let samples: Vec<(f64, f64)> = out
             .lines()
@@ -279,7 +303,7 @@ fn main() -> anyhow::Result<()> {
         rows.push(Row {
             section: "memory",
             case: format!(
-                "soak {soak_secs} s: churn through a table capped at {soak_cap} ({} samples)",
+                "soak {soak_secs} s: churn through a table capped at {soak_cap}, {addrs_text} ({} samples)",
                 samples.len()
             ),
             value: format!("last quarter max {:.1} MiB", last / 1024.0),
