@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
-use hashbrown::HashTable;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::record::Owner;
 use super::{shrink, Takeovers, TAKEOVERS};
@@ -18,11 +18,13 @@ use super::{shrink, Takeovers, TAKEOVERS};
 /// Room kept after a burst (see `shrink`).
 const FLOOR: usize = 1024;
 
-/// Owner records by cookie.
+/// Owner records by cookie. Hashed with foldhash, not SipHash: the kernel
+/// assigns cookies from a counter, nobody can choose them to collide (the
+/// tuple indexes, whose keys a remote peer picks, keep SipHash).
 #[derive(Debug, Default)]
 pub(super) struct OwnerTable {
     owners: HashTable<Arc<Owner>>,
-    hasher: RandomState,
+    hasher: DefaultHashBuilder,
 }
 
 impl OwnerTable {
@@ -126,13 +128,15 @@ fn holds<K: TupleKey>(owners: &OwnerTable, cookie: u64, key: &K) -> bool {
 }
 
 impl<K: TupleKey> TupleIndex<K> {
-    /// The socket holding `key`, and the key's take-overs.
-    pub fn get(&self, owners: &OwnerTable, key: &K) -> Option<(u64, Takeovers)> {
-        let cookie = *self
-            .cookies
-            .find(self.hasher.hash_one(key), |&c| holds(owners, c, key))?;
+    /// The record of the socket holding `key`, and the key's take-overs.
+    pub fn get<'o>(&self, owners: &'o OwnerTable, key: &K) -> Option<(&'o Arc<Owner>, Takeovers)> {
+        let mut holder = None;
+        self.cookies.find(self.hasher.hash_one(key), |&c| {
+            holder = owners.get(c).filter(|o| K::of(o).as_ref() == Some(key));
+            holder.is_some()
+        })?;
         let history = self.history.get(key).copied().unwrap_or([0; TAKEOVERS]);
-        Some((cookie, Takeovers(history)))
+        Some((holder?, Takeovers(history)))
     }
 
     /// Points `key` at `cookie` (whose record holds `key`, in `owners`),
@@ -179,8 +183,8 @@ impl<K: TupleKey> TupleIndex<K> {
         t_ns: u64,
     ) -> Option<u64> {
         let (holder, _) = self.get(owners, key)?;
-        let took_over = owners.get(cookie)?.took_over_ns();
-        if holder != cookie || took_over <= t_ns {
+        let took_over = holder.took_over_ns();
+        if holder.cookie() != cookie || took_over <= t_ns {
             return None;
         }
         if let Some(h) = self.history.get_mut(key) {

@@ -370,7 +370,7 @@ impl OwnerIndex {
         let any_same = unspecified_like(addr);
         let any_v6 = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
         let o = &self.owners;
-        let (cookie, takeovers) = self
+        let (owner, takeovers) = self
             .full
             .get(o, &(proto, local, remote))
             .or_else(|| self.full.get(o, &(proto, (any_same, port), remote)))
@@ -378,7 +378,6 @@ impl OwnerIndex {
             .or_else(|| self.half.get(o, &(proto, (any_same, port))))
             // A dual-stack `::` socket also receives IPv4.
             .or_else(|| self.half.get(o, &(proto, (any_v6, port))))?;
-        let owner = self.owners.get(cookie)?;
         Some(Found {
             role: owner.role(),
             owner: Arc::clone(owner),
