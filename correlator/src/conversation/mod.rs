@@ -445,6 +445,7 @@ impl ConversationTable {
     /// Records of the conversations with packets since the last export, sorted by
     /// conversation; then evicts idle conversations and expired owners. A new
     /// conversation with a local end still unowned waits up to `owner_wait_ns`.
+    /// All records at once: [`ConversationTable::export_with`] streams them.
     pub fn export(
         &mut self,
         now_mono_ns: u64,
@@ -452,7 +453,12 @@ impl ConversationTable {
         host: &str,
         lookup: &dyn Lookup,
     ) -> Vec<ConversationRecord> {
-        self.export_inner(now_mono_ns, now_unix_ns, host, lookup, false)
+        let mut all = Vec::new();
+        let at = (now_mono_ns, now_unix_ns);
+        self.export_inner(at, host, lookup, false, usize::MAX, &mut |v| {
+            take_all(&mut all, v)
+        });
+        all
     }
 
     /// Like [`ConversationTable::export`], but nothing waits for its owner:
@@ -464,17 +470,43 @@ impl ConversationTable {
         host: &str,
         lookup: &dyn Lookup,
     ) -> Vec<ConversationRecord> {
-        self.export_inner(now_mono_ns, now_unix_ns, host, lookup, true)
+        let mut all = Vec::new();
+        let at = (now_mono_ns, now_unix_ns);
+        self.export_inner(at, host, lookup, true, usize::MAX, &mut |v| {
+            take_all(&mut all, v)
+        });
+        all
     }
 
-    fn export_inner(
+    /// Like [`ConversationTable::export`] (`last`: like
+    /// [`ConversationTable::export_final`]), but hands the records to
+    /// `consumer` in order, in chunks of at most `chunk` (at least 1), as
+    /// they are built: an export holds at most `chunk` records at a time,
+    /// however many conversations there are. Returns the number of records.
+    #[allow(clippy::too_many_arguments)]
+    pub fn export_with(
         &mut self,
         now_mono_ns: u64,
         now_unix_ns: i128,
         host: &str,
         lookup: &dyn Lookup,
         last: bool,
-    ) -> Vec<ConversationRecord> {
+        chunk: usize,
+        consumer: &mut dyn FnMut(&[ConversationRecord]),
+    ) -> u64 {
+        let at = (now_mono_ns, now_unix_ns);
+        self.export_inner(at, host, lookup, last, chunk, &mut |v| consumer(v))
+    }
+
+    fn export_inner(
+        &mut self,
+        (now_mono_ns, now_unix_ns): (u64, i128),
+        host: &str,
+        lookup: &dyn Lookup,
+        last: bool,
+        chunk: usize,
+        consumer: &mut dyn FnMut(&mut Vec<ConversationRecord>),
+    ) -> u64 {
         let start = self
             .interval_start_ns
             .take()
@@ -502,7 +534,7 @@ impl ConversationTable {
                 .map(|c| c.key()),
         );
         keys.sort_unstable();
-        let mut records = Vec::with_capacity(keys.len());
+        let mut records = Chunks::new(chunk, keys.len() + self.finished.len(), consumer);
         let mut awaiting = 0u64;
         let owner_wait = self.config.owner_wait_ns;
         for key in &keys {
@@ -552,7 +584,8 @@ impl ConversationTable {
         self.finished = finished;
         self.stats.conversations_awaiting_owner = awaiting;
         self.scratch = keys;
-        self.stats.records_exported += records.len() as u64;
+        let exported = records.finish();
+        self.stats.records_exported += exported;
         self.last_export_ns = Some(now_mono_ns);
         self.prev_read_ns = self.read_start_ns.unwrap_or(now_mono_ns);
         self.read_start_ns = None;
@@ -567,7 +600,7 @@ impl ConversationTable {
             c.pending_state_ns,
         );
         self.nat.expire(now_mono_ns, c.closed_owner_grace_ns);
-        records
+        exported
     }
 
     fn evict_idle(&mut self, now_ns: u64) {
@@ -616,6 +649,61 @@ impl ConversationTable {
             signals: self.signals.stats(),
             ..self.stats
         }
+    }
+}
+
+/// An export's records on their way to its consumer: handed over (and
+/// dropped) every `chunk` records, so an export holds at most that many.
+struct Chunks<'c> {
+    buf: Vec<ConversationRecord>,
+    chunk: usize,
+    consumer: &'c mut dyn FnMut(&mut Vec<ConversationRecord>),
+    total: u64,
+}
+
+impl<'c> Chunks<'c> {
+    fn new(
+        chunk: usize,
+        expected: usize,
+        consumer: &'c mut dyn FnMut(&mut Vec<ConversationRecord>),
+    ) -> Self {
+        let chunk = chunk.max(1);
+        Self {
+            buf: Vec::with_capacity(chunk.min(expected)),
+            chunk,
+            consumer,
+            total: 0,
+        }
+    }
+
+    fn push(&mut self, r: ConversationRecord) {
+        self.buf.push(r);
+        if self.buf.len() >= self.chunk {
+            self.hand_over();
+        }
+    }
+
+    fn hand_over(&mut self) {
+        if !self.buf.is_empty() {
+            self.total += self.buf.len() as u64;
+            (self.consumer)(&mut self.buf);
+            self.buf.clear();
+        }
+    }
+
+    /// Hands over the rest; the number of records.
+    fn finish(mut self) -> u64 {
+        self.hand_over();
+        self.total
+    }
+}
+
+/// Collects an export's records into `all` (moved, not copied).
+fn take_all(all: &mut Vec<ConversationRecord>, chunk: &mut Vec<ConversationRecord>) {
+    if all.is_empty() {
+        std::mem::swap(all, chunk);
+    } else {
+        all.append(chunk);
     }
 }
 
