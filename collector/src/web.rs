@@ -36,14 +36,31 @@ use crate::{
 const HEALTH_IN_MEMORY_NS: i64 = 86_400_000_000_000;
 
 /// The live store as a sink of the export loop: hands each interval over
-/// without blocking (a full queue is counted and logged by the store).
-pub struct LiveStoreSink(EmbeddedWriter);
+/// whole, without blocking (a full queue is counted and logged by the
+/// store). The store keeps an interval's records in its live window and
+/// rolls them up per interval, so they are gathered here until its end.
+pub struct LiveStoreSink(EmbeddedWriter, Vec<ConversationRecord>);
+
+impl LiveStoreSink {
+    fn new(writer: EmbeddedWriter) -> Self {
+        Self(writer, Vec::new())
+    }
+}
 
 impl RecordSink for LiveStoreSink {
-    fn write_interval(&mut self, records: &[ConversationRecord]) -> std::io::Result<()> {
+    fn begin_interval(&mut self) {
+        self.1.clear();
+    }
+
+    fn write_chunk(&mut self, records: &[ConversationRecord]) -> std::io::Result<()> {
+        self.1.extend_from_slice(records);
+        Ok(())
+    }
+
+    fn end_interval(&mut self) -> std::io::Result<()> {
         // A refused interval is counted by the store (web_store_dropped_records);
         // it is not a loss of the other outputs.
-        self.0.offer(records);
+        self.0.offer_owned(std::mem::take(&mut self.1));
         Ok(())
     }
 
@@ -202,7 +219,7 @@ pub fn start_for_run(settings: Option<&WebSettings>) -> anyhow::Result<RunWeb> {
                 }),
                 None => Arc::new(MemoryHealthLog::new(HEALTH_IN_MEMORY_NS, 500_000)),
             };
-            (Arc::new(store), health, Some(LiveStoreSink(writer)))
+            (Arc::new(store), health, Some(LiveStoreSink::new(writer)))
         }
         WebStore::Influx(c) => (
             Arc::new(InfluxStore::new((**c).clone())),

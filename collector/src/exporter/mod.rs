@@ -4,8 +4,13 @@
 //! replay) only captures. Every interval:
 //!
 //! ```text
-//! source.collect() -> table.export() -> source.forget(evicted) -> sinks -> metrics + log -> sinks (self-metrics)
+//! source.collect() -> table.export_with(chunk -> sinks) -> source.forget(evicted) -> sinks (end of interval)
+//!                  -> metrics + log -> sinks (self-metrics)
 //! ```
+//!
+//! The records go to the sinks in chunks of [`EXPORT_CHUNK`] as the table
+//! builds them: an export holds one chunk of records, not one record per
+//! conversation.
 //!
 //! A policy (timeouts, limits, which losses are errors, what is logged)
 //! lives here once, whatever the source.
@@ -40,6 +45,10 @@ pub use interfaces::{ExplicitAttachError, IfaceStats, Interfaces};
 pub use names::Names;
 pub use schedule::Schedule;
 pub use source::{AttachError, FlowSource, Now, Timeline, Waited};
+
+/// Records handed to the sinks at a time: what an export holds of them at
+/// most (~1.7 KB each), however many conversations there are.
+pub const EXPORT_CHUNK: usize = 4096;
 
 /// How a run exports.
 #[derive(Debug, Clone)]
@@ -85,6 +94,8 @@ pub struct Exporter {
     /// first packet), and the previous export's: where intervals start.
     clock_start: Option<u64>,
     last_export: Option<u64>,
+    /// Records per chunk handed to the sinks.
+    chunk: usize,
 }
 
 impl Exporter {
@@ -111,7 +122,15 @@ impl Exporter {
             last_export: None,
             last_losses: Default::default(),
             last_problems: 0,
+            chunk: EXPORT_CHUNK,
         }
+    }
+
+    /// Hands the sinks `records` records at a time (default [`EXPORT_CHUNK`];
+    /// tests make intervals span several chunks).
+    pub fn with_export_chunk(mut self, records: usize) -> Self {
+        self.chunk = records.max(1);
+        self
     }
 
     /// Publishes the self-metrics into `m` (shared with the web server, which
@@ -250,17 +269,17 @@ impl Exporter {
             self.table.set_interval_start(start);
         }
         self.last_export = Some(now.mono_ns);
-        let export = if last {
-            ConversationTable::export_final
-        } else {
-            ConversationTable::export
-        };
-        let records = export(
-            &mut self.table,
+        // The records stream to the sinks as they are built, a chunk at a time.
+        self.sinks.begin_interval();
+        let sinks = &mut self.sinks;
+        let exported = self.table.export_with(
             now.mono_ns,
             now.unix_ns,
             &self.cfg.host,
             &self.names,
+            last,
+            self.chunk,
+            &mut |chunk| sinks.write_chunk(chunk),
         );
         let evicted = self.table.take_evicted_flows();
         source.forget(&evicted);
@@ -268,13 +287,11 @@ impl Exporter {
             // A burst ended: give its memory back.
             crate::heap::trim_heap();
         }
-        let written = self.sinks.write_interval(&records);
+        let written = self.sinks.end_interval();
         if let Some(end) = written.end {
             self.outputs_end.get_or_insert(end);
         }
-        if let Some(snapshot) =
-            self.update_metrics(source, entries, records.len() as u64, written.lost)
-        {
+        if let Some(snapshot) = self.update_metrics(source, entries, exported, written.lost) {
             // With the interval's time, so a replay's losses sit beside its records.
             self.sinks
                 .write_self_metrics(&snapshot, &self.cfg.host, clamp_i64(now.unix_ns));

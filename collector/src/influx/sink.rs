@@ -23,7 +23,7 @@ use super::{
     stats::{spool_or_count, InfluxStats},
     writer::{lock, Batch, DeadLetter, Writers},
 };
-use crate::{metrics::SelfMetrics, sinks::RecordSink};
+use crate::{exporter::EXPORT_CHUNK, metrics::SelfMetrics, sinks::RecordSink};
 
 /// Start-up health check: reachability, credentials, database. Config
 /// errors (credentials, database, retention policy) fail; an unreachable
@@ -158,6 +158,8 @@ pub struct InfluxSink {
     close_timeout: Duration,
     drain_progress: bool,
     spool_dir: std::path::PathBuf,
+    /// The current interval's records, until its end.
+    interval: Vec<ConversationRecord>,
 }
 
 impl InfluxSink {
@@ -230,6 +232,7 @@ impl InfluxSink {
             close_timeout: s.close_timeout,
             drain_progress: s.drain_progress,
             spool_dir: s.spool_dir,
+            interval: Vec::new(),
         })
     }
 
@@ -389,8 +392,9 @@ impl DrainProgress {
     }
 }
 
-impl RecordSink for InfluxSink {
-    fn write_interval(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
+impl InfluxSink {
+    /// Encodes one whole interval and queues its points.
+    fn encode_and_queue(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         self.encoder.encode_interval(records, &mut buf);
@@ -398,6 +402,40 @@ impl RecordSink for InfluxSink {
         let r = self.write_lines(&buf);
         self.buf = buf;
         r.map(|_| ())
+    }
+}
+
+impl RecordSink for InfluxSink {
+    fn begin_interval(&mut self) {
+        self.interval.clear();
+    }
+
+    /// The interval's cardinality caps keep the heaviest tag values of the
+    /// whole interval, and its rollups sum over all of it: its records are
+    /// gathered until its end, then encoded in one go.
+    fn write_chunk(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
+        if self.closed {
+            return Err(io::Error::other("the InfluxDB sink is closed"));
+        }
+        self.interval.extend_from_slice(records);
+        Ok(())
+    }
+
+    fn end_interval(&mut self) -> io::Result<()> {
+        let records = std::mem::take(&mut self.interval);
+        let r = self.encode_and_queue(&records);
+        self.interval = records;
+        self.interval.clear();
+        if self.interval.capacity() > 4 * EXPORT_CHUNK {
+            self.interval = Vec::new();
+        }
+        r
+    }
+
+    fn write_interval(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
+        // Whole already: nothing to gather.
+        self.interval.clear();
+        self.encode_and_queue(records)
     }
 
     fn write_self_metrics(&mut self, metrics: &SelfMetrics, host: &str, ts: i64) {

@@ -31,14 +31,21 @@ enum Call {
 }
 
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<Call>>>);
+struct Recorder(Arc<Mutex<Vec<Call>>>, Vec<(i64, u64)>);
 
 impl RecordSink for Recorder {
-    fn write_interval(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
-        let seen = records
-            .iter()
-            .map(|r| (r.ts_unix_ns, r.bytes_c2s))
-            .collect();
+    fn begin_interval(&mut self) {
+        self.1.clear();
+    }
+
+    fn write_chunk(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
+        self.1
+            .extend(records.iter().map(|r| (r.ts_unix_ns, r.bytes_c2s)));
+        Ok(())
+    }
+
+    fn end_interval(&mut self) -> io::Result<()> {
+        let seen = std::mem::take(&mut self.1);
         self.0.lock().unwrap().push(Call::Records(seen));
         Ok(())
     }

@@ -122,7 +122,7 @@ impl RecordTally {
 }
 
 impl RecordSink for RecordTally {
-    fn write_interval(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
+    fn write_chunk(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
         let mut t = self
             .0
             .lock()

@@ -55,12 +55,14 @@ impl JsonlSink {
         }
     }
 
-    fn write_all(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
+    fn write_lines(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
         let Some(out) = self.out.as_mut() else {
             return Err(io::Error::other("the JSON lines output is closed"));
         };
         if self.torn && !records.is_empty() {
             out.write_all(b"\n")?;
+            // A failure from here on tears a line again.
+            self.torn = false;
         }
         for r in records {
             self.line.clear();
@@ -68,30 +70,40 @@ impl JsonlSink {
             self.line.push(b'\n');
             out.write_all(&self.line)?;
         }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let Some(out) = self.out.as_mut() else {
+            return Err(io::Error::other("the JSON lines output is closed"));
+        };
         out.flush()
+    }
+
+    /// After a failed write: drop what is still buffered (it belongs to the
+    /// interval counted as lost, and must not be written ahead of the next).
+    fn torn(&mut self, result: io::Result<()>) -> io::Result<()> {
+        if result.is_err() {
+            if let Some(out) = self.out.take() {
+                let (inner, _unwritten) = out.into_parts();
+                self.out = Some(BufWriter::with_capacity(BUFFER_BYTES, inner));
+            }
+            self.torn = true;
+        }
+        result
     }
 }
 
 impl RecordSink for JsonlSink {
-    fn write_interval(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
-        let result = self.write_all(records);
-        match &result {
-            Ok(()) => {
-                if !records.is_empty() {
-                    self.torn = false;
-                }
-            }
-            Err(_) => {
-                // Drop what is still buffered: it belongs to the interval
-                // counted as lost, and must not be written ahead of the next.
-                if let Some(out) = self.out.take() {
-                    let (inner, _unwritten) = out.into_parts();
-                    self.out = Some(BufWriter::with_capacity(BUFFER_BYTES, inner));
-                }
-                self.torn = true;
-            }
-        }
-        result
+    fn write_chunk(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
+        let result = self.write_lines(records);
+        self.torn(result)
+    }
+
+    /// Every interval ends with a flush.
+    fn end_interval(&mut self) -> io::Result<()> {
+        let result = self.flush();
+        self.torn(result)
     }
 
     fn describe(&self) -> String {

@@ -124,15 +124,33 @@ impl Interval {
     /// Takes the local ends of `records`; rates over the interval the
     /// records say they cover (`interval_ms`), else `seconds`.
     pub fn new(records: &[ConversationRecord], seconds: f64) -> Self {
-        let seconds = records
-            .first()
-            .map(|r| r.interval_ms)
-            .filter(|ms| *ms > 0)
-            .map_or(seconds, |ms| ms as f64 / 1000.0);
-        let mut ends = Vec::new();
-        let mut bytes = 0;
+        let mut i = Self::begin(seconds);
+        i.extend(records);
+        i
+    }
+
+    /// An interval of `seconds` without records yet (see [`Interval::extend`]).
+    pub fn begin(seconds: f64) -> Self {
+        Interval {
+            seconds: seconds.max(0.001),
+            ..Interval::default()
+        }
+    }
+
+    /// Takes the local ends of the interval's next records (the first
+    /// record says when the interval ended and how long it was).
+    pub fn extend(&mut self, records: &[ConversationRecord]) {
+        if self.records == 0 {
+            if let Some(r) = records.first() {
+                self.ts = r.ts.clone();
+                if r.interval_ms > 0 {
+                    self.seconds = (r.interval_ms as f64 / 1000.0).max(0.001);
+                }
+            }
+        }
+        self.records += records.len();
         for r in records {
-            bytes += r.bytes_c2s + r.bytes_s2c;
+            self.bytes += r.bytes_c2s + r.bytes_s2c;
             for (e, sent, recv) in [
                 (&r.client, r.bytes_c2s, r.bytes_s2c),
                 (&r.server, r.bytes_s2c, r.bytes_c2s),
@@ -140,15 +158,9 @@ impl Interval {
                 let Some(p) = &e.process else { continue };
                 let user = p.user.clone().unwrap_or_else(|| p.uid.to_string());
                 let container = container_of(e).unwrap_or_default();
-                ends.push((p.comm.clone(), container, user, p.pid, sent, recv));
+                self.ends
+                    .push((p.comm.clone(), container, user, p.pid, sent, recv));
             }
-        }
-        Interval {
-            ts: records.first().map(|r| r.ts.clone()).unwrap_or_default(),
-            seconds: seconds.max(0.001),
-            records: records.len(),
-            ends,
-            bytes,
         }
     }
 

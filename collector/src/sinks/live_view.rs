@@ -120,6 +120,8 @@ pub struct LiveViewSink {
     tx: Option<Sender<Update>>,
     thread: Option<JoinHandle<()>>,
     interval_s: f64,
+    /// The interval being written.
+    current: Interval,
     last: Option<Interval>,
 }
 
@@ -149,6 +151,7 @@ impl LiveViewSink {
             tx: Some(tx),
             thread: Some(thread),
             interval_s,
+            current: Interval::begin(interval_s),
             last: None,
         })
     }
@@ -173,8 +176,17 @@ impl LiveViewSink {
 }
 
 impl RecordSink for LiveViewSink {
-    fn write_interval(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
-        let i = Interval::new(records, self.interval_s);
+    fn begin_interval(&mut self) {
+        self.current = Interval::begin(self.interval_s);
+    }
+
+    fn write_chunk(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
+        self.current.extend(records);
+        Ok(())
+    }
+
+    fn end_interval(&mut self) -> io::Result<()> {
+        let i = std::mem::replace(&mut self.current, Interval::begin(self.interval_s));
         self.last = Some(i.clone());
         if let Some(tx) = &self.tx {
             // A slow terminal skips a frame; nothing is lost (the data goes on

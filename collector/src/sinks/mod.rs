@@ -6,14 +6,18 @@
 //! # Adding a sink
 //! Implement [`RecordSink`] and push it into the [`Sinks`] the exporter is
 //! built with (`outputs::open` for `run` and `replay`). The exporter
-//! calls [`RecordSink::write_interval`] once per interval on its own thread,
-//! with the records sorted by conversation; a sink that needs time (network,
-//! disk) must queue and return, as the InfluxDB sink does. An error counts the
-//! interval's records as lost (`records_lost_sink`, an ERROR line) and the run
-//! goes on. After the records, [`RecordSink::write_self_metrics`] gets the
-//! interval's self-metrics (a sink that keeps history writes them; the
-//! others ignore them). [`RecordSink::close`] runs once at shutdown, after
-//! the last interval.
+//! streams each interval on its own thread: [`RecordSink::begin_interval`],
+//! then the records sorted by conversation in one or more chunks of at most
+//! the exporter's chunk size ([`RecordSink::write_chunk`], so an export
+//! never holds every record at once), then [`RecordSink::end_interval`]. A
+//! sink does its per-interval work (a flush, a summary, a count) once, at
+//! the end; a sink that needs time (network, disk) must queue and return,
+//! as the InfluxDB sink does. An error counts the interval's records as lost
+//! (`records_lost_sink`, an ERROR line), the sink gets no more of that
+//! interval, and the run goes on. After the records,
+//! [`RecordSink::write_self_metrics`] gets the interval's self-metrics (a
+//! sink that keeps history writes them; the others ignore them).
+//! [`RecordSink::close`] runs once at shutdown, after the last interval.
 
 pub mod jsonl;
 pub mod live_model;
@@ -36,8 +40,25 @@ pub use summary::SummarySink;
 
 /// A destination for records.
 pub trait RecordSink {
-    /// Writes one interval's records.
-    fn write_interval(&mut self, records: &[ConversationRecord]) -> io::Result<()>;
+    /// An interval starts (forget what a failed one left behind).
+    fn begin_interval(&mut self) {}
+
+    /// Writes the next records of the current interval (in order; an
+    /// interval may come in several chunks, or none when it has no record).
+    fn write_chunk(&mut self, records: &[ConversationRecord]) -> io::Result<()>;
+
+    /// The current interval's records are all written: its per-interval
+    /// work (flush, summary, hand-over) happens here, once.
+    fn end_interval(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Writes one whole interval: begin, one chunk, end.
+    fn write_interval(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
+        self.begin_interval();
+        self.write_chunk(records)?;
+        self.end_interval()
+    }
 
     /// Writes the collector's own counters after an interval (`host`: the
     /// records' host name; `ts_unix_ns`: the interval's time, that of its
@@ -117,12 +138,16 @@ struct Output {
     /// Intervals failed in a row, and when that was last logged.
     failing: u64,
     logged: Option<(Instant, String)>,
+    /// The current interval failed (it gets none of the rest of it).
+    error: Option<io::Error>,
 }
 
 /// Every output of a run: each interval goes to all of them.
 #[derive(Default)]
 pub struct Sinks {
     outputs: Vec<Output>,
+    /// Records of the current interval so far.
+    records: u64,
 }
 
 impl Sinks {
@@ -139,6 +164,7 @@ impl Sinks {
             closed: false,
             failing: 0,
             logged: None,
+            error: None,
         });
     }
 
@@ -157,22 +183,55 @@ impl Sinks {
         self.outputs.is_empty()
     }
 
-    /// Writes one interval to every output. A failure counts the interval's
+    /// Writes one whole interval to every output (see
+    /// [`Sinks::end_interval`]).
+    pub fn write_interval(&mut self, records: &[ConversationRecord]) -> Written {
+        self.begin_interval();
+        self.write_chunk(records);
+        self.end_interval()
+    }
+
+    /// Starts an interval.
+    pub fn begin_interval(&mut self) {
+        self.records = 0;
+        for o in self.outputs.iter_mut().filter(|o| !o.closed) {
+            o.error = None;
+            o.sink.begin_interval();
+        }
+    }
+
+    /// Writes the next records of the interval to every output that has
+    /// not failed in it.
+    pub fn write_chunk(&mut self, records: &[ConversationRecord]) {
+        self.records += records.len() as u64;
+        for o in self
+            .outputs
+            .iter_mut()
+            .filter(|o| !o.closed && o.error.is_none())
+        {
+            if let Err(e) = o.sink.write_chunk(records) {
+                o.error = Some(e);
+            }
+        }
+    }
+
+    /// Ends the interval at every output. A failure counts the interval's
     /// records as lost for that output and logs an ERROR that says what
     /// failed and what to do (a repeat at most once a minute, with the
     /// count); a closed standard output, or every output failing without
     /// ever having written, asks to end the run.
-    pub fn write_interval(&mut self, records: &[ConversationRecord]) -> Written {
+    pub fn end_interval(&mut self) -> Written {
+        let records = self.records;
         let mut out = Written::default();
         let (mut tried, mut failed) = (0, 0);
         for o in self.outputs.iter_mut().filter(|o| !o.closed) {
             tried += 1;
-            let e = match o.sink.write_interval(records) {
+            let e = match o.error.take().map_or_else(|| o.sink.end_interval(), Err) {
                 Ok(()) => {
                     if o.failing > 0 {
                         info!(output = %o.sink.describe(), failed_intervals = o.failing, "Output writes again.");
                     }
-                    o.wrote |= !records.is_empty();
+                    o.wrote |= records > 0;
                     o.failing = 0;
                     o.logged = None;
                     continue;
@@ -181,12 +240,12 @@ impl Sinks {
             };
             if o.sink.is_stdout() && e.kind() == io::ErrorKind::BrokenPipe {
                 o.closed = true;
-                info!(output = %o.sink.describe(), records_not_written = records.len(), "Standard output was closed (its reader went away): stopping.");
+                info!(output = %o.sink.describe(), records_not_written = records, "Standard output was closed (its reader went away): stopping.");
                 out.end = Some(OutputsEnd::StdoutClosed);
                 continue;
             }
             failed += 1;
-            out.lost += records.len() as u64;
+            out.lost += records;
             o.failing += 1;
             let message = e.to_string();
             let due = o
@@ -197,7 +256,7 @@ impl Sinks {
                 error!(
                     output = %o.sink.describe(),
                     error = %e,
-                    records = records.len(),
+                    records,
                     failed_intervals = o.failing,
                     "Writing records failed; this interval's records are lost for this output ({}).",
                     write_advice(&e)
@@ -206,7 +265,7 @@ impl Sinks {
             }
         }
         let never_wrote = self.outputs.iter().all(|o| !o.wrote);
-        if out.end.is_none() && !records.is_empty() && tried > 0 && failed == tried && never_wrote {
+        if out.end.is_none() && records > 0 && tried > 0 && failed == tried && never_wrote {
             let what: Vec<String> = self
                 .outputs
                 .iter()
@@ -221,6 +280,7 @@ impl Sinks {
                 what.join("; ")
             )));
         }
+        self.records = 0;
         out
     }
 
@@ -273,7 +333,7 @@ mod tests {
 
     struct Failing;
     impl RecordSink for Failing {
-        fn write_interval(&mut self, _: &[ConversationRecord]) -> io::Result<()> {
+        fn write_chunk(&mut self, _: &[ConversationRecord]) -> io::Result<()> {
             Err(io::Error::other("disk full"))
         }
         fn close(&mut self) -> io::Result<()> {
@@ -283,7 +343,7 @@ mod tests {
 
     struct Counting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
     impl RecordSink for Counting {
-        fn write_interval(&mut self, r: &[ConversationRecord]) -> io::Result<()> {
+        fn write_chunk(&mut self, r: &[ConversationRecord]) -> io::Result<()> {
             self.0
                 .fetch_add(r.len(), std::sync::atomic::Ordering::Relaxed);
             Ok(())
@@ -333,7 +393,7 @@ mod tests {
         }
         struct ClosedStdout;
         impl RecordSink for ClosedStdout {
-            fn write_interval(&mut self, _: &[ConversationRecord]) -> io::Result<()> {
+            fn write_chunk(&mut self, _: &[ConversationRecord]) -> io::Result<()> {
                 Err(io::Error::from(io::ErrorKind::BrokenPipe))
             }
             fn is_stdout(&self) -> bool {

@@ -11,12 +11,17 @@ use super::RecordSink;
 pub struct SummarySink {
     top: usize,
     note: Option<&'static str>,
+    interval: SummaryAcc,
 }
 
 impl SummarySink {
     /// Shows `top` rows per interval.
     pub fn new(top: usize) -> Self {
-        Self { top, note: None }
+        Self {
+            top,
+            note: None,
+            interval: SummaryAcc::new(top),
+        }
     }
 
     /// Shows `note` under every header (e.g. that the weaker AF_PACKET
@@ -70,83 +75,177 @@ fn endpoint(e: &Endpoint) -> String {
 
 /// Renders the summary table of one interval.
 pub fn render_summary(records: &[ConversationRecord], top: usize) -> String {
-    let mut sorted: Vec<&ConversationRecord> = records.iter().collect();
-    sorted.sort_by_key(|r| std::cmp::Reverse(r.bytes_c2s + r.bytes_s2c));
-    let total: u64 = records.iter().map(|r| r.bytes_c2s + r.bytes_s2c).sum();
-    let ts = records.first().map(|r| r.ts.as_str()).unwrap_or("");
-    let mut s = format!(
-        "── {ts}  {} conversations, {} ──\n{:<5} {:<24} {:<24} {:>10} {:>10}  {:<32} {}\n",
-        records.len(),
-        human_bytes(total),
-        "PROTO",
-        "CLIENT",
-        "SERVER",
-        "C→S",
-        "S→C",
-        "CLIENT PROCESS",
-        "SERVER PROCESS"
-    );
-    for r in sorted.into_iter().take(top) {
-        s.push_str(&format!(
-            "{:<5} {:<24} {:<24} {:>10} {:>10}  {:<32} {}\n",
-            r.proto,
-            endpoint(&r.client),
-            endpoint(&r.server),
-            human_bytes(r.bytes_c2s),
-            human_bytes(r.bytes_s2c),
-            who(&r.client),
-            who(&r.server)
-        ));
-    }
-    push_signal_views(&mut s, records, top.min(SIGNAL_ROWS));
-    s
+    let mut acc = SummaryAcc::new(top);
+    acc.add(records);
+    acc.render()
 }
 
 /// Rows of the "slowest" and "most errors" views.
 const SIGNAL_ROWS: usize = 5;
 
-/// The conversations with the highest RTT (or connect latency) and the most
-/// errors, each view only when some conversation has something to show.
-fn push_signal_views(s: &mut String, records: &[ConversationRecord], top: usize) {
-    let latency = |r: &ConversationRecord| r.signals.rtt_avg_us.max(r.signals.connect_us);
-    let mut slow: Vec<&ConversationRecord> =
-        records.iter().filter(|r| latency(r).is_some()).collect();
-    slow.sort_by_key(|r| std::cmp::Reverse(latency(r)));
-    if !slow.is_empty() {
-        s.push_str(&format!(
-            "   slowest: {:<5} {:<24} {:<24} {:>10} {:>10}  {}\n",
-            "PROTO", "CLIENT", "SERVER", "RTT AVG", "CONNECT", "CLIENT PROCESS"
-        ));
-        for r in slow.into_iter().take(top) {
-            let us = |v: Option<u64>| v.map_or("-".to_owned(), |v| format!("{v} µs"));
-            s.push_str(&format!(
-                "            {:<5} {:<24} {:<24} {:>10} {:>10}  {}\n",
-                r.proto,
-                endpoint(&r.client),
-                endpoint(&r.server),
-                us(r.signals.rtt_avg_us),
-                us(r.signals.connect_us),
-                who(&r.client)
-            ));
+/// The records with the highest keys so far, at most `cap`, ties to the
+/// earliest: what a stable sort by descending key, then the first `cap`,
+/// keeps of all of them (chunk by chunk, without holding every record).
+struct Top<K: Ord + Copy> {
+    cap: usize,
+    /// Sorted by descending key (ties in arrival order) after `compact`.
+    kept: Vec<(K, ConversationRecord)>,
+    /// The lowest kept key once `cap` are kept: a record must beat it.
+    floor: Option<K>,
+}
+
+impl<K: Ord + Copy> Top<K> {
+    fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            kept: Vec::new(),
+            floor: None,
         }
     }
-    let errors = |r: &ConversationRecord| r.signals.tcp_errors() + r.signals.dns_errors();
-    let mut failing: Vec<&ConversationRecord> = records.iter().filter(|r| errors(r) > 0).collect();
-    failing.sort_by_key(|r| std::cmp::Reverse(errors(r)));
-    if !failing.is_empty() {
-        s.push_str(&format!(
-            "   most errors: {:<5} {:<24} {:<24} {:<36} {}\n",
-            "PROTO", "CLIENT", "SERVER", "ERRORS", "CLIENT PROCESS"
-        ));
-        for r in failing.into_iter().take(top) {
+
+    fn offer(&mut self, key: K, r: &ConversationRecord) {
+        if self.cap == 0 || self.floor.is_some_and(|f| key <= f) {
+            return;
+        }
+        self.kept.push((key, r.clone()));
+        if self.kept.len() >= 2 * self.cap {
+            self.compact();
+        }
+    }
+
+    fn compact(&mut self) {
+        // Stable: equal keys keep their arrival order.
+        self.kept.sort_by_key(|(k, _)| std::cmp::Reverse(*k));
+        self.kept.truncate(self.cap);
+        self.floor = (self.kept.len() == self.cap).then(|| self.kept[self.cap - 1].0);
+    }
+
+    fn sorted(&mut self) -> impl Iterator<Item = &ConversationRecord> {
+        self.compact();
+        self.kept.iter().map(|(_, r)| r)
+    }
+}
+
+/// One interval's summary, built chunk by chunk: counts, the first
+/// record's time, and only the records that can be shown.
+struct SummaryAcc {
+    top: usize,
+    records: usize,
+    total: u64,
+    ts: Option<String>,
+    busiest: Top<u64>,
+    slowest: Top<u64>,
+    failing: Top<u64>,
+}
+
+fn latency(r: &ConversationRecord) -> Option<u64> {
+    r.signals.rtt_avg_us.max(r.signals.connect_us)
+}
+
+fn errors(r: &ConversationRecord) -> u64 {
+    r.signals.tcp_errors() + r.signals.dns_errors()
+}
+
+impl SummaryAcc {
+    fn new(top: usize) -> Self {
+        let signal_rows = top.min(SIGNAL_ROWS);
+        Self {
+            top,
+            records: 0,
+            total: 0,
+            ts: None,
+            busiest: Top::new(top),
+            slowest: Top::new(signal_rows),
+            failing: Top::new(signal_rows),
+        }
+    }
+
+    fn add(&mut self, records: &[ConversationRecord]) {
+        if self.ts.is_none() {
+            self.ts = records.first().map(|r| r.ts.clone());
+        }
+        self.records += records.len();
+        for r in records {
+            self.total += r.bytes_c2s + r.bytes_s2c;
+            self.busiest.offer(r.bytes_c2s + r.bytes_s2c, r);
+            if let Some(l) = latency(r) {
+                self.slowest.offer(l, r);
+            }
+            let e = errors(r);
+            if e > 0 {
+                self.failing.offer(e, r);
+            }
+        }
+    }
+
+    fn render(&mut self) -> String {
+        let ts = self.ts.as_deref().unwrap_or("");
+        let mut s = format!(
+            "── {ts}  {} conversations, {} ──\n{:<5} {:<24} {:<24} {:>10} {:>10}  {:<32} {}\n",
+            self.records,
+            human_bytes(self.total),
+            "PROTO",
+            "CLIENT",
+            "SERVER",
+            "C→S",
+            "S→C",
+            "CLIENT PROCESS",
+            "SERVER PROCESS"
+        );
+        for r in self.busiest.sorted().take(self.top) {
             s.push_str(&format!(
-                "                {:<5} {:<24} {:<24} {:<36} {}\n",
+                "{:<5} {:<24} {:<24} {:>10} {:>10}  {:<32} {}\n",
                 r.proto,
                 endpoint(&r.client),
                 endpoint(&r.server),
-                error_text(r),
-                who(&r.client)
+                human_bytes(r.bytes_c2s),
+                human_bytes(r.bytes_s2c),
+                who(&r.client),
+                who(&r.server)
             ));
+        }
+        self.push_signal_views(&mut s);
+        s
+    }
+
+    /// The conversations with the highest RTT (or connect latency) and the
+    /// most errors, each view only when some conversation has something to show.
+    fn push_signal_views(&mut self, s: &mut String) {
+        let mut slow = self.slowest.sorted().peekable();
+        if slow.peek().is_some() {
+            s.push_str(&format!(
+                "   slowest: {:<5} {:<24} {:<24} {:>10} {:>10}  {}\n",
+                "PROTO", "CLIENT", "SERVER", "RTT AVG", "CONNECT", "CLIENT PROCESS"
+            ));
+            for r in slow {
+                let us = |v: Option<u64>| v.map_or("-".to_owned(), |v| format!("{v} µs"));
+                s.push_str(&format!(
+                    "            {:<5} {:<24} {:<24} {:>10} {:>10}  {}\n",
+                    r.proto,
+                    endpoint(&r.client),
+                    endpoint(&r.server),
+                    us(r.signals.rtt_avg_us),
+                    us(r.signals.connect_us),
+                    who(&r.client)
+                ));
+            }
+        }
+        let mut failing = self.failing.sorted().peekable();
+        if failing.peek().is_some() {
+            s.push_str(&format!(
+                "   most errors: {:<5} {:<24} {:<24} {:<36} {}\n",
+                "PROTO", "CLIENT", "SERVER", "ERRORS", "CLIENT PROCESS"
+            ));
+            for r in failing {
+                s.push_str(&format!(
+                    "                {:<5} {:<24} {:<24} {:<36} {}\n",
+                    r.proto,
+                    endpoint(&r.client),
+                    endpoint(&r.server),
+                    error_text(r),
+                    who(&r.client)
+                ));
+            }
         }
     }
 }
@@ -175,11 +274,21 @@ fn error_text(r: &ConversationRecord) -> String {
 }
 
 impl RecordSink for SummarySink {
-    fn write_interval(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
-        if records.is_empty() {
+    fn begin_interval(&mut self) {
+        self.interval = SummaryAcc::new(self.top);
+    }
+
+    fn write_chunk(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
+        self.interval.add(records);
+        Ok(())
+    }
+
+    fn end_interval(&mut self) -> io::Result<()> {
+        let mut interval = std::mem::replace(&mut self.interval, SummaryAcc::new(self.top));
+        if interval.records == 0 {
             return Ok(());
         }
-        let mut text = render_summary(records, self.top);
+        let mut text = interval.render();
         if let Some(note) = self.note {
             // Under the header line.
             let at = text.find('\n').map_or(text.len(), |i| i + 1);

@@ -88,12 +88,17 @@ pub struct EmbeddedWriter {
 impl EmbeddedWriter {
     /// Queues an interval's records; false (and counted) when the queue is full.
     pub fn offer(&self, records: &[ConversationRecord]) -> bool {
+        self.offer_owned(records.to_vec())
+    }
+
+    /// Like [`EmbeddedWriter::offer`], with records the caller gives up (no copy).
+    pub fn offer_owned(&self, records: Vec<ConversationRecord>) -> bool {
         let n = records.len() as u64;
         self.counters.offered.fetch_add(n, Ordering::Relaxed);
         if records.is_empty() {
             return true;
         }
-        match self.tx.try_send(Msg::Records(records.to_vec())) {
+        match self.tx.try_send(Msg::Records(records)) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 let before = self.counters.dropped.fetch_add(n, Ordering::Relaxed);
