@@ -17,6 +17,7 @@ use flowlens_correlator::rollup::EndSignals;
 use tracing::warn;
 
 use super::cardinality::{CardinalityStats, TagLimiter, OTHER};
+use super::pending::{FlowPoint, IfacePoint, Pending, RollupPoint};
 use super::schema::{
     capped_tag_keys, flow_tags, iface_tags, local_ends, rollup_tags, usable_measurement, EndFields,
     FlowTag, IfaceTag, RollupTag, SchemaConfig, TagValue, CLIENT_FIELDS, SERVER_FIELDS,
@@ -41,6 +42,8 @@ pub struct Encoder {
     iface_own: [bool; IfaceTag::COUNT],
     /// Next sequence number per hash of (series, interval end).
     seq: HashMap<u64, u32, BuildHasherDefault<DefaultHasher>>,
+    /// The interval's records so far, as their points need them.
+    pending: Pending,
 }
 
 /// One group of an aggregate measurement: its key (interval end, `T` tags), `S` sums and what else merges.
@@ -162,54 +165,107 @@ impl Encoder {
             iface_keys,
             iface_own,
             seq: HashMap::default(),
+            pending: Pending::default(),
         }
     }
 
     /// Appends one interval's points (flow, rollup, iface) as line protocol (ns precision, '\n'-terminated
     /// lines) to `buf`; returns the number of lines appended. Resets per-interval cardinality state at the start.
     pub fn encode_interval(&mut self, records: &[ConversationRecord], buf: &mut Vec<u8>) -> usize {
+        self.begin_interval();
+        self.add(records);
+        self.finish_interval(buf)
+    }
+
+    /// Starts an interval whose records come in chunks ([`Encoder::add`], then
+    /// [`Encoder::finish_interval`]); the points are the same as in one [`Encoder::encode_interval`].
+    pub fn begin_interval(&mut self) {
         self.limiter.begin_interval();
         self.seq.clear();
+        self.pending.clear();
+    }
+
+    /// Takes the interval's next records: counts their tag values for the caps and keeps what their points
+    /// need (see `pending.rs`), not the records.
+    pub fn add(&mut self, records: &[ConversationRecord]) {
         for r in records {
             self.observe(r);
         }
-        self.limiter.decide();
-        let mut rows = Vec::with_capacity(records.len());
-        let mut iface_rows = Vec::with_capacity(records.len());
+        let p = &mut self.pending;
         for r in records {
-            self.write_flow(r, buf);
+            let tags = p.strings.keep_all(flow_tags(r));
+            write_flow_fields(r, &mut p.fields);
+            p.flows.push(FlowPoint {
+                tags,
+                ts: r.ts_unix_ns,
+                fields_end: p.fields.len(),
+            });
             let (bytes, packets) = (
                 r.bytes_c2s.saturating_add(r.bytes_s2c),
                 r.packets_c2s.saturating_add(r.packets_s2c),
             );
             for iface in &r.ifaces {
-                let mut tags = iface_tags(r, iface);
-                self.fold(&mut tags, &self.iface_keys, None);
-                iface_rows.push(IfaceRow {
+                p.ifaces.push(IfacePoint {
                     ts: r.ts_unix_ns,
-                    tags,
+                    tags: p.strings.keep_all(iface_tags(r, iface)),
                     sums: [bytes, packets, 1],
-                    extra: (),
                 });
             }
             for end in local_ends(r) {
-                let mut tags = rollup_tags(r, &end);
-                self.fold(&mut tags, &self.rollup_keys, None);
                 let (sent, received) = (end.sent, end.received);
-                let sums = [sent.0, sent.1, received.0, received.1, 1];
-                let extra = RollupExtra {
-                    signals: EndSignals::of_end(&r.signals, end.role == "client"),
-                    peer_name: end.other.name.as_deref().filter(|n| !n.is_empty()),
-                };
-                rows.push(RollupRow {
+                p.rollups.push(RollupPoint {
                     ts: r.ts_unix_ns,
-                    tags,
-                    sums,
-                    extra,
+                    tags: p.strings.keep_all(rollup_tags(r, &end)),
+                    sums: [sent.0, sent.1, received.0, received.1, 1],
+                    signals: EndSignals::of_end(&r.signals, end.role == "client"),
+                    peer_name: p
+                        .strings
+                        .keep_str(end.other.name.as_deref().filter(|n| !n.is_empty())),
                 });
             }
         }
-        records.len() + self.write_rollup(rows, buf) + self.write_iface(iface_rows, buf)
+    }
+
+    /// Decides the interval's caps and appends its points to `buf`; returns the number of lines appended.
+    pub fn finish_interval(&mut self, buf: &mut Vec<u8>) -> usize {
+        self.limiter.decide();
+        let p = std::mem::take(&mut self.pending);
+        let mut start = 0;
+        for f in &p.flows {
+            let tags = p.strings.values(&f.tags);
+            self.write_flow(tags, f.ts, &p.fields[start..f.fields_end], buf);
+            start = f.fields_end;
+        }
+        let mut rows = Vec::with_capacity(p.rollups.len());
+        for row in &p.rollups {
+            let mut tags = p.strings.values(&row.tags);
+            self.fold(&mut tags, &self.rollup_keys, None);
+            rows.push(RollupRow {
+                ts: row.ts,
+                tags,
+                sums: row.sums,
+                extra: RollupExtra {
+                    signals: row.signals,
+                    peer_name: row.peer_name.map(|id| p.strings.get(id)),
+                },
+            });
+        }
+        let mut iface_rows = Vec::with_capacity(p.ifaces.len());
+        for row in &p.ifaces {
+            let mut tags = p.strings.values(&row.tags);
+            self.fold(&mut tags, &self.iface_keys, None);
+            iface_rows.push(IfaceRow {
+                ts: row.ts,
+                tags,
+                sums: row.sums,
+                extra: (),
+            });
+        }
+        let lines =
+            p.flows.len() + self.write_rollup(rows, buf) + self.write_iface(iface_rows, buf);
+        self.pending = p;
+        self.pending.clear();
+        lines
     }
 
     /// Cumulative cardinality counters (values folded into `other`, per tag key).
@@ -280,39 +336,27 @@ impl Encoder {
         ts.saturating_sub(i64::from(seq))
     }
 
-    /// Writes the `flow` point of one record.
-    fn write_flow(&mut self, r: &ConversationRecord, buf: &mut Vec<u8>) {
-        let mut tags = flow_tags(r);
+    /// Writes the `flow` point of one record: its tags (capped), `fields` (its field set, from
+    /// [`write_flow_fields`]) and the original values of the capped tags.
+    fn write_flow(
+        &mut self,
+        mut tags: [Option<TagValue<'_>>; FlowTag::COUNT],
+        ts: i64,
+        fields: &[u8],
+        buf: &mut Vec<u8>,
+    ) {
         let mut folded = [None; FlowTag::COUNT];
         self.fold(&mut tags, &self.flow_keys, Some(&mut folded));
         let start = buf.len();
         buf.extend_from_slice(&self.flow_name);
         push_tags(buf, FlowTag::ALL.iter().map(|t| t.key()), &tags);
-        let ts = self.timestamp(&buf[start..], r.ts_unix_ns);
+        let ts = self.timestamp(&buf[start..], ts);
         buf.push(b' ');
-        let mut f = Fields { buf, first: true };
-        f.uint("bytes_c2s", r.bytes_c2s);
-        f.uint("bytes_s2c", r.bytes_s2c);
-        f.uint("packets_c2s", r.packets_c2s);
-        f.uint("packets_s2c", r.packets_s2c);
-        f.end(&r.client, &CLIENT_FIELDS);
-        f.end(&r.server, &SERVER_FIELDS);
-        f.str("client_evidence", &r.client_evidence);
-        f.uint("duration_ms", r.duration_ms);
-        f.int("first_seen_unix_ns", r.first_seen_unix_ns);
-        f.int("last_seen_unix_ns", r.last_seen_unix_ns);
-        f.uint("tcp_flags", r.tcp_flags.into());
-        f.str("tcp_flags_text", &r.tcp_flags_text);
-        if !r.ifaces.is_empty() {
-            f.quoted("ifaces", |buf| {
-                for (i, name) in r.ifaces.iter().enumerate() {
-                    buf.extend_from_slice(if i > 0 { b"," } else { b"" });
-                    push_str_content(buf, name);
-                }
-            });
-        }
-        f.opt_str("nat", r.nat.as_ref());
-        f.signals(&r.signals);
+        buf.extend_from_slice(fields);
+        let mut f = Fields {
+            buf,
+            first: fields.is_empty(),
+        };
         if folded.iter().any(Option::is_some) {
             // The original values of the folded tags, e.g. `client_comm=job-17,server_port=31337`.
             f.quoted("folded_tags", |buf| {
@@ -375,6 +419,33 @@ impl Encoder {
         }
         rows.len()
     }
+}
+
+/// Appends the field set of a record's `flow` point (all but `folded_tags`, which depends on the caps).
+fn write_flow_fields(r: &ConversationRecord, buf: &mut Vec<u8>) {
+    let mut f = Fields { buf, first: true };
+    f.uint("bytes_c2s", r.bytes_c2s);
+    f.uint("bytes_s2c", r.bytes_s2c);
+    f.uint("packets_c2s", r.packets_c2s);
+    f.uint("packets_s2c", r.packets_s2c);
+    f.end(&r.client, &CLIENT_FIELDS);
+    f.end(&r.server, &SERVER_FIELDS);
+    f.str("client_evidence", &r.client_evidence);
+    f.uint("duration_ms", r.duration_ms);
+    f.int("first_seen_unix_ns", r.first_seen_unix_ns);
+    f.int("last_seen_unix_ns", r.last_seen_unix_ns);
+    f.uint("tcp_flags", r.tcp_flags.into());
+    f.str("tcp_flags_text", &r.tcp_flags_text);
+    if !r.ifaces.is_empty() {
+        f.quoted("ifaces", |buf| {
+            for (i, name) in r.ifaces.iter().enumerate() {
+                buf.extend_from_slice(if i > 0 { b"," } else { b"" });
+                push_str_content(buf, name);
+            }
+        });
+    }
+    f.opt_str("nat", r.nat.as_ref());
+    f.signals(&r.signals);
 }
 
 /// Appends ` <ts>\n`.

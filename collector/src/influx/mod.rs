@@ -4,6 +4,7 @@
 
 pub mod cardinality;
 pub mod encode;
+mod pending;
 pub mod schema;
 pub mod self_metrics;
 

@@ -23,7 +23,7 @@ use super::{
     stats::{spool_or_count, InfluxStats},
     writer::{lock, Batch, DeadLetter, Writers},
 };
-use crate::{exporter::EXPORT_CHUNK, metrics::SelfMetrics, sinks::RecordSink};
+use crate::{metrics::SelfMetrics, sinks::RecordSink};
 
 /// Start-up health check: reachability, credentials, database. Config
 /// errors (credentials, database, retention policy) fail; an unreachable
@@ -158,8 +158,6 @@ pub struct InfluxSink {
     close_timeout: Duration,
     drain_progress: bool,
     spool_dir: std::path::PathBuf,
-    /// The current interval's records, until its end.
-    interval: Vec<ConversationRecord>,
 }
 
 impl InfluxSink {
@@ -232,7 +230,6 @@ impl InfluxSink {
             close_timeout: s.close_timeout,
             drain_progress: s.drain_progress,
             spool_dir: s.spool_dir,
-            interval: Vec::new(),
         })
     }
 
@@ -392,50 +389,30 @@ impl DrainProgress {
     }
 }
 
-impl InfluxSink {
-    /// Encodes one whole interval and queues its points.
-    fn encode_and_queue(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        self.encoder.encode_interval(records, &mut buf);
-        *lock(&self.writers.stats.cardinality) = self.encoder.stats();
-        let r = self.write_lines(&buf);
-        self.buf = buf;
-        r.map(|_| ())
-    }
-}
-
 impl RecordSink for InfluxSink {
     fn begin_interval(&mut self) {
-        self.interval.clear();
+        self.encoder.begin_interval();
     }
 
     /// The interval's cardinality caps keep the heaviest tag values of the
-    /// whole interval, and its rollups sum over all of it: its records are
-    /// gathered until its end, then encoded in one go.
+    /// whole interval and its rollups sum over all of it: the encoder keeps
+    /// what the points need (not the records) until the interval's end.
     fn write_chunk(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
         if self.closed {
             return Err(io::Error::other("the InfluxDB sink is closed"));
         }
-        self.interval.extend_from_slice(records);
+        self.encoder.add(records);
         Ok(())
     }
 
     fn end_interval(&mut self) -> io::Result<()> {
-        let records = std::mem::take(&mut self.interval);
-        let r = self.encode_and_queue(&records);
-        self.interval = records;
-        self.interval.clear();
-        if self.interval.capacity() > 4 * EXPORT_CHUNK {
-            self.interval = Vec::new();
-        }
-        r
-    }
-
-    fn write_interval(&mut self, records: &[ConversationRecord]) -> io::Result<()> {
-        // Whole already: nothing to gather.
-        self.interval.clear();
-        self.encode_and_queue(records)
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        self.encoder.finish_interval(&mut buf);
+        *lock(&self.writers.stats.cardinality) = self.encoder.stats();
+        let r = self.write_lines(&buf);
+        self.buf = buf;
+        r.map(|_| ())
     }
 
     fn write_self_metrics(&mut self, metrics: &SelfMetrics, host: &str, ts: i64) {

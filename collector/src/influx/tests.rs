@@ -434,3 +434,49 @@ fn measurement_names_never_collide() {
     assert_eq!(names("x", "x", ""), ["x", "flow_rollup", "flow_iface"]);
     assert_eq!(names("flow_rollup", "", "y"), ["flow_rollup", "flow", "y"]);
 }
+
+/// `mixed` with what else a point can carry: peer names, signals, several interfaces, NAT.
+fn mixed_rich(n: usize, seed: usize) -> Vec<ConversationRecord> {
+    let mut records = mixed(n + seed);
+    records.drain(..seed);
+    for (i, r) in records.iter_mut().enumerate() {
+        if i % 3 == 0 {
+            r.server.name = Some(format!("svc{}.example.com", i % 7));
+        }
+        if i % 5 == 0 {
+            r.signals.rtt_avg_us = Some(100 + i as u64);
+            r.signals.rtt_samples = 2;
+            r.signals.retransmits_c2s = i as u64 % 4;
+        }
+        if i % 11 == 0 {
+            r.ifaces.push(format!("veth{}", i % 4));
+            r.nat = Some("dnat".to_owned());
+        }
+    }
+    records
+}
+
+#[test]
+fn an_interval_in_chunks_encodes_as_in_one_go() {
+    let tiny = SchemaConfig {
+        tag_cap: 3,
+        ..SchemaConfig::default()
+    };
+    for cfg in [SchemaConfig::default(), tiny] {
+        let (mut whole, mut chunked) = (Encoder::new(cfg.clone()), Encoder::new(cfg));
+        // Several intervals: what the caps remember of the last one must not differ either.
+        for (interval, chunk) in [(0, 1), (1, 7), (2, 1000), (3, 4096)] {
+            let records = mixed_rich(2500, interval * 100);
+            let mut want = Vec::new();
+            let n = whole.encode_interval(&records, &mut want);
+            let mut got = Vec::new();
+            chunked.begin_interval();
+            for c in records.chunks(chunk) {
+                chunked.add(c);
+            }
+            assert_eq!(chunked.finish_interval(&mut got), n);
+            assert!(got == want, "interval {interval}, chunks of {chunk}");
+            assert_eq!(chunked.stats(), whole.stats());
+        }
+    }
+}
