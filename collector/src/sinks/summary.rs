@@ -117,7 +117,8 @@ impl<K: Ord + Copy> Top<K> {
         // Stable: equal keys keep their arrival order.
         self.kept.sort_by_key(|(k, _)| std::cmp::Reverse(*k));
         self.kept.truncate(self.cap);
-        self.floor = (self.kept.len() == self.cap).then(|| self.kept[self.cap - 1].0);
+        self.floor =
+            (self.cap > 0 && self.kept.len() == self.cap).then(|| self.kept[self.cap - 1].0);
     }
 
     fn sorted(&mut self) -> impl Iterator<Item = &ConversationRecord> {
@@ -368,6 +369,35 @@ mod tests {
         assert!(slow_at < fast_at, "slowest first:\n{out}");
         assert!(out.contains("40000 µs"), "{out}");
         assert!(out.contains("connect refused, 1 rst"), "{out}");
+    }
+
+    #[test]
+    fn an_interval_in_chunks_renders_as_in_one_go() {
+        // More records than rows, equal keys (ties go to the earliest), slow and failing ones.
+        let records: Vec<ConversationRecord> = (0..40u16)
+            .map(|i| {
+                let mut r = rec(40000 + i, 443);
+                r.bytes_c2s = u64::from(i % 6) * 1000;
+                if i % 3 == 0 {
+                    r.signals.rtt_avg_us = Some(u64::from(i % 4) * 10);
+                }
+                if i % 4 == 0 {
+                    r.signals.resets_s2c = u64::from(i % 3);
+                }
+                r
+            })
+            .collect();
+        for top in [0, 1, 3, 10, 50] {
+            let whole = render_summary(&records, top);
+            for chunk in [1, 2, 7, 40] {
+                let mut acc = SummaryAcc::new(top);
+                for c in records.chunks(chunk) {
+                    acc.add(c);
+                }
+                assert_eq!(acc.render(), whole, "top {top}, chunks of {chunk}");
+            }
+        }
+        assert!(render_summary(&records, 10).contains("40 conversations"));
     }
 
     #[test]
