@@ -105,3 +105,78 @@ fn conversations_sharing_every_tag_are_all_stored_once() {
         "replay duplicated points"
     );
 }
+
+/// The exporter hands the sinks an interval in chunks (4,096 records; 7
+/// here): InfluxDB gets it whole and once, in full batches, and the
+/// interval's self-metrics once.
+#[test]
+fn an_interval_in_chunks_is_stored_whole_and_once() {
+    use flowlens_collector::influx::{settings::InfluxSettings, sink::InfluxSink};
+    use flowlens_collector::{metrics::SelfMetrics, sinks::Sinks};
+    const CHUNKED: &str = "chunked";
+    let influx = Influxd::start();
+    let dir = flowlens_tests::influx::TempDir::new("chunked");
+    let mut s =
+        InfluxSettings::new(&influx.url(), CHUNKED, &dir.path().join("spool")).expect("settings");
+    s.create_db = true;
+    s.batch_lines = 1000;
+    let sink = InfluxSink::start(s).expect("start");
+    let stats = sink.stats();
+    let mut sinks = Sinks::new();
+    sinks.push(Box::new(sink));
+    let recs = records();
+    let mut whole = Vec::new();
+    let lines = Encoder::new(SchemaConfig::default()).encode_interval(&recs, &mut whole) as u64;
+    sinks.begin_interval();
+    for c in recs.chunks(7) {
+        sinks.write_chunk(c);
+    }
+    let written = sinks.end_interval();
+    assert_eq!((written.lost, written.end), (0, None));
+    let metrics = SelfMetrics {
+        intervals: 1,
+        records_exported: u64::from(N),
+        ..SelfMetrics::default()
+    };
+    sinks.write_self_metrics(&metrics, "node1", 1_795_608_010_000_000_000);
+    assert_eq!(sinks.close(), 0);
+    let m = stats.snapshot();
+    assert_eq!(m.points_written, m.points_accepted, "{m:#?}");
+    // The interval's points and one flowlens_self point per loss counter, nothing else.
+    let selfs = m.points_accepted - lines;
+    assert!(selfs > 0 && selfs < 100, "{m:#?}");
+    // Full batches of 1,000 lines across the chunks (not one per chunk of 7).
+    assert!(
+        m.batches_written <= lines.div_ceil(1000) + 2,
+        "{} batches for {lines} lines: {m:#?}",
+        m.batches_written
+    );
+    let count = |q: &str| {
+        influx
+            .query(CHUNKED, q)
+            .pointer("/results/0/series/0/values/0/1")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+    };
+    let expected_sum: i64 = (0..i64::from(N)).map(|i| 100 + i).sum();
+    assert_eq!(count("SELECT count(bytes_c2s) FROM flow"), i64::from(N));
+    assert_eq!(count("SELECT sum(bytes_c2s) FROM flow"), expected_sum);
+    // The rollup groups of the whole interval (each client address is the server end's peer).
+    let of = |m: &str| {
+        std::str::from_utf8(&whole)
+            .expect("utf8")
+            .lines()
+            .filter(|l| l.starts_with(m))
+            .count() as i64
+    };
+    assert_eq!(
+        count("SELECT count(bytes) FROM flow_rollup"),
+        of("flow_rollup,")
+    );
+    assert_eq!(
+        count("SELECT sum(conversations) FROM flow_rollup WHERE direction = 'out'"),
+        2 * i64::from(N)
+    );
+    assert_eq!(count("SELECT count(bytes) FROM flow_iface"), 1);
+    assert_eq!(of("flow_iface,"), 1);
+}
