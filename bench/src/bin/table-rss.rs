@@ -6,6 +6,11 @@
 //! `table-rss [--sizes=10000,100000,1000000] [--signals=none,rtt] [--soak=180]
 //! [--local-addrs=16|N|all] [--smoke]`.
 //! Each size runs in a fresh child process so sizes do not share a heap.
+//! "+ records": the peak RSS (VmHWM, reset before the export through
+//! /proc/self/clear_refs) of one export whose records stream to a consumer
+//! in chunks of the collector's 4,096 (each serialized as a JSON line, as the
+//! JSON lines sink does), against the same export with every record held at
+//! once (`export()`, what the collector did before it streamed).
 //! `--signals`: `none`, conversations carry no golden signals (most real
 //! ones); `rtt`, every conversation's client socket reported an RTT sample
 //! before the export (what TCP conversations carry each interval).
@@ -34,10 +39,51 @@ fn config(n: u64) -> TableConfig {
     }
 }
 
+/// Records an export hands the sinks at a time (the collector's `EXPORT_CHUNK`).
+const CHUNK: usize = 4096;
+
+/// Peak RSS since the last [`reset_peak`] (VmHWM), KiB.
+fn peak_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| {
+        l.strip_prefix("VmHWM:")
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    })
+}
+
+/// Resets VmHWM to the current RSS (Linux ≥ 4.0).
+fn reset_peak() -> std::io::Result<()> {
+    std::fs::write("/proc/self/clear_refs", "5")
+}
+
+/// One export, streamed in chunks of [`CHUNK`] (each record serialized as a
+/// JSON line into a reused buffer, as the JSON lines sink does) or, `all`,
+/// every record at once. Returns the records.
+fn export_once(t: &mut ConversationTable, now: u64, all: bool) -> u64 {
+    let unix = UNIX0 + i128::from(now);
+    if all {
+        let records = t.export(now, unix, "h", &StaticLookup);
+        let n = records.len() as u64;
+        std::hint::black_box(records);
+        return n;
+    }
+    let mut line = Vec::with_capacity(4096);
+    let mut consume = |chunk: &[flowlens_correlator::record::ConversationRecord]| {
+        for r in chunk {
+            line.clear();
+            if serde_json::to_writer(&mut line, r).is_ok() {
+                std::hint::black_box(&line);
+            }
+        }
+    };
+    t.export_with(now, unix, "h", &StaticLookup, false, CHUNK, &mut consume)
+}
+
 /// Child mode: fill a table with `n` conversations (each with an RTT sample
-/// when `rtt`), print "before table after active records" (KiB: empty, the
-/// table alone, with one export's records).
-fn fill(n: u64, rtt: bool, clients: Clients) {
+/// when `rtt`), print "before table peak active records" (KiB: empty, the
+/// table alone, the peak of one export: streamed, or every record at once
+/// when `all`).
+fn fill(n: u64, rtt: bool, all: bool, clients: Clients) -> anyhow::Result<()> {
     let before = rss_kib("self").unwrap_or(0);
     let mut t = ConversationTable::new(config(n));
     let n32 = u32::try_from(n).unwrap_or(u32::MAX);
@@ -60,14 +106,14 @@ fn fill(n: u64, rtt: bool, clients: Clients) {
         }
     }
     let table = rss_kib("self").unwrap_or(0);
-    // One export: the records of an interval exist at the same time as the table.
-    let records = t.export(2 * S, UNIX0 + i128::from(2 * S), "h", &StaticLookup);
-    let after = rss_kib("self").unwrap_or(0);
+    reset_peak()?;
+    let records = export_once(&mut t, 2 * S, all);
+    let peak = peak_kib().unwrap_or(0);
     println!(
-        "{before} {table} {after} {} {}",
+        "{before} {table} {peak} {} {records}",
         t.stats().conversations_active,
-        records.len()
     );
+    Ok(())
 }
 
 /// Child mode: a burst of `n` conversations (cap raised to hold them), then
@@ -87,23 +133,11 @@ fn burst(n: u64, clients: Clients) {
     for round in 0..3u64 {
         let t0 = 1 + round * 10;
         clients.feed(&mut t, round as u32 * n32, (round as u32 + 1) * n32, 10, t0);
-        let records = t.export(
-            (t0 + 1) * S,
-            UNIX0 + i128::from((t0 + 1) * S),
-            "h",
-            &StaticLookup,
-        );
-        std::hint::black_box(records);
+        export_once(&mut t, (t0 + 1) * S, false);
         peak = peak.max(rss_kib("self").unwrap_or(0));
         // Idle past the timeout and the owners' grace: everything goes.
         for k in 2..6 {
-            let records = t.export(
-                (t0 + k) * S,
-                UNIX0 + i128::from((t0 + k) * S),
-                "h",
-                &StaticLookup,
-            );
-            std::hint::black_box(records);
+            export_once(&mut t, (t0 + k) * S, false);
         }
         let _ = t.take_evicted_flows();
         // What the collector does after a burst was evicted.
@@ -135,8 +169,7 @@ fn soak(cap: u64, secs: u64, clients: Clients) {
         // old ones idle out after 2 ticks, so the table stays near cap/2.
         clients.feed(&mut t, next, next.wrapping_add(per_tick), 10, tick);
         next = next.wrapping_add(per_tick);
-        let records = t.export(tick * S, UNIX0 + i128::from(tick * S), "h", &StaticLookup);
-        std::hint::black_box(records);
+        export_once(&mut t, tick * S, false);
         let _ = t.take_evicted_flows();
         tick += 1;
         if last_sample.elapsed() >= Duration::from_secs(1) {
@@ -173,8 +206,12 @@ fn clients_arg() -> anyhow::Result<(Clients, String)> {
 fn main() -> anyhow::Result<()> {
     let (clients, local_addrs) = clients_arg()?;
     if let Some(n) = arg_value("child-fill") {
-        fill(n.parse()?, arg_value("rtt").is_some(), clients);
-        return Ok(());
+        return fill(
+            n.parse()?,
+            arg_value("rtt").is_some(),
+            arg_value("all").is_some(),
+            clients,
+        );
     }
     if let Some(n) = arg_value("child-burst") {
         burst(n.parse()?, clients);
@@ -228,29 +265,39 @@ fn main() -> anyhow::Result<()> {
             }
             other => anyhow::bail!("--signals: unknown {other:?} (none, rtt)"),
         };
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = child(&args)?;
-        let v: Vec<u64> = out
-            .split_whitespace()
-            .filter_map(|s| s.parse().ok())
-            .collect();
-        let [before, table, after, active, records] = v[..] else {
-            anyhow::bail!("unexpected child output {out:?}");
-        };
+        // Every record at once (as before streaming), then streamed: fresh children each.
+        let mut all_args = args.clone();
+        all_args.push("--all=1".to_owned());
+        let [all, streamed] = [all_args, args].map(|a| -> anyhow::Result<[u64; 5]> {
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            let out = child(&a)?;
+            let v: Vec<u64> = out
+                .split_whitespace()
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            let [before, table, peak, active, records] = v[..] else {
+                anyhow::bail!("unexpected child output {out:?}");
+            };
+            Ok([before, table, peak, active, records])
+        });
+        let [_, _, all_peak, _, _] = all?;
+        let [before, table, peak, active, records] = streamed?;
         let per = |kib: u64| kib.saturating_sub(before) as f64 * 1024.0 / active.max(1) as f64;
         rows.push(Row {
             section: "memory",
-            case: format!("ConversationTable, {n} concurrent conversations + owners, {carried}, {addrs_text} (+ {records} records of one export)"),
+            case: format!("ConversationTable, {n} concurrent conversations + owners, {carried}, {addrs_text} (+ one export of {records} records, streamed in chunks of {CHUNK})"),
             value: format!(
-                "{:.1} MiB RSS ({:.1} MiB before the export)",
-                after as f64 / 1024.0,
-                table as f64 / 1024.0
+                "{:.1} MiB RSS ({:.1} MiB peak of the export, {:.1} MiB with every record at once)",
+                table as f64 / 1024.0,
+                peak as f64 / 1024.0,
+                all_peak as f64 / 1024.0
             ),
             baseline: format!("empty process {:.1} MiB", before as f64 / 1024.0),
             ratio: format!(
-                "{:.0} B/conversation in the table, {:.0} B with the export's records",
+                "{:.0} B/conversation in the table, {:.0} B at the export's peak ({:.0} B with every record at once)",
                 per(table),
-                per(after)
+                per(peak),
+                per(all_peak)
             ),
             goal: format!(
                 "≤ 500 B/conversation in the table (issue 16): {}",
