@@ -90,7 +90,7 @@ pub(crate) fn build_record(
             ProcessAttribution::new(a.identity(), exe, ctx.lookup)
         });
         let mut end = Endpoint::new(key.ends[side], process);
-        if let Some(n) = conv.nat.as_ref().filter(|n| n.translated(side)) {
+        if let Some(n) = conv.nat().filter(|n| n.translated(side)) {
             end.nat_addr = Some(n.seen_as[side].0.to_string());
             end.nat_port = Some(n.seen_as[side].1);
         }
@@ -124,7 +124,7 @@ pub(crate) fn build_record(
             .into_iter()
             .map(|i| ctx.lookup.iface_name(i).unwrap_or_else(|| format!("if{i}")))
             .collect(),
-        nat: conv.nat.as_ref().map(|n| n.kind().to_owned()),
+        nat: conv.nat().map(|n| n.kind().to_owned()),
         signals: Default::default(),
     }
 }

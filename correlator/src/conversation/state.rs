@@ -196,13 +196,11 @@ pub(crate) struct Conversation {
     /// the client index (0 or 1) once proven by sockets or handshake.
     flags: ConvFlags,
     pub owners: EndOwners,
-    /// The translation, when connection tracking reported one.
-    pub nat: Option<Arc<NatLink>>,
     rare: Option<Box<RareState>>,
 }
 
 /// What few conversations need: allocated on first use.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct RareState {
     /// Per sender: the counts of closed path epochs (the traffic moved paths).
     closed: [Counters; 2],
@@ -213,6 +211,19 @@ struct RareState {
     /// Started on a tuple an earlier connection used: kernel times before
     /// this are that connection's.
     since_ns: u64,
+    /// The translation, when connection tracking reported one (translated
+    /// conversations are few among a host's: the link lives here, not in
+    /// every conversation).
+    nat: Option<Arc<NatLink>>,
+}
+
+impl RareState {
+    fn is_empty(&self) -> bool {
+        self.closed == [Counters::default(); 2]
+            && self.news == [Counters::default(); 2]
+            && self.since_ns == 0
+            && self.nat.is_none()
+    }
 }
 
 impl Conversation {
@@ -234,8 +245,31 @@ impl Conversation {
             tcp_flags: 0,
             flags: ConvFlags::default(),
             owners: EndOwners::default(),
-            nat,
-            rare: None,
+            rare: nat.map(|nat| {
+                Box::new(RareState {
+                    nat: Some(nat),
+                    ..RareState::default()
+                })
+            }),
+        }
+    }
+
+    /// The translation, when connection tracking reported one.
+    pub fn nat(&self) -> Option<&Arc<NatLink>> {
+        self.rare.as_ref().and_then(|r| r.nat.as_ref())
+    }
+
+    pub fn set_nat(&mut self, nat: Option<Arc<NatLink>>) {
+        match nat {
+            Some(n) => self.rare.get_or_insert_default().nat = Some(n),
+            None => {
+                if let Some(r) = self.rare.as_mut() {
+                    r.nat = None;
+                    if r.is_empty() {
+                        self.rare = None;
+                    }
+                }
+            }
         }
     }
 
@@ -300,7 +334,7 @@ impl Conversation {
         let seen = (at_ns.max(self.first_seen_ns), self.last_seen_ns.max(at_ns));
         let mut next = Self {
             entries,
-            ..Self::blank(self.key(), seen, self.nat.clone())
+            ..Self::blank(self.key(), seen, self.nat().cloned())
         };
         next.set_pending(pending);
         next.set_since_ns(at_ns);
@@ -414,7 +448,7 @@ impl Conversation {
             return [Counters::default(); 2];
         };
         let news = std::mem::take(&mut r.news);
-        if r.closed == [Counters::default(); 2] && r.since_ns == 0 {
+        if r.is_empty() {
             self.rare = None;
         }
         news
@@ -422,9 +456,7 @@ impl Conversation {
 
     /// How end `side` is seen by the other end (its own address without NAT).
     pub fn seen_as(&self, key: &ConvKey, side: usize) -> Addr {
-        self.nat
-            .as_ref()
-            .map_or(key.ends[side], |n| n.seen_as[side])
+        self.nat().map_or(key.ends[side], |n| n.seen_as[side])
     }
 
     /// The kernel entries as (tuple, ifindex, hook), for deletion.
@@ -433,7 +465,7 @@ impl Conversation {
         key: &'a ConvKey,
     ) -> impl Iterator<Item = (FlowTuple, u32, Hook)> + 'a {
         self.entries.iter().map(move |e| {
-            let wk = self.nat.as_ref().map_or(key, |n| n.wire_key(e.wire()));
+            let wk = self.nat().map_or(key, |n| n.wire_key(e.wire()));
             (wk.tuple(usize::from(e.wire_sender())), e.ifindex, e.hook())
         })
     }
@@ -452,7 +484,7 @@ impl Conversation {
             (side, Evidence::Socket)
         } else if let Some(side) = self.by_handshake() {
             (side, Evidence::Handshake)
-        } else if let Some(n) = &self.nat {
+        } else if let Some(n) = self.nat() {
             // Connection tracking knows who sent the first packet.
             return (n.client, Evidence::Handshake);
         } else {
