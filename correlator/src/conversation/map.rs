@@ -13,6 +13,7 @@ use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
 use super::state::{ConvKey, Conversation, PackedKey};
+use crate::owners::shrink_target;
 
 /// Conversations by key; the key is the conversation's own.
 #[derive(Debug, Default)]
@@ -93,12 +94,10 @@ impl ConvMap {
 
     /// Gives memory back once under a quarter full (like `owners::shrink`).
     pub fn shrink(&mut self) {
-        const FLOOR: usize = 1024;
-        let (len, capacity) = (self.table.len(), self.table.capacity());
-        if capacity > FLOOR && capacity / 4 > len {
+        if let Some(to) = shrink_target(self.table.len(), self.table.capacity()) {
             let hasher = &self.hasher;
             self.table
-                .shrink_to((2 * len).max(FLOOR), |c| hasher.hash_one(c.packed_key()));
+                .shrink_to(to, |c| hasher.hash_one(c.packed_key()));
         }
     }
 }

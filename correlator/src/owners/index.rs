@@ -13,10 +13,7 @@ use std::sync::Arc;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::record::Owner;
-use super::{shrink, Takeovers, TAKEOVERS};
-
-/// Room kept after a burst (see `shrink`).
-const FLOOR: usize = 1024;
+use super::{shrink, shrink_target, Takeovers, TAKEOVERS};
 
 /// Owner records by cookie. Hashed with foldhash, not SipHash: the kernel
 /// assigns cookies from a counter, nobody can choose them to collide (the
@@ -69,11 +66,9 @@ impl OwnerTable {
     }
 
     pub fn shrink(&mut self) {
-        let (len, cap) = (self.owners.len(), self.owners.capacity());
-        if cap > FLOOR && cap / 4 > len {
+        if let Some(to) = shrink_target(self.owners.len(), self.owners.capacity()) {
             let hasher = &self.hasher;
-            self.owners
-                .shrink_to((2 * len).max(FLOOR), |o| hasher.hash_one(o.cookie()));
+            self.owners.shrink_to(to, |o| hasher.hash_one(o.cookie()));
         }
     }
 }
@@ -219,10 +214,9 @@ impl<K: TupleKey> TupleIndex<K> {
     }
 
     pub fn shrink(&mut self, owners: &OwnerTable) {
-        let (len, cap) = (self.cookies.len(), self.cookies.capacity());
-        if cap > FLOOR && cap / 4 > len {
+        if let Some(to) = shrink_target(self.cookies.len(), self.cookies.capacity()) {
             let hasher = &self.hasher;
-            self.cookies.shrink_to((2 * len).max(FLOOR), |&c| {
+            self.cookies.shrink_to(to, |&c| {
                 owners
                     .get(c)
                     .and_then(|o| K::of(o))

@@ -478,17 +478,22 @@ impl OwnerIndex {
 /// Gives memory back after a burst: a map holding less than a quarter of
 /// its capacity (and more than a small floor) shrinks to twice its length.
 pub(crate) fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
-    const FLOOR: usize = 1024;
-    if map.capacity() > FLOOR && map.capacity() / 4 > map.len() {
-        map.shrink_to((2 * map.len()).max(FLOOR));
+    if let Some(to) = shrink_target(map.len(), map.capacity()) {
+        map.shrink_to(to);
     }
+}
+
+/// The capacity a table of `len` entries in `capacity` shrinks to, if it
+/// should (`shrink`'s rule, for every table of the correlator).
+pub(crate) fn shrink_target(len: usize, capacity: usize) -> Option<usize> {
+    const FLOOR: usize = 1024;
+    (capacity > FLOOR && capacity / 4 > len).then(|| (2 * len).max(FLOOR))
 }
 
 /// `shrink` for a set.
 fn shrink_set<K: std::hash::Hash + Eq>(set: &mut HashSet<K>) {
-    const FLOOR: usize = 1024;
-    if set.capacity() > FLOOR && set.capacity() / 4 > set.len() {
-        set.shrink_to((2 * set.len()).max(FLOOR));
+    if let Some(to) = shrink_target(set.len(), set.capacity()) {
+        set.shrink_to(to);
     }
 }
 
